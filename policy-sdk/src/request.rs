@@ -1,0 +1,241 @@
+//! The request and decision types of the policy world, with builders for native tests and
+//! helpers that keep decisions well-formed.
+
+use crate::bindings::portcullis::policy::types;
+
+/// Who is asking: see [`Request::account`].
+pub use types::Account;
+/// The decision a policy returns: see [`Request::grant`] and [`Decision::deny`].
+pub use types::Decision;
+/// What a registry request operates on (gateway mode).
+pub use types::Kind;
+/// The concrete registry operation behind a scope (gateway mode).
+pub use types::Operation;
+/// How a manifest or blob is named in a request path: a tag or a digest.
+pub use types::Reference;
+/// Everything a policy may base its decision on.
+pub use types::Request;
+/// One resource and the actions asked on it, as in `repository:team/app:pull,push`.
+pub use types::Scope;
+
+impl Request {
+    /// An anonymous request for `scope` on the service `registry`, with no client address
+    /// and no operation. Chain the other builders to fill in the rest.
+    pub fn new(scope: Scope) -> Request {
+        Request {
+            account: Account::anonymous(),
+            scope,
+            service: "registry".to_string(),
+            client_ip: None,
+            operation: None,
+        }
+    }
+
+    /// Sets an authenticated account with this name (keeping its groups).
+    pub fn account(mut self, name: &str) -> Request {
+        self.account.name = name.to_string();
+        self.account.authenticated = true;
+        self
+    }
+
+    /// Sets the account's groups.
+    pub fn groups<I, S>(mut self, groups: I) -> Request
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.account.groups = groups.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the service the token is for.
+    pub fn service(mut self, service: &str) -> Request {
+        self.service = service.to_string();
+        self
+    }
+
+    /// Sets the client's address.
+    pub fn client_ip(mut self, ip: &str) -> Request {
+        self.client_ip = Some(ip.to_string());
+        self
+    }
+
+    /// Sets the registry operation (gateway mode).
+    pub fn operation(mut self, operation: Operation) -> Request {
+        self.operation = Some(operation);
+        self
+    }
+
+    /// True when the scope asks for `action`.
+    pub fn asks(&self, action: &str) -> bool {
+        self.scope.actions.iter().any(|a| a == action)
+    }
+
+    /// Grants the requested actions that are also in `allowed`, in the order they were asked;
+    /// `*` in `allowed` stands for every requested action. The result never holds an action
+    /// that was not asked for.
+    pub fn grant<'a, I>(&self, allowed: I) -> Decision
+    where
+        I: IntoIterator<Item = &'a str>,
+    {
+        let allowed: Vec<&str> = allowed.into_iter().collect();
+        let granted = if allowed.contains(&"*") {
+            self.scope.actions.clone()
+        } else {
+            self.scope
+                .actions
+                .iter()
+                .filter(|asked| allowed.contains(&asked.as_str()))
+                .cloned()
+                .collect()
+        };
+        Decision {
+            granted,
+            reason: None,
+        }
+    }
+}
+
+impl Account {
+    /// The account of an unauthenticated request: empty name, no groups.
+    pub fn anonymous() -> Account {
+        Account {
+            name: String::new(),
+            authenticated: false,
+            groups: Vec::new(),
+        }
+    }
+
+    /// True for unauthenticated requests.
+    pub fn is_anonymous(&self) -> bool {
+        !self.authenticated
+    }
+
+    /// True when the account is in `group`.
+    pub fn in_group(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| g == group)
+    }
+}
+
+impl Scope {
+    /// A scope on a resource of any type.
+    pub fn new<I, S>(resource_type: &str, name: &str, actions: I) -> Scope
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Scope {
+            type_: resource_type.to_string(),
+            class: None,
+            name: name.to_string(),
+            actions: actions.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// A scope on a repository, such as `repository:team/app:pull,push`.
+    pub fn repository<I, S>(name: &str, actions: I) -> Scope
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Scope::new("repository", name, actions)
+    }
+
+    /// The catalog scope, `registry:catalog:*`.
+    pub fn catalog() -> Scope {
+        Scope::new("registry", "catalog", ["*"])
+    }
+
+    /// True for `repository` scopes.
+    pub fn is_repository(&self) -> bool {
+        self.type_ == "repository"
+    }
+}
+
+impl Operation {
+    /// An operation with no reference and no mount source.
+    pub fn new(method: &str, kind: Kind) -> Operation {
+        Operation {
+            method: method.to_string(),
+            kind,
+            reference: None,
+            mount_from: None,
+        }
+    }
+
+    /// Names the manifest by tag.
+    pub fn tag(mut self, tag: &str) -> Operation {
+        self.reference = Some(Reference::Tag(tag.to_string()));
+        self
+    }
+
+    /// Names the manifest or blob by digest.
+    pub fn digest(mut self, digest: &str) -> Operation {
+        self.reference = Some(Reference::Digest(digest.to_string()));
+        self
+    }
+
+    /// Marks a cross-repository blob mount from `repository`.
+    pub fn mount_from(mut self, repository: &str) -> Operation {
+        self.mount_from = Some(repository.to_string());
+        self
+    }
+}
+
+impl Decision {
+    /// Grants nothing, saying why.
+    pub fn deny(reason: &str) -> Decision {
+        Decision {
+            granted: Vec::new(),
+            reason: Some(reason.to_string()),
+        }
+    }
+
+    /// Attaches a reason for the decision log.
+    pub fn because(mut self, reason: &str) -> Decision {
+        self.reason = Some(reason.to_string());
+        self
+    }
+
+    /// True when at least one action was granted.
+    pub fn is_granted(&self) -> bool {
+        !self.granted.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grant_keeps_only_requested_actions_in_request_order() {
+        let req = Request::new(Scope::repository("a/b", ["push", "pull"])).account("u");
+        assert_eq!(
+            req.grant(["pull", "push", "delete"]).granted,
+            ["push", "pull"]
+        );
+        assert_eq!(req.grant(["delete"]).granted, Vec::<String>::new());
+    }
+
+    #[test]
+    fn star_grants_everything_requested_and_nothing_more() {
+        let req = Request::new(Scope::repository("a/b", ["pull"]));
+        assert_eq!(req.grant(["*"]).granted, ["pull"]);
+        let catalog = Request::new(Scope::catalog());
+        assert_eq!(catalog.grant(["*"]).granted, ["*"]);
+        assert!(catalog.grant(["pull"]).granted.is_empty());
+    }
+
+    #[test]
+    fn builders_fill_the_account() {
+        let req = Request::new(Scope::repository("x", ["pull"]));
+        assert!(req.account.is_anonymous());
+        let req = req
+            .account("alice")
+            .groups(["ci", "dev"])
+            .client_ip("10.0.0.1");
+        assert!(!req.account.is_anonymous());
+        assert!(req.account.in_group("ci"));
+        assert_eq!(req.client_ip.as_deref(), Some("10.0.0.1"));
+    }
+}
