@@ -1,0 +1,181 @@
+//! The `acl` policy: ordered rules, the first whose `match` fits decides, granted = requested
+//! ∩ the rule's `actions`. Settings are strict: unknown keys, rules without `actions`, bad
+//! patterns and bad CIDRs fail the load instead of silently matching everyone.
+
+mod pattern;
+
+use pattern::{Context, Pattern};
+use portcullis_policy::{Decision, Policy, Request, export_policy};
+use serde::Deserialize;
+use std::net::IpAddr;
+
+/// The policy's settings: `{"rules": [...]}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The rules, tried in order.
+    pub rules: Vec<RuleSettings>,
+}
+
+/// One rule as written in the settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSettings {
+    /// What the request must look like for the rule to decide; `{}` matches every request.
+    #[serde(rename = "match")]
+    pub matches: MatchSettings,
+    /// The actions the rule allows (`*` = all); `[]` makes it a deny rule.
+    pub actions: Vec<String>,
+    /// Free text, shown as the reason of the decisions this rule makes.
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+/// The `match` keys; each takes one pattern or a list of them (any may match).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchSettings {
+    account: Option<OneOrMany>,
+    group: Option<OneOrMany>,
+    name: Option<OneOrMany>,
+    #[serde(rename = "type")]
+    resource_type: Option<OneOrMany>,
+    service: Option<OneOrMany>,
+    ip: Option<OneOrMany>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(value) => vec![value],
+            OneOrMany::Many(values) => values,
+        }
+    }
+}
+
+/// The configured policy: rules with every pattern compiled.
+pub struct Acl {
+    rules: Vec<Rule>,
+}
+
+struct Rule {
+    account: Vec<Pattern>,
+    group: Vec<Pattern>,
+    name: Vec<Pattern>,
+    resource_type: Vec<Pattern>,
+    service: Vec<Pattern>,
+    ip: Vec<ipnet::IpNet>,
+    actions: Vec<String>,
+    reason: String,
+}
+
+impl Policy for Acl {
+    type Settings = Settings;
+
+    fn configure(settings: Settings) -> Result<Self, String> {
+        let rules = settings
+            .rules
+            .into_iter()
+            .enumerate()
+            .map(|(i, rule)| Rule::compile(i + 1, rule))
+            .collect::<Result<_, _>>()?;
+        Ok(Acl { rules })
+    }
+
+    fn authorize(&self, request: &Request) -> Decision {
+        match self.rules.iter().find(|rule| rule.matches(request)) {
+            Some(rule) => request
+                .grant(rule.actions.iter().map(String::as_str))
+                .because(&rule.reason),
+            None => Decision::deny("no acl rule matched"),
+        }
+    }
+}
+
+export_policy!(Acl);
+
+impl Rule {
+    fn compile(number: usize, settings: RuleSettings) -> Result<Rule, String> {
+        let at = |key: &str| format!("rule {number}, match.{key}");
+        let patterns = |key: &str, values: Option<OneOrMany>| -> Result<Vec<Pattern>, String> {
+            values
+                .map(OneOrMany::into_vec)
+                .unwrap_or_default()
+                .iter()
+                .map(|v| Pattern::parse(v).map_err(|e| format!("{}: {e}", at(key))))
+                .collect()
+        };
+        let m = settings.matches;
+        let ip =
+            m.ip.map(OneOrMany::into_vec)
+                .unwrap_or_default()
+                .iter()
+                .map(|v| parse_net(v).map_err(|e| format!("{}: {e}", at("ip"))))
+                .collect::<Result<_, _>>()?;
+        if let Some(bad) = settings
+            .actions
+            .iter()
+            .find(|a| a.is_empty() || a.contains(','))
+        {
+            return Err(format!(
+                "rule {number}, actions: {bad:?} is not an action name"
+            ));
+        }
+        let reason = match settings.comment {
+            Some(comment) => format!("acl rule {number}: {comment}"),
+            None => format!("acl rule {number}"),
+        };
+        Ok(Rule {
+            account: patterns("account", m.account)?,
+            group: patterns("group", m.group)?,
+            name: patterns("name", m.name)?,
+            resource_type: patterns("type", m.resource_type)?,
+            service: patterns("service", m.service)?,
+            ip,
+            actions: settings.actions,
+            reason,
+        })
+    }
+
+    fn matches(&self, request: &Request) -> bool {
+        let account = &request.account;
+        let ctx = Context {
+            account: &account.name,
+            groups: &account.groups,
+        };
+        let any = |patterns: &[Pattern], value: &str| {
+            patterns.is_empty() || patterns.iter().any(|p| p.matches(value, &ctx))
+        };
+        any(&self.account, &account.name)
+            && (self.group.is_empty() || account.groups.iter().any(|g| any(&self.group, g)))
+            && any(&self.name, &request.scope.name)
+            && any(&self.resource_type, &request.scope.type_)
+            && any(&self.service, &request.service)
+            && (self.ip.is_empty() || self.ip_matches(request.client_ip.as_deref()))
+    }
+
+    fn ip_matches(&self, client_ip: Option<&str>) -> bool {
+        match client_ip.and_then(|ip| ip.parse::<IpAddr>().ok()) {
+            Some(ip) => self.ip.iter().any(|net| net.contains(&ip)),
+            None => false,
+        }
+    }
+}
+
+/// A CIDR (`10.0.0.0/8`) or a single address.
+fn parse_net(value: &str) -> Result<ipnet::IpNet, String> {
+    value
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| value.parse::<IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{value:?} is neither an IP address nor a CIDR like 10.0.0.0/8"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,230 @@
+//! Native tests of the acl rule language.
+
+use super::*;
+use portcullis_policy::Scope;
+
+fn acl(json: &str) -> Acl {
+    match portcullis_policy::__private::configure::<Acl>(json) {
+        Ok(acl) => acl,
+        Err(e) => panic!("settings should load: {e}"),
+    }
+}
+
+fn load_error(json: &str) -> String {
+    match portcullis_policy::__private::configure::<Acl>(json) {
+        Ok(_) => panic!("settings should fail to load: {json}"),
+        Err(e) => e,
+    }
+}
+
+fn repo(name: &str, actions: &[&str]) -> Request {
+    Request::new(Scope::repository(name, actions.iter().copied()))
+}
+
+const DESIGN_EXAMPLE: &str = r#"{"rules": [
+  {"match": {"account": "admin"}, "actions": ["*"]},
+  {"match": {"account": "/.+/", "name": "${account}/*"}, "actions": ["pull", "push", "delete"]},
+  {"match": {"group": "ci", "name": "apps/*"}, "actions": ["pull", "push"]},
+  {"match": {"account": "", "name": "public/*"}, "actions": ["pull"]}
+]}"#;
+
+#[test]
+fn design_example_admin_gets_everything_requested() {
+    let acl = acl(DESIGN_EXAMPLE);
+    let d = acl.authorize(&repo("any/thing", &["pull", "push", "delete"]).account("admin"));
+    assert_eq!(d.granted, ["pull", "push", "delete"]);
+    let d = acl.authorize(&Request::new(Scope::catalog()).account("admin"));
+    assert_eq!(d.granted, ["*"]);
+}
+
+#[test]
+fn design_example_users_own_their_namespace_only() {
+    let acl = acl(DESIGN_EXAMPLE);
+    let alice = |name: &str| repo(name, &["pull", "push"]).account("alice");
+    assert_eq!(acl.authorize(&alice("alice/app")).granted, ["pull", "push"]);
+    assert!(acl.authorize(&alice("bob/app")).granted.is_empty());
+    // `*` stops at `/`: a nested repository is not in the namespace rule.
+    assert!(acl.authorize(&alice("alice/deep/app")).granted.is_empty());
+    // A name that merely starts with the account is not the namespace.
+    assert!(acl.authorize(&alice("alicex/app")).granted.is_empty());
+}
+
+#[test]
+fn design_example_groups_and_anonymous() {
+    let acl = acl(DESIGN_EXAMPLE);
+    let ci = repo("apps/web", &["pull", "push", "delete"])
+        .account("robot")
+        .groups(["ci"]);
+    assert_eq!(acl.authorize(&ci).granted, ["pull", "push"]);
+    let anon = repo("public/base", &["pull", "push"]);
+    assert_eq!(acl.authorize(&anon).granted, ["pull"]);
+    assert!(
+        acl.authorize(&repo("apps/web", &["pull"]))
+            .granted
+            .is_empty()
+    );
+    // An authenticated user is not anonymous: the public rule matches account "" only.
+    let d = acl.authorize(&repo("public/base", &["pull"]).account("carol"));
+    assert!(d.granted.is_empty());
+    assert_eq!(d.reason.as_deref(), Some("no acl rule matched"));
+}
+
+#[test]
+fn first_matching_rule_decides_even_when_a_later_one_grants_more() {
+    let acl = acl(r#"{"rules": [
+        {"match": {"name": "frozen/**"}, "actions": [], "comment": "frozen"},
+        {"match": {}, "actions": ["pull", "push"]}
+    ]}"#);
+    let d = acl.authorize(&repo("frozen/a/b", &["pull"]).account("u"));
+    assert!(d.granted.is_empty());
+    assert_eq!(d.reason.as_deref(), Some("acl rule 1: frozen"));
+    assert_eq!(
+        acl.authorize(&repo("other", &["push"]).account("u"))
+            .granted,
+        ["push"]
+    );
+}
+
+#[test]
+fn glob_wildcards() {
+    let acl = acl(r#"{"rules": [
+        {"match": {"name": "a/*"}, "actions": ["pull"]},
+        {"match": {"name": "b/**"}, "actions": ["push"]},
+        {"match": {"name": "c/v?"}, "actions": ["delete"]}
+    ]}"#);
+    let g = |name: &str, action: &str| acl.authorize(&repo(name, &[action])).granted;
+    assert_eq!(g("a/x", "pull"), ["pull"]);
+    assert!(g("a/x/y", "pull").is_empty());
+    assert!(g("a", "pull").is_empty());
+    assert_eq!(g("b/x/y/z", "push"), ["push"]);
+    assert_eq!(g("c/v1", "delete"), ["delete"]);
+    assert!(g("c/v10", "delete").is_empty());
+}
+
+#[test]
+fn many_stars_do_not_blow_up() {
+    let acl =
+        acl(r#"{"rules": [{"match": {"name": "**a**a**a**a**a**a**b"}, "actions": ["pull"]}]}"#);
+    let name = "a".repeat(250);
+    assert!(acl.authorize(&repo(&name, &["pull"])).granted.is_empty());
+    let name = format!("{}b", "a".repeat(250));
+    assert_eq!(acl.authorize(&repo(&name, &["pull"])).granted, ["pull"]);
+}
+
+#[test]
+fn regexes_are_anchored() {
+    let acl = acl(r#"{"rules": [{"match": {"name": "/team-[0-9]+/"}, "actions": ["pull"]}]}"#);
+    assert_eq!(acl.authorize(&repo("team-42", &["pull"])).granted, ["pull"]);
+    assert!(
+        acl.authorize(&repo("x/team-42", &["pull"]))
+            .granted
+            .is_empty()
+    );
+    assert!(
+        acl.authorize(&repo("team-42/x", &["pull"]))
+            .granted
+            .is_empty()
+    );
+}
+
+#[test]
+fn placeholder_values_are_literal_text_not_patterns() {
+    let acl = acl(r#"{"rules": [
+        {"match": {"name": "${account}/*"}, "actions": ["pull"]},
+        {"match": {"name": "/${account}-[a-z]+/"}, "actions": ["push"]}
+    ]}"#);
+    // An account name holding wildcard or regex characters matches only itself.
+    assert!(
+        acl.authorize(&repo("x/app", &["pull"]).account("*"))
+            .granted
+            .is_empty()
+    );
+    assert!(
+        acl.authorize(&repo("ab-app", &["push"]).account(".b"))
+            .granted
+            .is_empty()
+    );
+    assert_eq!(
+        acl.authorize(&repo("ab-app", &["push"]).account("ab"))
+            .granted,
+        ["push"]
+    );
+}
+
+#[test]
+fn group_placeholder_tries_each_group() {
+    let acl =
+        acl(r#"{"rules": [{"match": {"name": "${group}/**"}, "actions": ["pull", "push"]}]}"#);
+    let req = repo("team-b/svc", &["push"])
+        .account("u")
+        .groups(["team-a", "team-b"]);
+    assert_eq!(acl.authorize(&req).granted, ["push"]);
+    let req = repo("team-c/svc", &["push"])
+        .account("u")
+        .groups(["team-a", "team-b"]);
+    assert!(acl.authorize(&req).granted.is_empty());
+    // No groups: `${group}` never matches (not even an empty expansion).
+    assert!(
+        acl.authorize(&repo("/svc", &["push"]).account("u"))
+            .granted
+            .is_empty()
+    );
+}
+
+#[test]
+fn lists_type_service_and_ip() {
+    let acl = acl(r#"{"rules": [
+        {"match": {"account": ["alice", "bob"], "ip": ["10.0.0.0/8", "::1"]}, "actions": ["push"]},
+        {"match": {"type": "registry", "service": "reg.example"}, "actions": ["*"]}
+    ]}"#);
+    let push = |account: &str, ip: Option<&str>| {
+        let mut r = repo("x", &["push"]).account(account);
+        if let Some(ip) = ip {
+            r = r.client_ip(ip);
+        }
+        acl.authorize(&r).granted
+    };
+    assert_eq!(push("bob", Some("10.1.2.3")), ["push"]);
+    assert_eq!(push("alice", Some("::1")), ["push"]);
+    assert!(push("bob", Some("192.168.0.1")).is_empty());
+    assert!(push("bob", None).is_empty());
+    assert!(push("bob", Some("not an ip")).is_empty());
+    assert!(push("carol", Some("10.1.2.3")).is_empty());
+    let catalog = Request::new(Scope::catalog()).account("u");
+    assert_eq!(
+        acl.authorize(&catalog.clone().service("reg.example"))
+            .granted,
+        ["*"]
+    );
+    assert!(acl.authorize(&catalog.service("other")).granted.is_empty());
+}
+
+#[test]
+fn unknown_match_key_is_a_load_error_not_a_match_all() {
+    // docker_auth ignores `team` and matches every user with this rule.
+    let e = load_error(r#"{"rules": [{"match": {"team": "x"}, "actions": ["*"]}]}"#);
+    assert!(e.contains("unknown field `team`"), "{e}");
+    assert!(e.contains("line 1"), "{e}");
+}
+
+#[test]
+fn load_errors_name_the_rule_and_the_problem() {
+    let e = load_error(r#"{"rules": [{"match": {"account": "a"}}]}"#);
+    assert!(e.contains("missing field `actions`"), "{e}");
+    let e = load_error(
+        r#"{"rules": [{"match": {}, "actions": []}, {"match": {"name": "/a(/"}, "actions": []}]}"#,
+    );
+    assert!(e.starts_with("rule 2, match.name: invalid regex"), "{e}");
+    let e = load_error(r#"{"rules": [{"match": {"ip": "10.0.0.0/33"}, "actions": []}]}"#);
+    assert!(e.starts_with("rule 1, match.ip:"), "{e}");
+    let e = load_error(r#"{"rules": [{"match": {"name": "${labels:team}/*"}, "actions": []}]}"#);
+    assert!(e.contains("unknown placeholder ${labels:team}"), "{e}");
+    let e = load_error(r#"{"rules": [{"match": {"name": "${account"}, "actions": []}]}"#);
+    assert!(e.contains("unclosed"), "{e}");
+    let e = load_error(r#"{"rules": [{"match": {}, "actions": ["pull,push"]}]}"#);
+    assert!(e.contains("not an action name"), "{e}");
+    let e = load_error(r#"{"rules": [{"match": {}, "actions": ["pull"], "extra": 1}]}"#);
+    assert!(e.contains("unknown field `extra`"), "{e}");
+    let e = load_error(r#"{}"#);
+    assert!(e.contains("missing field `rules`"), "{e}");
+}
