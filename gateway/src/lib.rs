@@ -1,0 +1,7 @@
+//! Portcullis: an authorization gateway for OCI/Docker registries whose decisions are made by
+//! hot-swappable WebAssembly policies.
+
+#![forbid(unsafe_code)]
+
+pub mod policy;
+pub mod scope;

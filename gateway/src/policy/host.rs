@@ -1,0 +1,477 @@
+//! The wasm host: one wasmtime engine (pooling allocator, epoch deadlines), each policy
+//! compiled once and served by a pool of configured instances. Every fault denies and drops
+//! the instance that faulted.
+
+use super::bindings::{Policy as Bindings, PolicyPre};
+use super::{Decision, Request};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, SystemTime};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+
+/// How often the epoch advances: the granularity of policy deadlines.
+const TICK: Duration = Duration::from_millis(2);
+/// The largest memory cap a policy may have (each pool slot is sized for it).
+pub const MAX_MEMORY_BYTES: usize = 1 << 30;
+/// Instances slots in the pool, shared by every policy and every version still draining.
+const POOL_INSTANCES: u32 = 1000;
+/// Configured instances kept idle per policy; more are made on demand under load.
+const MAX_IDLE: usize = 64;
+/// `configure` may take longer than a decision (it compiles rules), but not forever.
+const MIN_CONFIGURE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Per-policy resource limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// CPU time one call may take before it is interrupted.
+    pub timeout: Duration,
+    /// The most linear memory one instance may grow to.
+    pub memory_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            timeout: Duration::from_millis(50),
+            memory_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Where a policy's settings come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SettingsSource {
+    /// No settings: the policy gets `{}`.
+    Empty,
+    /// JSON given in the config itself.
+    Inline(String),
+    /// A JSON file, watched for changes.
+    File(PathBuf),
+}
+
+/// A configured policy: what to load and with which limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicySpec {
+    /// The name used in logs, errors and the decision log.
+    pub name: String,
+    /// The `.wasm` component.
+    pub module: PathBuf,
+    /// Its settings.
+    pub settings: SettingsSource,
+    /// Its limits.
+    pub limits: Limits,
+}
+
+/// The bytes of a policy as read from disk, with their digests.
+pub struct PolicySource {
+    module: Vec<u8>,
+    settings: String,
+    /// `sha256:<hex>` of the module.
+    pub digest: String,
+    /// `sha256:<hex>` of the settings.
+    pub settings_digest: String,
+}
+
+impl PolicySpec {
+    /// Reads the module and the settings.
+    pub fn read(&self) -> Result<PolicySource, LoadError> {
+        let module =
+            std::fs::read(&self.module).map_err(|e| self.error(read_problem(&self.module, e)))?;
+        let settings = match &self.settings {
+            SettingsSource::Empty => "{}".to_string(),
+            SettingsSource::Inline(json) => json.clone(),
+            SettingsSource::File(path) => {
+                std::fs::read_to_string(path).map_err(|e| self.error(read_problem(path, e)))?
+            }
+        };
+        Ok(PolicySource {
+            digest: sha256(module.as_slice()),
+            settings_digest: sha256(settings.as_bytes()),
+            module,
+            settings,
+        })
+    }
+
+    /// The directories holding the files this policy is read from.
+    pub fn watched_files(&self) -> Vec<&Path> {
+        let mut files = vec![self.module.as_path()];
+        if let SettingsSource::File(path) = &self.settings {
+            files.push(path);
+        }
+        files
+    }
+
+    fn error(&self, problem: LoadProblem) -> LoadError {
+        LoadError {
+            policy: self.name.clone(),
+            problem,
+        }
+    }
+}
+
+fn read_problem(path: &Path, e: std::io::Error) -> LoadProblem {
+    LoadProblem::Read {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// A policy that could not be loaded; the previous version, if any, keeps serving.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("policy `{policy}`: {problem}")]
+pub struct LoadError {
+    /// The policy's configured name.
+    pub policy: String,
+    /// What went wrong.
+    pub problem: LoadProblem,
+}
+
+/// What went wrong loading a policy.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadProblem {
+    /// A file could not be read.
+    #[error("cannot read {}: {reason}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        reason: String,
+    },
+    /// The module is not a valid WebAssembly component.
+    #[error("{} is not a valid WebAssembly component (build it with `cargo policies`): {reason}", path.display())]
+    Compile {
+        /// The module.
+        path: PathBuf,
+        /// The compiler's message.
+        reason: String,
+    },
+    /// The component does not implement the policy world.
+    #[error("{} does not implement the portcullis:policy world: {reason}", path.display())]
+    World {
+        /// The module.
+        path: PathBuf,
+        /// The linker's message.
+        reason: String,
+    },
+    /// The limits are out of range.
+    #[error("{0}")]
+    Limits(String),
+    /// The policy's `configure` refused its settings.
+    #[error("the policy rejected its settings: {0}")]
+    Settings(String),
+    /// The policy faulted while being configured.
+    #[error("{0}")]
+    Fault(Fault),
+}
+
+/// Why a policy denied without deciding: its instance is dropped, never reused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Fault {
+    /// The CPU deadline passed.
+    #[error("exceeded its {0} ms deadline")]
+    Deadline(u128),
+    /// The memory cap was hit.
+    #[error("exceeded its memory cap of {0} MiB")]
+    Memory(usize),
+    /// The wasm stack overflowed (deep recursion).
+    #[error("overflowed its stack")]
+    StackOverflow,
+    /// A panic (an `unreachable` trap in wasm) or another trap.
+    #[error("trapped: {0}")]
+    Trap(String),
+    /// The decision granted actions that were not asked for.
+    #[error("granted {0:?}, which the request did not ask for")]
+    Overgrant(Vec<String>),
+    /// A fresh instance could not be made or configured.
+    #[error("could not make an instance: {0}")]
+    Instantiate(String),
+}
+
+/// The wasm engine shared by every policy.
+#[derive(Clone)]
+pub struct Host {
+    engine: Engine,
+    linker: Arc<Linker<StoreState>>,
+}
+
+impl Host {
+    /// Creates the engine and starts the thread that advances its epoch (the clock of every
+    /// policy deadline; it stops when the last clone of the host is dropped).
+    pub fn new() -> Result<Host, wasmtime::Error> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(POOL_INSTANCES)
+            .total_core_instances(POOL_INSTANCES)
+            .total_memories(POOL_INSTANCES)
+            .total_tables(POOL_INSTANCES)
+            .max_memory_size(MAX_MEMORY_BYTES);
+        let mut config = Config::new();
+        config
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .epoch_interruption(true)
+            .wasm_component_model(true);
+        let engine = Engine::new(&config)?;
+        let weak = engine.weak();
+        thread::Builder::new()
+            .name("policy-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    thread::sleep(TICK);
+                }
+            })
+            .map_err(wasmtime::Error::from)?;
+        let linker = Arc::new(Linker::new(&engine));
+        Ok(Host { engine, linker })
+    }
+
+    /// Compiles and configures a policy; on success it is ready to decide.
+    pub fn load(&self, spec: &PolicySpec, source: PolicySource) -> Result<LoadedPolicy, LoadError> {
+        self.build(spec, source, None)
+    }
+
+    /// Loads a new version of `previous`. When only the settings changed, the compiled
+    /// module is reused: a settings edit costs a `configure` call, not a compilation.
+    pub fn reload(
+        &self,
+        spec: &PolicySpec,
+        source: PolicySource,
+        previous: &LoadedPolicy,
+    ) -> Result<LoadedPolicy, LoadError> {
+        let compiled = (source.digest == previous.digest).then(|| previous.pre.clone());
+        self.build(spec, source, compiled)
+    }
+
+    fn build(
+        &self,
+        spec: &PolicySpec,
+        source: PolicySource,
+        compiled: Option<PolicyPre<StoreState>>,
+    ) -> Result<LoadedPolicy, LoadError> {
+        let fail = |problem| spec.error(problem);
+        if spec.limits.memory_bytes > MAX_MEMORY_BYTES {
+            return Err(fail(LoadProblem::Limits(format!(
+                "memory cap of {} MiB is above the maximum of {} MiB",
+                spec.limits.memory_bytes >> 20,
+                MAX_MEMORY_BYTES >> 20
+            ))));
+        }
+        if spec.limits.timeout.is_zero() {
+            return Err(fail(LoadProblem::Limits(
+                "the timeout must be above 0 ms".into(),
+            )));
+        }
+        let pre = match compiled {
+            Some(pre) => pre,
+            None => self.compile(spec, &source.module)?,
+        };
+        let policy = LoadedPolicy {
+            name: spec.name.clone(),
+            digest: source.digest,
+            settings_digest: source.settings_digest,
+            loaded_at: SystemTime::now(),
+            settings: source.settings,
+            limits: spec.limits,
+            engine: self.engine.clone(),
+            pre,
+            idle: Mutex::new(Vec::new()),
+        };
+        let instance = policy.instantiate().map_err(|e| match e {
+            ConfigureError::Refused(message) => fail(LoadProblem::Settings(message)),
+            ConfigureError::Fault(fault) => fail(LoadProblem::Fault(fault)),
+        })?;
+        policy.release(instance);
+        Ok(policy)
+    }
+
+    fn compile(
+        &self,
+        spec: &PolicySpec,
+        module: &[u8],
+    ) -> Result<PolicyPre<StoreState>, LoadError> {
+        let component = Component::new(&self.engine, module).map_err(|e| {
+            spec.error(LoadProblem::Compile {
+                path: spec.module.clone(),
+                reason: format!("{e:#}"),
+            })
+        })?;
+        let world = |e: wasmtime::Error| {
+            spec.error(LoadProblem::World {
+                path: spec.module.clone(),
+                reason: format!("{e:#}"),
+            })
+        };
+        let pre = self.linker.instantiate_pre(&component).map_err(world)?;
+        PolicyPre::new(pre).map_err(world)
+    }
+}
+
+/// A compiled, configured policy. Decisions run on pooled instances: each concurrent caller
+/// takes its own, and an instance that faulted is dropped instead of going back.
+pub struct LoadedPolicy {
+    name: String,
+    digest: String,
+    settings_digest: String,
+    loaded_at: SystemTime,
+    settings: String,
+    limits: Limits,
+    engine: Engine,
+    pre: PolicyPre<StoreState>,
+    idle: Mutex<Vec<Instance>>,
+}
+
+struct Instance {
+    store: Store<StoreState>,
+    bindings: Bindings,
+}
+
+enum ConfigureError {
+    Refused(String),
+    Fault(Fault),
+}
+
+impl LoadedPolicy {
+    /// The policy's configured name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `sha256:<hex>` of the module.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// `sha256:<hex>` of the settings.
+    pub fn settings_digest(&self) -> &str {
+        &self.settings_digest
+    }
+
+    /// When this version was loaded.
+    pub fn loaded_at(&self) -> SystemTime {
+        self.loaded_at
+    }
+
+    /// Decides one request. A fault (trap, deadline, memory cap, an action granted that was
+    /// not asked for) is returned as an error: the caller must treat it as a denial.
+    pub fn authorize(&self, request: &Request) -> Result<Decision, Fault> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let mut instance = match idle {
+            Some(instance) => instance,
+            None => self.instantiate().map_err(|e| match e {
+                ConfigureError::Refused(message) => {
+                    Fault::Instantiate(format!("configure refused the settings: {message}"))
+                }
+                ConfigureError::Fault(fault) => fault,
+            })?,
+        };
+        instance
+            .store
+            .set_epoch_deadline(deadline_ticks(self.limits.timeout));
+        let decision = instance
+            .bindings
+            .call_authorize(&mut instance.store, request)
+            .map_err(|e| classify(e, &self.limits))?;
+        let unasked: Vec<String> = decision
+            .granted
+            .iter()
+            .filter(|a| !request.scope.actions.contains(a))
+            .cloned()
+            .collect();
+        if !unasked.is_empty() {
+            return Err(Fault::Overgrant(unasked));
+        }
+        self.release(instance);
+        Ok(decision)
+    }
+
+    fn instantiate(&self) -> Result<Instance, ConfigureError> {
+        let mut store = Store::new(
+            &self.engine,
+            StoreState {
+                memory_cap: self.limits.memory_bytes,
+            },
+        );
+        store.limiter(|state| state);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(deadline_ticks(
+            (self.limits.timeout * 20).max(MIN_CONFIGURE_TIMEOUT),
+        ));
+        let fault = |e| ConfigureError::Fault(classify(e, &self.limits));
+        let bindings = self.pre.instantiate(&mut store).map_err(fault)?;
+        bindings
+            .call_configure(&mut store, &self.settings)
+            .map_err(fault)?
+            .map_err(ConfigureError::Refused)?;
+        Ok(Instance { store, bindings })
+    }
+
+    fn release(&self, instance: Instance) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE {
+            idle.push(instance);
+        }
+    }
+}
+
+/// Epochs to wait so that at least `timeout` passes: the current tick is already partly gone.
+fn deadline_ticks(timeout: Duration) -> u64 {
+    let ticks = timeout.as_nanos().div_ceil(TICK.as_nanos());
+    u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1)
+}
+
+fn classify(error: wasmtime::Error, limits: &Limits) -> Fault {
+    if error.downcast_ref::<MemoryCapExceeded>().is_some() {
+        return Fault::Memory(limits.memory_bytes >> 20);
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => Fault::Deadline(limits.timeout.as_millis()),
+        Some(Trap::StackOverflow) => Fault::StackOverflow,
+        Some(Trap::UnreachableCodeReached) => Fault::Trap("panicked (wasm `unreachable`)".into()),
+        Some(trap) => Fault::Trap(trap.to_string()),
+        None => Fault::Instantiate(format!("{error:#}")),
+    }
+}
+
+/// What each store carries: the memory cap its limiter enforces.
+pub struct StoreState {
+    memory_cap: usize,
+}
+
+/// Raised by the limiter so that a memory-cap trap can be told from other traps.
+#[derive(Debug, thiserror::Error)]
+#[error("memory cap exceeded")]
+struct MemoryCapExceeded;
+
+impl wasmtime::ResourceLimiter for StoreState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_cap {
+            return Err(MemoryCapExceeded.into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}

@@ -1,0 +1,196 @@
+//! Hot reload: the serving [`PolicySet`] is an immutable snapshot swapped atomically when a
+//! module or settings file changes. A version that fails to load never serves; the last good
+//! one stays, and the failure is kept for the status endpoint.
+
+use super::host::{Host, LoadError, PolicySpec};
+use super::{LoadedPolicy, PolicySet};
+use arc_swap::ArcSwap;
+use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{RecvTimeoutError, channel};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, SystemTime};
+
+/// Quiet time after the last file event before reloading: editors and `kubectl` write
+/// several events for one change, and a half-written module must not be loaded twice.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// The configured policies and the set currently serving.
+pub struct Policies {
+    host: Host,
+    specs: Vec<PolicySpec>,
+    current: ArcSwap<PolicySet>,
+    errors: Mutex<Vec<Option<String>>>,
+    reloading: Mutex<()>,
+}
+
+/// What the status endpoint reports of one policy.
+#[derive(Debug, Clone)]
+pub struct PolicyStatus {
+    /// The configured name.
+    pub name: String,
+    /// The module file.
+    pub module: PathBuf,
+    /// `sha256:<hex>` of the module serving.
+    pub digest: String,
+    /// `sha256:<hex>` of the settings serving.
+    pub settings_digest: String,
+    /// When the serving version was loaded.
+    pub loaded_at: SystemTime,
+    /// Why the last reload failed, while the failure is not yet fixed.
+    pub last_error: Option<String>,
+}
+
+impl Policies {
+    /// Loads every policy; at start-up any failure is fatal (there is no good version yet).
+    pub fn load(host: Host, specs: Vec<PolicySpec>) -> Result<Policies, LoadError> {
+        let loaded = specs
+            .iter()
+            .map(|spec| host.load(spec, spec.read()?).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Policies {
+            host,
+            errors: Mutex::new(vec![None; specs.len()]),
+            specs,
+            current: ArcSwap::from_pointee(PolicySet::new(loaded)),
+            reloading: Mutex::new(()),
+        })
+    }
+
+    /// The set serving now. Cheap: callers take it once per request.
+    pub fn current(&self) -> Arc<PolicySet> {
+        self.current.load_full()
+    }
+
+    /// Re-reads every module and settings file and swaps in the policies whose bytes changed.
+    /// Returns the failures; the policies that failed keep their last good version.
+    pub fn reload(&self) -> Vec<LoadError> {
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let serving = self.current.load_full();
+        let mut next: Vec<Arc<LoadedPolicy>> = Vec::with_capacity(self.specs.len());
+        let mut failures = Vec::new();
+        let mut changed = false;
+        for (i, (spec, old)) in self.specs.iter().zip(serving.policies()).enumerate() {
+            let outcome = spec.read().and_then(|source| {
+                if source.digest == old.digest() && source.settings_digest == old.settings_digest()
+                {
+                    Ok(None)
+                } else {
+                    self.host.reload(spec, source, old).map(Some)
+                }
+            });
+            match outcome {
+                Ok(Some(policy)) => {
+                    tracing::info!(policy = %spec.name, digest = policy.digest(), "policy reloaded");
+                    next.push(Arc::new(policy));
+                    changed = true;
+                    self.set_error(i, None);
+                }
+                Ok(None) => {
+                    next.push(old.clone());
+                    self.set_error(i, None);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "policy reload failed; the last good version keeps serving");
+                    next.push(old.clone());
+                    self.set_error(i, Some(e.to_string()));
+                    failures.push(e);
+                }
+            }
+        }
+        if changed {
+            self.current.store(Arc::new(PolicySet::new(next)));
+        }
+        failures
+    }
+
+    /// Each policy's serving version and last reload error, in config order.
+    pub fn status(&self) -> Vec<PolicyStatus> {
+        let serving = self.current.load_full();
+        let errors = self.errors.lock().unwrap_or_else(PoisonError::into_inner);
+        self.specs
+            .iter()
+            .zip(serving.policies())
+            .zip(errors.iter())
+            .map(|((spec, policy), error)| PolicyStatus {
+                name: spec.name.clone(),
+                module: spec.module.clone(),
+                digest: policy.digest().to_string(),
+                settings_digest: policy.settings_digest().to_string(),
+                loaded_at: policy.loaded_at(),
+                last_error: error.clone(),
+            })
+            .collect()
+    }
+
+    fn set_error(&self, index: usize, error: Option<String>) {
+        let mut errors = self.errors.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(slot) = errors.get_mut(index) {
+            *slot = error;
+        }
+    }
+
+    /// Watches the directories of every module and settings file and reloads on change.
+    /// Directories, not files, are watched: Kubernetes updates a mounted ConfigMap by swapping
+    /// a symlink beside the files, and editors replace files by renaming. Watching stops when
+    /// the returned watcher is dropped.
+    pub fn watch(self: &Arc<Self>) -> Result<PolicyWatcher, notify::Error> {
+        let (events, received) = channel();
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<Event>| {
+            // Reading a file is an event too: reacting to it would make every reload trigger
+            // the next one.
+            if event.is_ok_and(|e| !matches!(e.kind, EventKind::Access(_))) {
+                // The receiver is gone only while shutting down.
+                let _ = events.send(());
+            }
+        })?;
+        let dirs: BTreeSet<PathBuf> = self
+            .specs
+            .iter()
+            .flat_map(PolicySpec::watched_files)
+            .map(parent_dir)
+            .collect();
+        for dir in &dirs {
+            watcher.watch(dir, RecursiveMode::NonRecursive)?;
+        }
+        let policies = Arc::downgrade(self);
+        thread::Builder::new()
+            .name("policy-reload".into())
+            .spawn(move || {
+                while received.recv().is_ok() {
+                    loop {
+                        match received.recv_timeout(DEBOUNCE) {
+                            Ok(_) => continue,
+                            Err(RecvTimeoutError::Timeout) => break,
+                            Err(RecvTimeoutError::Disconnected) => return,
+                        }
+                    }
+                    match policies.upgrade() {
+                        Some(policies) => {
+                            policies.reload();
+                        }
+                        None => return,
+                    }
+                }
+            })
+            .map_err(notify::Error::io)?;
+        Ok(PolicyWatcher { _watcher: watcher })
+    }
+}
+
+/// Keeps the file watch alive; dropping it stops reloading.
+pub struct PolicyWatcher {
+    _watcher: RecommendedWatcher,
+}
+
+fn parent_dir(file: &Path) -> PathBuf {
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
