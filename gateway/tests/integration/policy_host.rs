@@ -1,0 +1,299 @@
+//! The shipped policies and a hostile one, loaded from the real .wasm files through the host.
+
+use crate::util::{ACL_DESIGN_EXAMPLE, host, load, request, spec};
+use portcullis::policy::{Fault, Limits, LoadProblem, PolicySet, SettingsSource};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+fn granted(
+    policy: &portcullis::policy::LoadedPolicy,
+    req: &portcullis::policy::Request,
+) -> Vec<String> {
+    policy.authorize(req).expect("no fault").granted
+}
+
+#[test]
+fn acl_design_example_through_the_host() {
+    let acl = load(&spec(
+        "acl",
+        "acl",
+        SettingsSource::Inline(ACL_DESIGN_EXAMPLE.into()),
+    ));
+    assert_eq!(
+        granted(
+            &acl,
+            &request("alice", &[], "repository:alice/app:pull,push")
+        ),
+        ["pull", "push"]
+    );
+    assert!(granted(&acl, &request("alice", &[], "repository:bob/app:pull")).is_empty());
+    assert_eq!(
+        granted(
+            &acl,
+            &request("bot", &["ci"], "repository:apps/web:push,delete")
+        ),
+        ["push"]
+    );
+    assert_eq!(
+        granted(&acl, &request("", &[], "repository:public/base:pull,push")),
+        ["pull"]
+    );
+    assert_eq!(
+        granted(&acl, &request("admin", &[], "registry:catalog:*")),
+        ["*"]
+    );
+    let decision = acl
+        .authorize(&request("carol", &[], "repository:x:pull"))
+        .expect("no fault");
+    assert_eq!(decision.reason.as_deref(), Some("no acl rule matched"));
+}
+
+#[test]
+fn namespace_owner_and_read_only_through_the_host() {
+    let owner = load(&spec("owner", "namespace_owner", SettingsSource::Empty));
+    assert_eq!(
+        granted(
+            &owner,
+            &request("alice", &[], "repository:alice/app:pull,push,delete")
+        ),
+        ["pull", "push", "delete"]
+    );
+    assert_eq!(
+        granted(
+            &owner,
+            &request("bob", &[], "repository:alice/app:pull,push")
+        ),
+        ["pull"]
+    );
+    assert!(granted(&owner, &request("", &[], "repository:alice/app:pull")).is_empty());
+    let read_only = load(&spec("ro", "read_only", SettingsSource::Empty));
+    assert_eq!(
+        granted(&read_only, &request("alice", &[], "repository:a:push,pull")),
+        ["pull"]
+    );
+}
+
+#[test]
+fn stacked_policies_grant_the_intersection() {
+    let owner = Arc::new(load(&spec(
+        "owner",
+        "namespace_owner",
+        SettingsSource::Empty,
+    )));
+    let read_only = Arc::new(load(&spec("ro", "read_only", SettingsSource::Empty)));
+    let set = PolicySet::new(vec![owner, read_only]);
+    let verdict = set.decide(&request("alice", &[], "repository:alice/app:pull,push"));
+    assert_eq!(verdict.granted, ["pull"]);
+    assert_eq!(verdict.answers.len(), 2);
+    assert_eq!(verdict.answers[0].policy, "owner");
+    assert_eq!(
+        verdict.answers[0]
+            .outcome
+            .as_ref()
+            .expect("no fault")
+            .granted,
+        ["pull", "push"]
+    );
+    assert!(verdict.answers[1].digest.starts_with("sha256:"));
+    assert!(
+        PolicySet::default()
+            .decide(&request("alice", &[], "repository:a:pull"))
+            .granted
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_faulting_policy_in_a_set_denies_everything() {
+    let owner = Arc::new(load(&spec(
+        "owner",
+        "namespace_owner",
+        SettingsSource::Empty,
+    )));
+    let hostile = Arc::new(load(&spec("hostile", "hostile", SettingsSource::Empty)));
+    let set = PolicySet::new(vec![owner, hostile]);
+    let verdict = set.decide(&request(
+        "hostile",
+        &[],
+        "repository:hostile/panic:pull,push",
+    ));
+    assert!(verdict.granted.is_empty());
+    assert!(verdict.answers[0].outcome.is_ok());
+    assert!(verdict.answers[1].outcome.is_err());
+}
+
+#[test]
+fn bad_settings_fail_the_load_with_the_policys_own_message() {
+    let load_err = |spec| match host().load(&spec, spec.read().expect("readable")) {
+        Ok(_) => panic!("the load should fail"),
+        Err(e) => e,
+    };
+    let e = load_err(spec(
+        "acl",
+        "acl",
+        SettingsSource::Inline(r#"{"rules": [{"match": {"team": "x"}, "actions": ["*"]}]}"#.into()),
+    ));
+    assert!(matches!(e.problem, LoadProblem::Settings(_)), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.starts_with("policy `acl`: the policy rejected its settings:"),
+        "{text}"
+    );
+    assert!(text.contains("unknown field `team`"), "{text}");
+    let e = load_err(spec(
+        "h",
+        "hostile",
+        SettingsSource::Inline(r#"{"fail": "no thanks"}"#.into()),
+    ));
+    assert_eq!(
+        e.to_string(),
+        "policy `h`: the policy rejected its settings: no thanks"
+    );
+    let e = load_err(spec(
+        "ro",
+        "read_only",
+        SettingsSource::Inline("not json".into()),
+    ));
+    assert!(e.to_string().contains("invalid settings: expected"), "{e}");
+}
+
+#[test]
+fn files_that_are_not_policies_fail_the_load_clearly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases: [(&str, &[u8], &str); 4] = [
+        (
+            "text.wasm",
+            b"hello",
+            "is not a valid WebAssembly component",
+        ),
+        // A core module, not a component.
+        (
+            "core.wasm",
+            b"\0asm\x01\0\0\0",
+            "is not a valid WebAssembly component",
+        ),
+        // A valid component exporting nothing: not our world.
+        (
+            "empty.wasm",
+            b"\0asm\x0d\0\x01\0",
+            "does not implement the portcullis:policy world",
+        ),
+        ("missing.wasm", b"", "cannot read"),
+    ];
+    for (file, bytes, expected) in cases {
+        let path = dir.path().join(file);
+        if !bytes.is_empty() {
+            std::fs::write(&path, bytes).expect("write");
+        }
+        let mut s = spec("p", "read_only", SettingsSource::Empty);
+        s.module = path;
+        let result = s.read().and_then(|source| host().load(&s, source));
+        match result {
+            Ok(_) => panic!("{file} should not load"),
+            Err(e) => assert!(e.to_string().contains(expected), "{file}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn limits_out_of_range_are_load_errors() {
+    let mut s = spec("ro", "read_only", SettingsSource::Empty);
+    s.limits.memory_bytes = 4 << 30;
+    assert!(
+        matches!(host().load(&s, s.read().expect("readable")), Err(e) if matches!(e.problem, LoadProblem::Limits(_)))
+    );
+    s.limits = Limits {
+        timeout: Duration::ZERO,
+        ..Limits::default()
+    };
+    assert!(host().load(&s, s.read().expect("readable")).is_err());
+}
+
+#[test]
+fn every_hostile_behaviour_is_denied_within_its_deadline() {
+    let hostile = load(&spec("hostile", "hostile", SettingsSource::Empty));
+    let deadline = Limits::default().timeout;
+    let cases = [
+        ("loop", Fault::Deadline(deadline.as_millis())),
+        ("alloc", Fault::Memory(16)),
+        ("huge", Fault::Memory(16)),
+        (
+            "overgrant",
+            Fault::Overgrant(vec!["push".into(), "delete".into(), "*".into()]),
+        ),
+        ("panic", Fault::Trap("panicked (wasm `unreachable`)".into())),
+    ];
+    for (attack, expected) in cases {
+        let started = Instant::now();
+        let outcome = hostile.authorize(&request(
+            "x",
+            &[],
+            &format!("repository:hostile/{attack}:pull"),
+        ));
+        let took = started.elapsed();
+        assert_eq!(outcome.err(), Some(expected), "{attack}");
+        // The deadline plus scheduling slack on a busy 2-core machine; without the deadline
+        // the loop would never return.
+        assert!(took < deadline * 10, "{attack} took {took:?}");
+    }
+    // Deep recursion runs off Rust's shadow stack in linear memory: a trap either way.
+    let outcome = hostile.authorize(&request("x", &[], "repository:hostile/recurse:pull"));
+    assert!(
+        matches!(outcome, Err(Fault::Trap(_) | Fault::StackOverflow)),
+        "{outcome:?}"
+    );
+    // After all that, the policy still answers normally from fresh instances.
+    assert_eq!(
+        granted(&hostile, &request("x", &[], "repository:fine:pull,push")),
+        ["pull"]
+    );
+}
+
+#[test]
+fn other_decisions_keep_flowing_while_one_policy_spins() {
+    let hostile = Arc::new(load(&spec("hostile", "hostile", SettingsSource::Empty)));
+    let acl = Arc::new(load(&spec(
+        "acl",
+        "acl",
+        SettingsSource::Inline(ACL_DESIGN_EXAMPLE.into()),
+    )));
+    let stop = Arc::new(AtomicBool::new(false));
+    let attacker = {
+        let (hostile, stop) = (hostile.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut faults = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let out = hostile.authorize(&request("x", &[], "repository:hostile/loop:pull"));
+                assert_eq!(out.err(), Some(Fault::Deadline(50)));
+                faults += 1;
+            }
+            faults
+        })
+    };
+    let good = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(600) {
+        // The same hostile module keeps serving benign requests, and so does another policy.
+        assert_eq!(
+            granted(&hostile, &request("x", &[], "repository:fine:pull")),
+            ["pull"]
+        );
+        assert_eq!(
+            granted(&acl, &request("alice", &[], "repository:alice/a:pull")),
+            ["pull"]
+        );
+        good.fetch_add(1, Ordering::Relaxed);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let faults = attacker.join().expect("attacker thread");
+    assert!(
+        faults >= 2,
+        "the spinning policy was interrupted {faults} times"
+    );
+    assert!(
+        good.load(Ordering::Relaxed) > 100,
+        "only {} good decisions",
+        good.load(Ordering::Relaxed)
+    );
+}
