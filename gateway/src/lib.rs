@@ -3,5 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod config;
+pub mod identity;
 pub mod policy;
 pub mod scope;

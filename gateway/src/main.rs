@@ -1,9 +1,10 @@
 //! The `portcullis` command line: parses arguments, builds the pieces, runs them.
 
 use clap::{Args, Parser, Subcommand};
-use portcullis::policy::{Account, Host, Limits, PolicySpec, Request, SettingsSource};
+use portcullis::config::Config;
+use portcullis::policy::{Account, Host, Limits, Policies, PolicySpec, Request, SettingsSource};
 use portcullis::scope::Scope;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -20,6 +21,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Checks a config: parses it, reads the files it names, loads and configures every
+    /// policy. Exits 0 when all is well, 1 with the reason otherwise.
+    Check {
+        /// The config file.
+        #[arg(long, default_value = "portcullis.toml")]
+        config: PathBuf,
+    },
     /// Work with policy modules.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -71,6 +79,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Check { config } => check(&config),
         Command::Policy(PolicyCommand::Eval(args)) => eval(args),
     };
     match result {
@@ -80,6 +89,34 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn check(path: &Path) -> Result<ExitCode, String> {
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let identity = &config.identity;
+    let files = [Some(&config.token.key), Some(&config.token.certificate)]
+        .into_iter()
+        .chain([identity.htpasswd.as_ref(), identity.groups.as_ref()])
+        .chain([
+            config.server.tls_cert.as_ref(),
+            config.server.tls_key.as_ref(),
+        ])
+        .flatten();
+    for file in files {
+        std::fs::metadata(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    }
+    let host = Host::new().map_err(|e| format!("cannot start the wasm engine: {e:#}"))?;
+    let policies = Policies::load(host, config.policy_specs()).map_err(|e| e.to_string())?;
+    for status in policies.status() {
+        println!(
+            "policy `{}` loaded: {} {}",
+            status.name,
+            status.module.display(),
+            status.digest
+        );
+    }
+    println!("{}: ok", path.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints one JSON line per scope; exits 1 if the module fails to load or any decision faults.

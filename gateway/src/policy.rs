@@ -11,8 +11,8 @@ pub use bindings::portcullis::policy::types::{
     Account, Decision, Kind, Operation, Reference, Request, Scope,
 };
 pub use host::{
-    Fault, Host, Limits, LoadError, LoadProblem, LoadedPolicy, PolicySource, PolicySpec,
-    SettingsSource,
+    Fault, Host, Limits, LoadError, LoadProblem, LoadedPolicy, MAX_MEMORY_BYTES, PolicySource,
+    PolicySpec, SettingsSource,
 };
 pub use reload::{Policies, PolicyStatus, PolicyWatcher};
 

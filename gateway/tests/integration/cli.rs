@@ -94,3 +94,92 @@ fn eval_refuses_bad_scopes_and_bad_settings_with_a_message() {
     assert_eq!(code, 1);
     assert!(stderr.contains("policy `acl`: the policy rejected its settings: invalid settings: missing field `rules`"), "{stderr}");
 }
+
+/// Writes a config dir with the acl policy, its settings and the files the config names.
+fn config_dir(acl_settings: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("policies")).expect("mkdir");
+    std::fs::copy(wasm("acl"), root.join("policies/acl.wasm")).expect("copy");
+    std::fs::write(root.join("acl.json"), acl_settings).expect("write");
+    for file in ["token.key", "token.crt", "htpasswd"] {
+        std::fs::write(root.join(file), "").expect("write");
+    }
+    let config = r#"
+[token]
+issuer = "portcullis"
+service = "registry.test"
+key = "token.key"
+certificate = "token.crt"
+
+[identity]
+htpasswd = "htpasswd"
+
+[[policy]]
+name = "acl"
+module = "policies/acl.wasm"
+settings_file = "acl.json"
+"#;
+    std::fs::write(root.join("portcullis.toml"), config).expect("write");
+    dir
+}
+
+fn check(dir: &std::path::Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "--config"])
+        .arg(dir.join("portcullis.toml"))
+        .output()
+        .expect("portcullis runs");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
+}
+
+#[test]
+fn check_loads_the_config_and_every_policy() {
+    let dir = config_dir(ACL_DESIGN_EXAMPLE);
+    let (code, stdout, stderr) = check(dir.path());
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("policy `acl` loaded:"), "{stdout}");
+    assert!(stdout.contains("sha256:"), "{stdout}");
+}
+
+#[test]
+fn check_fails_on_a_policy_that_rejects_its_settings() {
+    let dir = config_dir(r#"{"rules": [{"match": {"team": "x"}, "actions": ["*"]}]}"#);
+    let (code, _, stderr) = check(dir.path());
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("policy `acl`: the policy rejected its settings"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("unknown field `team`"), "{stderr}");
+}
+
+#[test]
+fn check_names_a_missing_file_and_an_unknown_key() {
+    let dir = config_dir(ACL_DESIGN_EXAMPLE);
+    std::fs::remove_file(dir.path().join("htpasswd")).expect("rm");
+    let (code, _, stderr) = check(dir.path());
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("cannot read") && stderr.contains("htpasswd"),
+        "{stderr}"
+    );
+    let config = dir.path().join("portcullis.toml");
+    let text = std::fs::read_to_string(&config).expect("read");
+    std::fs::write(
+        &config,
+        text.replace("[identity]", "[identity]\nanonymus = true"),
+    )
+    .expect("write");
+    let (code, _, stderr) = check(dir.path());
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("unknown field `anonymus`") && stderr.contains("line 9"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,294 @@
+//! The TOML config (`portcullis.toml`): plain data, strict (an unknown key is an error naming
+//! the key and its line), paths resolved against the config file's directory.
+
+use crate::policy::{Limits, PolicySpec, SettingsSource};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Largest `memory_mb` a policy may ask for.
+const MAX_POLICY_MEMORY_MB: u64 = (crate::policy::MAX_MEMORY_BYTES >> 20) as u64;
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The listener.
+    #[serde(default)]
+    pub server: Server,
+    /// Token signing.
+    pub token: Token,
+    /// Who the users are.
+    #[serde(default)]
+    pub identity: Identity,
+    /// Present in gateway mode: the registry requests are forwarded to.
+    pub upstream: Option<Upstream>,
+    /// The policies; every one must grant an action for it to be granted.
+    #[serde(rename = "policy", default)]
+    pub policies: Vec<Policy>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// Address and port to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// How clients reach the gateway: the token realm and upload `Location`s are built on it.
+    pub public_url: Option<String>,
+    /// PEM certificate chain for TLS on the listener (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS on the listener (with `tls_cert`).
+    pub tls_key: Option<PathBuf>,
+    /// Peers allowed to set `X-Forwarded-For`.
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl Default for Server {
+    fn default() -> Server {
+        Server {
+            listen: default_listen(),
+            public_url: None,
+            tls_cert: None,
+            tls_key: None,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 5001))
+}
+
+/// `[token]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Token {
+    /// The registry's `auth.token.issuer`.
+    pub issuer: String,
+    /// The registry's `auth.token.service`; also the tokens' audience.
+    pub service: String,
+    /// PEM private key: EC P-256 (ES256) or RSA (RS256).
+    pub key: PathBuf,
+    /// PEM certificate of the key: the registry's `auth.token.rootcertbundle`.
+    pub certificate: PathBuf,
+    /// Lifetime of access tokens.
+    #[serde(default = "default_ttl")]
+    pub ttl_seconds: u64,
+    /// Lifetime of refresh tokens (`docker login`); 0 disables them.
+    #[serde(default = "default_refresh_ttl")]
+    pub refresh_ttl_seconds: u64,
+}
+
+fn default_ttl() -> u64 {
+    300
+}
+
+fn default_refresh_ttl() -> u64 {
+    30 * 24 * 3600
+}
+
+/// `[identity]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    /// bcrypt entries, as `htpasswd -B` writes them.
+    pub htpasswd: Option<PathBuf>,
+    /// Apache-style groups: `group: user user`.
+    pub groups: Option<PathBuf>,
+    /// Let unauthenticated requests reach the policies as account "".
+    #[serde(default)]
+    pub anonymous: bool,
+}
+
+/// `[upstream]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// The registry's base URL.
+    pub url: String,
+}
+
+/// One `[[policy]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Shown in logs, errors and decisions.
+    pub name: String,
+    /// The `.wasm` component.
+    pub module: PathBuf,
+    /// A JSON file with the settings.
+    pub settings_file: Option<PathBuf>,
+    /// The settings inline (handed to the policy as JSON).
+    pub settings: Option<serde_json::Value>,
+    /// CPU deadline per decision.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Memory cap per instance.
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: u64,
+}
+
+fn default_timeout_ms() -> u64 {
+    50
+}
+
+fn default_memory_mb() -> u64 {
+    16
+}
+
+/// A config that cannot be used, with the file and what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {}: {source}", path.display())]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown or mistyped keys.
+    #[error("config {}: {message}", path.display())]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// The parser's message, with line, column and key.
+        message: String,
+    },
+    /// The values do not fit together.
+    #[error("config {}: {message}", path.display())]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads, parses and checks a config file; relative paths in it become relative to its
+    /// directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        Config::parse(&text, base).map_err(|e| match e {
+            Problem::Parse(message) => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            Problem::Invalid(message) => ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message,
+            },
+        })
+    }
+
+    fn parse(text: &str, base: &Path) -> Result<Config, Problem> {
+        let mut config: Config = toml::from_str(text)
+            .map_err(|e| Problem::Parse(e.to_string().trim_end().to_string()))?;
+        config.validate().map_err(Problem::Invalid)?;
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return Err("[server] tls_cert and tls_key go together: set both or neither".into());
+        }
+        if self.token.ttl_seconds < 60 {
+            return Err(format!(
+                "[token] ttl_seconds = {} is too short: clients treat anything under 60 as 60",
+                self.token.ttl_seconds
+            ));
+        }
+        if self.policies.is_empty() {
+            return Err(
+                "no [[policy]] is configured: every request would be denied. \
+                        Add one, e.g. name = \"acl\", module = \"policies/acl.wasm\""
+                    .into(),
+            );
+        }
+        for (i, policy) in self.policies.iter().enumerate() {
+            let at = format!("[[policy]] #{} (`{}`)", i + 1, policy.name);
+            if policy.name.trim().is_empty() {
+                return Err(format!("[[policy]] #{}: name must not be empty", i + 1));
+            }
+            if self.policies[..i].iter().any(|p| p.name == policy.name) {
+                return Err(format!(
+                    "{at}: the name is used twice; names must be unique"
+                ));
+            }
+            if policy.settings.is_some() && policy.settings_file.is_some() {
+                return Err(format!(
+                    "{at}: set either settings or settings_file, not both"
+                ));
+            }
+            if policy.timeout_ms == 0 {
+                return Err(format!("{at}: timeout_ms must be above 0"));
+            }
+            if policy.memory_mb == 0 || policy.memory_mb > MAX_POLICY_MEMORY_MB {
+                return Err(format!(
+                    "{at}: memory_mb must be between 1 and {MAX_POLICY_MEMORY_MB}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| *p = base.join(&*p);
+        let server = &mut self.server;
+        server
+            .tls_cert
+            .iter_mut()
+            .chain(server.tls_key.iter_mut())
+            .for_each(resolve);
+        resolve(&mut self.token.key);
+        resolve(&mut self.token.certificate);
+        let identity = &mut self.identity;
+        identity
+            .htpasswd
+            .iter_mut()
+            .chain(identity.groups.iter_mut())
+            .for_each(resolve);
+        for policy in &mut self.policies {
+            resolve(&mut policy.module);
+            policy.settings_file.iter_mut().for_each(resolve);
+        }
+    }
+
+    /// The policies as the host loads them.
+    pub fn policy_specs(&self) -> Vec<PolicySpec> {
+        self.policies
+            .iter()
+            .map(|policy| PolicySpec {
+                name: policy.name.clone(),
+                module: policy.module.clone(),
+                settings: match (&policy.settings, &policy.settings_file) {
+                    (Some(json), _) => SettingsSource::Inline(json.to_string()),
+                    (None, Some(file)) => SettingsSource::File(file.clone()),
+                    (None, None) => SettingsSource::Empty,
+                },
+                limits: Limits {
+                    timeout: Duration::from_millis(policy.timeout_ms),
+                    memory_bytes: usize::try_from(policy.memory_mb << 20).unwrap_or(usize::MAX),
+                },
+            })
+            .collect()
+    }
+}
+
+enum Problem {
+    Parse(String),
+    Invalid(String),
+}
+
+#[cfg(test)]
+mod tests;

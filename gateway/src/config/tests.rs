@@ -1,0 +1,222 @@
+//! The config contract of design.md: every key, the defaults, and errors that point at the fix.
+
+use super::*;
+
+const DESIGN_EXAMPLE: &str = r#"
+[server]
+listen = "127.0.0.1:5001"
+public_url = "https://registry.example.com"
+trusted_proxies = ["10.0.0.0/8"]
+
+[token]
+issuer = "portcullis"
+service = "registry.local"
+key = "keys/token.key"
+certificate = "keys/token.crt"
+ttl_seconds = 300
+refresh_ttl_seconds = 2592000
+
+[identity]
+htpasswd = "auth/htpasswd"
+groups = "auth/groups"
+anonymous = true
+
+[upstream]
+url = "http://127.0.0.1:5000"
+
+[[policy]]
+name = "acl"
+module = "policies/acl.wasm"
+settings_file = "acl.json"
+
+[[policy]]
+name = "maintenance"
+module = "policies/read_only.wasm"
+timeout_ms = 20
+memory_mb = 8
+"#;
+
+fn parse(text: &str) -> Result<Config, String> {
+    Config::parse(text, Path::new("/etc/portcullis")).map_err(|e| match e {
+        Problem::Parse(m) | Problem::Invalid(m) => m,
+    })
+}
+
+fn error(text: &str) -> String {
+    match parse(text) {
+        Ok(_) => panic!("should not parse:\n{text}"),
+        Err(e) => e,
+    }
+}
+
+const MINIMAL: &str = r#"
+[token]
+issuer = "i"
+service = "s"
+key = "k.pem"
+certificate = "c.pem"
+
+[[policy]]
+name = "p"
+module = "p.wasm"
+"#;
+
+#[test]
+fn the_design_example_parses_with_paths_relative_to_the_config() {
+    let config = parse(DESIGN_EXAMPLE).expect("parses");
+    assert_eq!(config.server.listen.to_string(), "127.0.0.1:5001");
+    assert_eq!(config.server.trusted_proxies[0].to_string(), "10.0.0.0/8");
+    assert_eq!(
+        config.token.key,
+        Path::new("/etc/portcullis/keys/token.key")
+    );
+    assert_eq!(
+        config.identity.groups.as_deref(),
+        Some(Path::new("/etc/portcullis/auth/groups"))
+    );
+    assert!(config.identity.anonymous);
+    assert_eq!(
+        config.upstream.as_ref().map(|u| u.url.as_str()),
+        Some("http://127.0.0.1:5000")
+    );
+    let specs = config.policy_specs();
+    assert_eq!(
+        specs[0].module,
+        Path::new("/etc/portcullis/policies/acl.wasm")
+    );
+    assert_eq!(
+        specs[0].settings,
+        SettingsSource::File("/etc/portcullis/acl.json".into())
+    );
+    assert_eq!(specs[0].limits, Limits::default());
+    assert_eq!(specs[1].settings, SettingsSource::Empty);
+    assert_eq!(specs[1].limits.timeout, Duration::from_millis(20));
+    assert_eq!(specs[1].limits.memory_bytes, 8 << 20);
+}
+
+#[test]
+fn defaults_are_safe() {
+    let config = parse(MINIMAL).expect("parses");
+    assert_eq!(config.server.listen.to_string(), "127.0.0.1:5001");
+    assert!(!config.identity.anonymous, "anonymous access is opt-in");
+    assert!(
+        config.upstream.is_none(),
+        "token-server mode unless [upstream] is set"
+    );
+    assert_eq!(
+        (config.token.ttl_seconds, config.token.refresh_ttl_seconds),
+        (300, 2_592_000)
+    );
+}
+
+#[test]
+fn absolute_paths_stay_absolute() {
+    let config = parse(&MINIMAL.replace("k.pem", "/keys/k.pem")).expect("parses");
+    assert_eq!(config.token.key, Path::new("/keys/k.pem"));
+}
+
+#[test]
+fn inline_settings_reach_the_policy_as_json() {
+    let text = format!(
+        "{MINIMAL}settings = {{ rules = [{{ match = {{ account = \"admin\" }}, actions = [\"*\"] }}] }}\n"
+    );
+    let specs = parse(&text).expect("parses").policy_specs();
+    assert_eq!(
+        specs[0].settings,
+        SettingsSource::Inline(
+            r#"{"rules":[{"actions":["*"],"match":{"account":"admin"}}]}"#.into()
+        )
+    );
+}
+
+#[test]
+fn unknown_keys_name_the_key_and_the_line() {
+    let e = error(&MINIMAL.replace("issuer = \"i\"", "issuer = \"i\"\nissuers = \"x\""));
+    assert!(e.contains("unknown field `issuers`"), "{e}");
+    assert!(e.contains("line 4"), "{e}");
+    let e = error(&format!("{MINIMAL}[identity]\nanonymus = true\n"));
+    assert!(e.contains("unknown field `anonymus`"), "{e}");
+    let e = error(&format!("{MINIMAL}[extra]\n"));
+    assert!(e.contains("unknown field `extra`"), "{e}");
+}
+
+#[test]
+fn mistyped_and_missing_values_are_errors() {
+    let e = error(&MINIMAL.replace("[token]", "[server]\nlisten = \"nowhere\"\n[token]"));
+    assert!(e.contains("listen") || e.contains("line 3"), "{e}");
+    let e = error(&MINIMAL.replace("service = \"s\"\n", ""));
+    assert!(e.contains("missing field `service`"), "{e}");
+    let e = error(&format!(
+        "{MINIMAL}[server]\ntrusted_proxies = [\"10.0.0.0/40\"]\n"
+    ));
+    assert!(e.contains("line"), "{e}");
+}
+
+#[test]
+fn values_that_do_not_fit_together_say_how_to_fix_them() {
+    let cases = [
+        (
+            MINIMAL.replace("[[policy]]\nname = \"p\"\nmodule = \"p.wasm\"\n", ""),
+            "no [[policy]] is configured",
+        ),
+        (
+            format!("{MINIMAL}[server]\ntls_cert = \"c\"\n"),
+            "set both or neither",
+        ),
+        (
+            MINIMAL.replace(
+                "certificate = \"c.pem\"",
+                "certificate = \"c.pem\"\nttl_seconds = 30",
+            ),
+            "too short",
+        ),
+        (
+            format!("{MINIMAL}[[policy]]\nname = \"p\"\nmodule = \"q.wasm\"\n"),
+            "used twice",
+        ),
+        (
+            format!("{MINIMAL}settings_file = \"a.json\"\nsettings = {{}}\n"),
+            "not both",
+        ),
+        (
+            format!("{MINIMAL}timeout_ms = 0\n"),
+            "timeout_ms must be above 0",
+        ),
+        (
+            format!("{MINIMAL}memory_mb = 4096\n"),
+            "memory_mb must be between 1 and 1024",
+        ),
+        (
+            MINIMAL.replace("name = \"p\"", "name = \" \""),
+            "name must not be empty",
+        ),
+    ];
+    for (text, expected) in cases {
+        let e = error(&text);
+        assert!(e.contains(expected), "{expected}: {e}");
+    }
+}
+
+#[test]
+fn load_names_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("portcullis.toml");
+    let e = Config::load(&path).expect_err("missing file");
+    assert!(
+        e.to_string()
+            .starts_with(&format!("cannot read config {}", path.display())),
+        "{e}"
+    );
+    std::fs::write(&path, "[token\n").expect("write");
+    let e = Config::load(&path).expect_err("bad toml");
+    assert!(
+        e.to_string().starts_with(&format!(
+            "config {}: TOML parse error at line 1",
+            path.display()
+        )),
+        "{e}"
+    );
+    std::fs::write(&path, MINIMAL).expect("write");
+    let config = Config::load(&path).expect("loads");
+    assert_eq!(config.token.key, dir.path().join("k.pem"));
+}
