@@ -1,0 +1,259 @@
+//! Who the users are: the htpasswd file (bcrypt only), the Apache-style groups file, and a
+//! bounded cache of verified credentials so that a repeat login costs a hash, not a bcrypt.
+
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+
+/// Verified credentials remembered at most; past this the cache starts over.
+const CACHE_CAPACITY: usize = 10_000;
+
+/// A file that cannot be used, naming the file and the line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {message}")]
+pub struct InvalidFile {
+    /// The file, as configured.
+    pub file: String,
+    /// 1-based line number (0 when the file could not be read at all).
+    pub line: usize,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+/// The users of an htpasswd file.
+#[derive(Debug, Default)]
+pub struct Htpasswd {
+    hashes: HashMap<String, String>,
+    /// A hash of the file's highest cost, checked for unknown users so they take as long as
+    /// known users with a wrong password.
+    decoy: Option<String>,
+}
+
+impl Htpasswd {
+    /// Parses `user:hash` lines as `htpasswd -B` writes them. Blank lines and `#` comments
+    /// are skipped; any hash other than bcrypt (`$2y$`, `$2b$`, `$2a$`) is refused.
+    pub fn parse(file: &str, text: &str) -> Result<Htpasswd, InvalidFile> {
+        let mut hashes = HashMap::new();
+        let mut lines_of: HashMap<String, usize> = HashMap::new();
+        let mut max_cost = 0u32;
+        for (i, line) in text.lines().enumerate() {
+            let invalid = |message: String| InvalidFile {
+                file: file.to_string(),
+                line: i + 1,
+                message,
+            };
+            let line = line.trim_end_matches('\r');
+            if line.trim().is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (user, hash) = line
+                .split_once(':')
+                .ok_or_else(|| invalid("expected `user:hash`".into()))?;
+            if user.is_empty() {
+                return Err(invalid("the user name is empty".into()));
+            }
+            let cost = bcrypt_cost(hash).ok_or_else(|| {
+                invalid(format!(
+                    "user `{user}` has a {} hash; only bcrypt is accepted: \
+                     recreate it with `htpasswd -B` or `portcullis passwd`",
+                    hash_kind(hash)
+                ))
+            })?;
+            if let Some(first) = lines_of.insert(user.to_string(), i + 1) {
+                return Err(invalid(format!(
+                    "user `{user}` is already defined on line {first}"
+                )));
+            }
+            max_cost = max_cost.max(cost);
+            hashes.insert(user.to_string(), hash.to_string());
+        }
+        let decoy = (max_cost > 0)
+            .then(|| bcrypt::hash("portcullis-decoy", max_cost).ok())
+            .flatten();
+        Ok(Htpasswd { hashes, decoy })
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<Htpasswd, InvalidFile> {
+        Htpasswd::parse(&path.display().to_string(), &read(path)?)
+    }
+
+    /// How many users there are.
+    pub fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
+    /// True when there are no users.
+    pub fn is_empty(&self) -> bool {
+        self.hashes.is_empty()
+    }
+
+    /// True when `user` is listed (refresh tokens stop working once a user is removed).
+    pub fn contains(&self, user: &str) -> bool {
+        self.hashes.contains_key(user)
+    }
+
+    /// Checks a password with bcrypt. Unknown users are checked against a decoy hash of the
+    /// same cost, so the answer takes as long as for a wrong password.
+    pub fn verify(&self, user: &str, password: &str) -> bool {
+        match (self.hashes.get(user), &self.decoy) {
+            (Some(hash), _) => bcrypt::verify(password, hash).unwrap_or(false),
+            (None, Some(decoy)) => {
+                let _ = bcrypt::verify(password, decoy);
+                false
+            }
+            (None, None) => false,
+        }
+    }
+}
+
+/// The cost of a bcrypt hash, or None if it is not one.
+fn bcrypt_cost(hash: &str) -> Option<u32> {
+    let rest = ["$2y$", "$2b$", "$2a$"]
+        .iter()
+        .find_map(|prefix| hash.strip_prefix(prefix))?;
+    let (cost, salt_and_hash) = rest.split_once('$')?;
+    let cost: u32 = cost.parse().ok()?;
+    let valid = (4..=31).contains(&cost)
+        && salt_and_hash.len() == 53
+        && salt_and_hash
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'/');
+    valid.then_some(cost)
+}
+
+fn hash_kind(hash: &str) -> &'static str {
+    if hash.starts_with("$apr1$") {
+        "MD5 (`$apr1$`)"
+    } else if hash.starts_with("{SHA}") {
+        "SHA-1 (`{SHA}`)"
+    } else if hash.starts_with("$5$") || hash.starts_with("$6$") {
+        "SHA-crypt"
+    } else if hash.starts_with("$2") {
+        "malformed bcrypt"
+    } else {
+        "crypt or plain-text"
+    }
+}
+
+/// Group memberships from an Apache `AuthGroupFile`: `group: user user ...` per line.
+#[derive(Debug, Default)]
+pub struct Groups {
+    by_user: HashMap<String, Vec<String>>,
+}
+
+impl Groups {
+    /// Parses the file. Blank lines and `#` comments are skipped; a group may span several
+    /// lines, and members are separated by whitespace.
+    pub fn parse(file: &str, text: &str) -> Result<Groups, InvalidFile> {
+        let mut by_user: HashMap<String, Vec<String>> = HashMap::new();
+        let mut seen: HashSet<(String, String)> = HashSet::new();
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() || line.trim_start().starts_with('#') {
+                continue;
+            }
+            let (group, members) = line.split_once(':').ok_or_else(|| InvalidFile {
+                file: file.to_string(),
+                line: i + 1,
+                message: "expected `group: user user ...`".into(),
+            })?;
+            let group = group.trim();
+            if group.is_empty() || group.contains(char::is_whitespace) {
+                return Err(InvalidFile {
+                    file: file.to_string(),
+                    line: i + 1,
+                    message: format!("{group:?} is not a group name"),
+                });
+            }
+            for user in members.split_whitespace() {
+                if seen.insert((user.to_string(), group.to_string())) {
+                    by_user
+                        .entry(user.to_string())
+                        .or_default()
+                        .push(group.to_string());
+                }
+            }
+        }
+        Ok(Groups { by_user })
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<Groups, InvalidFile> {
+        Groups::parse(&path.display().to_string(), &read(path)?)
+    }
+
+    /// The groups of `user`, in file order.
+    pub fn of(&self, user: &str) -> &[String] {
+        self.by_user.get(user).map_or(&[], Vec::as_slice)
+    }
+}
+
+fn read(path: &Path) -> Result<String, InvalidFile> {
+    std::fs::read_to_string(path).map_err(|e| InvalidFile {
+        file: path.display().to_string(),
+        line: 0,
+        message: format!("cannot read: {e}"),
+    })
+}
+
+/// Remembers credentials bcrypt already accepted. Keys are salted SHA-256 hashes of user and
+/// password (never the password itself); the salt is random per process, so a dump of the
+/// cache is useless elsewhere. Clear it whenever the htpasswd changes.
+pub struct CredentialCache {
+    salt: [u8; 32],
+    verified: Mutex<HashSet<[u8; 32]>>,
+}
+
+impl CredentialCache {
+    /// An empty cache with a fresh random salt.
+    pub fn new() -> Result<CredentialCache, getrandom::Error> {
+        let mut salt = [0u8; 32];
+        getrandom::fill(&mut salt)?;
+        Ok(CredentialCache {
+            salt,
+            verified: Mutex::new(HashSet::new()),
+        })
+    }
+
+    fn key(&self, user: &str, password: &str) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        hasher.update(self.salt);
+        // Lengths first, so that no two (user, password) pairs hash the same input.
+        hasher.update((user.len() as u64).to_le_bytes());
+        hasher.update(user.as_bytes());
+        hasher.update(password.as_bytes());
+        hasher.finalize().into()
+    }
+
+    /// Checks the credentials: from the cache when they were verified before, else with
+    /// bcrypt (and remembered when right).
+    pub fn verify(&self, users: &Htpasswd, user: &str, password: &str) -> bool {
+        let key = self.key(user, password);
+        if self.lock().contains(&key) {
+            return true;
+        }
+        let ok = users.verify(user, password);
+        if ok {
+            let mut verified = self.lock();
+            if verified.len() >= CACHE_CAPACITY {
+                verified.clear();
+            }
+            verified.insert(key);
+        }
+        ok
+    }
+
+    /// Forgets everything: the htpasswd changed, and a removed user or a changed password
+    /// must not keep working.
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<[u8; 32]>> {
+        self.verified.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests;

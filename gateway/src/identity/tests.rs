@@ -1,0 +1,140 @@
+//! htpasswd and groups parsing, bcrypt checks and the credential cache.
+
+use super::*;
+use std::time::Instant;
+
+/// Written by `htpasswd -nbB -C 4` (apache2-utils): the format users bring.
+const HTPASSWD: &str = "\
+alice:$2y$04$S3kZDh1j6yH6kZAClVXT8Ob2hPeKyRIHZaShL7JRAYpFfv2uZn/ay
+# a comment, then a blank line
+
+bob:$2y$04$fI5rASK834KXSUunsm.bo.GmtWhK0h2JL8fThNAk5RMEzG1JCJafG
+";
+
+#[test]
+fn verifies_what_htpasswd_b_writes() {
+    let users = Htpasswd::parse("htpasswd", HTPASSWD).expect("parses");
+    assert_eq!(users.len(), 2);
+    assert!(users.verify("alice", "secret"));
+    assert!(
+        users.verify("bob", "pa:ss w0rd"),
+        "passwords may hold colons and spaces"
+    );
+    assert!(!users.verify("alice", "wrong"));
+    assert!(!users.verify("nobody", "secret"));
+    assert!(users.contains("bob") && !users.contains("nobody"));
+}
+
+#[test]
+fn accepts_2b_and_2a_and_crlf_lines() {
+    let hash = bcrypt::hash("pw", 4).expect("hash"); // `$2b$`
+    let legacy = hash.replacen("$2b$", "$2a$", 1);
+    let text = format!("u1:{hash}\r\nu2:{legacy}\r\n");
+    let users = Htpasswd::parse("f", &text).expect("parses");
+    assert!(users.verify("u1", "pw") && users.verify("u2", "pw"));
+}
+
+#[test]
+fn refuses_every_other_hash_naming_the_line() {
+    for (line, kind) in [
+        ("carol:$apr1$WPvjuHCy$00k8ojDBZaW6Qkd8tYuEg1", "MD5"),
+        ("dave:{SHA}EfatjsUqKYSrqv18O1FlA3hcIHI=", "SHA-1"),
+        ("erin:plaintext", "crypt or plain-text"),
+        ("fred:$6$salt$hash", "SHA-crypt"),
+        ("gina:$2y$04$short", "malformed bcrypt"),
+    ] {
+        let text = format!("{HTPASSWD}{line}\n");
+        let e = Htpasswd::parse("auth/htpasswd", &text).expect_err(line);
+        assert_eq!(e.line, 5, "{e}");
+        assert!(e.to_string().starts_with("auth/htpasswd:5: user `"), "{e}");
+        assert!(
+            e.message.contains(kind) && e.message.contains("htpasswd -B"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn malformed_lines_and_duplicates_are_errors() {
+    let e = Htpasswd::parse("f", "no colon here\n").expect_err("no colon");
+    assert_eq!((e.line, e.message.as_str()), (1, "expected `user:hash`"));
+    let e = Htpasswd::parse(
+        "f",
+        &format!("{HTPASSWD}alice:{}\n", bcrypt::hash("x", 4).expect("hash")),
+    )
+    .expect_err("duplicate");
+    assert_eq!(e.message, "user `alice` is already defined on line 1");
+    let e = Htpasswd::parse(
+        "f",
+        ":$2y$04$S3kZDh1j6yH6kZAClVXT8Ob2hPeKyRIHZaShL7JRAYpFfv2uZn/ay",
+    )
+    .expect_err("empty user");
+    assert!(e.message.contains("empty"));
+}
+
+#[test]
+fn unknown_users_cost_a_bcrypt_too() {
+    let text = format!("slow:{}\n", bcrypt::hash("pw", 10).expect("hash"));
+    let users = Htpasswd::parse("f", &text).expect("parses");
+    let time = |user: &str| {
+        let started = Instant::now();
+        assert!(!users.verify(user, "wrong"));
+        started.elapsed()
+    };
+    let (known, unknown) = (time("slow"), time("nobody"));
+    // Both run one cost-10 bcrypt; without the decoy the unknown user answers in nanoseconds.
+    assert!(
+        unknown * 4 > known,
+        "unknown {unknown:?} vs wrong password {known:?}"
+    );
+}
+
+#[test]
+fn groups_file_in_apache_format() {
+    let text = "# teams\nci: robot alice\ndev:alice  bob\n\nci: carol robot\n";
+    let groups = Groups::parse("groups", text).expect("parses");
+    assert_eq!(groups.of("alice"), ["ci", "dev"]);
+    assert_eq!(groups.of("robot"), ["ci"], "listed twice, counted once");
+    assert_eq!(groups.of("carol"), ["ci"]);
+    assert!(groups.of("nobody").is_empty());
+    let e = Groups::parse("groups", "ci robot\n").expect_err("no colon");
+    assert_eq!(e.to_string(), "groups:1: expected `group: user user ...`");
+    let e = Groups::parse("groups", "a b: robot\n").expect_err("bad name");
+    assert_eq!(e.line, 1);
+}
+
+#[test]
+fn the_cache_answers_repeat_logins_without_bcrypt() {
+    let text = format!("alice:{}\n", bcrypt::hash("secret", 10).expect("hash"));
+    let users = Htpasswd::parse("f", &text).expect("parses");
+    let cache = CredentialCache::new().expect("random salt");
+    let started = Instant::now();
+    assert!(cache.verify(&users, "alice", "secret"));
+    let first = started.elapsed();
+    let started = Instant::now();
+    for _ in 0..100 {
+        assert!(cache.verify(&users, "alice", "secret"));
+    }
+    let repeat = started.elapsed() / 100;
+    assert!(repeat * 100 < first, "repeat {repeat:?} vs first {first:?}");
+    // Wrong passwords are never cached, and clearing forgets the right one.
+    assert!(!cache.verify(&users, "alice", "Secret"));
+    cache.clear();
+    let removed = Htpasswd::parse("f", "").expect("parses");
+    assert!(
+        !cache.verify(&removed, "alice", "secret"),
+        "a removed user stops working"
+    );
+}
+
+#[test]
+fn cache_keys_do_not_collide_across_the_user_password_boundary() {
+    let cache = CredentialCache::new().expect("random salt");
+    assert_ne!(cache.key("ab", "c"), cache.key("a", "bc"));
+    let other = CredentialCache::new().expect("random salt");
+    assert_ne!(
+        cache.key("a", "b"),
+        other.key("a", "b"),
+        "salted per process"
+    );
+}
