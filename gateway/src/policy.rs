@@ -14,7 +14,7 @@ pub use host::{
     Fault, Host, Limits, LoadError, LoadProblem, LoadedPolicy, MAX_MEMORY_BYTES, PolicySource,
     PolicySpec, SettingsSource,
 };
-pub use reload::{Policies, PolicyStatus, PolicyWatcher};
+pub use reload::{Policies, PolicyStatus};
 
 use std::sync::Arc;
 

@@ -95,7 +95,7 @@ impl PolicySpec {
         })
     }
 
-    /// The directories holding the files this policy is read from.
+    /// The files this policy is read from.
     pub fn watched_files(&self) -> Vec<&Path> {
         let mut files = vec![self.module.as_path()];
         if let SettingsSource::File(path) = &self.settings {

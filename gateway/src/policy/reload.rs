@@ -4,18 +4,11 @@
 
 use super::host::{Host, LoadError, PolicySpec};
 use super::{LoadedPolicy, PolicySet};
+use crate::watch::FileWatcher;
 use arc_swap::ArcSwap;
-use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread;
-use std::time::{Duration, SystemTime};
-
-/// Quiet time after the last file event before reloading: editors and `kubectl` write
-/// several events for one change, and a half-written module must not be loaded twice.
-const DEBOUNCE: Duration = Duration::from_millis(100);
+use std::time::SystemTime;
 
 /// The configured policies and the set currently serving.
 pub struct Policies {
@@ -135,62 +128,18 @@ impl Policies {
         }
     }
 
-    /// Watches the directories of every module and settings file and reloads on change.
-    /// Directories, not files, are watched: Kubernetes updates a mounted ConfigMap by swapping
-    /// a symlink beside the files, and editors replace files by renaming. Watching stops when
-    /// the returned watcher is dropped.
-    pub fn watch(self: &Arc<Self>) -> Result<PolicyWatcher, notify::Error> {
-        let (events, received) = channel();
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<Event>| {
-            // Reading a file is an event too: reacting to it would make every reload trigger
-            // the next one.
-            if event.is_ok_and(|e| !matches!(e.kind, EventKind::Access(_))) {
-                // The receiver is gone only while shutting down.
-                let _ = events.send(());
-            }
-        })?;
-        let dirs: BTreeSet<PathBuf> = self
+    /// Reloads whenever a module or settings file changes, until the watcher is dropped.
+    pub fn watch(self: &Arc<Self>) -> Result<FileWatcher, notify::Error> {
+        let files: Vec<&Path> = self
             .specs
             .iter()
             .flat_map(PolicySpec::watched_files)
-            .map(parent_dir)
             .collect();
-        for dir in &dirs {
-            watcher.watch(dir, RecursiveMode::NonRecursive)?;
-        }
         let policies = Arc::downgrade(self);
-        thread::Builder::new()
-            .name("policy-reload".into())
-            .spawn(move || {
-                while received.recv().is_ok() {
-                    loop {
-                        match received.recv_timeout(DEBOUNCE) {
-                            Ok(_) => continue,
-                            Err(RecvTimeoutError::Timeout) => break,
-                            Err(RecvTimeoutError::Disconnected) => return,
-                        }
-                    }
-                    match policies.upgrade() {
-                        Some(policies) => {
-                            policies.reload();
-                        }
-                        None => return,
-                    }
-                }
-            })
-            .map_err(notify::Error::io)?;
-        Ok(PolicyWatcher { _watcher: watcher })
-    }
-}
-
-/// Keeps the file watch alive; dropping it stops reloading.
-pub struct PolicyWatcher {
-    _watcher: RecommendedWatcher,
-}
-
-fn parent_dir(file: &Path) -> PathBuf {
-    match file.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
+        crate::watch::watch("policy", &files, move || {
+            if let Some(policies) = policies.upgrade() {
+                policies.reload();
+            }
+        })
     }
 }
