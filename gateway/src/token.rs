@@ -1,0 +1,407 @@
+//! Registry bearer tokens: the signing key and its certificate, access tokens the registry
+//! accepts (ES256/RS256, `kid` in libtrust form and `x5c`), refresh tokens, JWKS, and keygen.
+
+use data_encoding::{BASE32_NOPAD, BASE64, BASE64URL_NOPAD};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use x509_parser::public_key::PublicKey;
+
+/// Refresh tokens carry this prefix before the service in `aud`, so a registry never accepts
+/// one as an access token, and an access token is never accepted as a refresh token.
+const REFRESH_AUDIENCE_PREFIX: &str = "portcullis-refresh:";
+
+/// A key or certificate that cannot be used, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {reason}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The OS error.
+        reason: String,
+    },
+    /// The contents are not what is needed.
+    #[error("{path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// Generating a new key failed.
+    #[error("cannot generate a key: {0}")]
+    Generate(String),
+}
+
+/// A token that failed to sign or verify.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TokenError(String);
+
+/// The signing key with everything derived from it.
+pub struct SigningKey {
+    algorithm: Algorithm,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    /// libtrust key ID of the public key (distribution 2.8 matches `kid` this way).
+    pub kid: String,
+    /// The certificate chain, standard base64 DER, leaf first.
+    x5c: Vec<String>,
+    jwk: serde_json::Value,
+}
+
+impl SigningKey {
+    /// Loads a PKCS#8 private key (EC P-256 or RSA) and its certificate chain (leaf first),
+    /// checking that the certificate is for this key.
+    pub fn load(key_path: &Path, cert_path: &Path) -> Result<SigningKey, KeyError> {
+        let key_pem = read(key_path)?;
+        let cert_pem = read(cert_path)?;
+        let invalid = |path: &Path, reason: String| KeyError::Invalid {
+            path: path.display().to_string(),
+            reason,
+        };
+        let key_pair = rcgen::KeyPair::from_pem(&key_pem).map_err(|e| {
+            invalid(
+                key_path,
+                format!(
+                    "not a PKCS#8 EC P-256 or RSA private key ({e}); `portcullis keygen` writes \
+                     one, and `openssl pkcs8 -topk8 -nocrypt` converts others"
+                ),
+            )
+        })?;
+        let algorithm = if key_pair.algorithm() == &rcgen::PKCS_ECDSA_P256_SHA256 {
+            Algorithm::ES256
+        } else if key_pair.algorithm() == &rcgen::PKCS_RSA_SHA256 {
+            Algorithm::RS256
+        } else {
+            return Err(invalid(key_path, "only EC P-256 (ES256) and RSA (RS256) keys are accepted: registry 2.8 verifies nothing else".into()));
+        };
+        let chain: Vec<Vec<u8>> = pem_blocks(&cert_pem, "CERTIFICATE");
+        let leaf = chain
+            .first()
+            .ok_or_else(|| invalid(cert_path, "no `BEGIN CERTIFICATE` block".into()))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf)
+            .map_err(|e| invalid(cert_path, format!("not a valid X.509 certificate: {e}")))?;
+        let spki = cert.tbs_certificate.subject_pki.raw;
+        let key_spki = rcgen::PublicKeyData::subject_public_key_info(&key_pair);
+        if spki != key_spki.as_slice() {
+            return Err(invalid(
+                cert_path,
+                format!(
+                    "the certificate is not for the key in {}",
+                    key_path.display()
+                ),
+            ));
+        }
+        let jwk = jwk(&cert, algorithm).map_err(|reason| invalid(cert_path, reason))?;
+        let public_pem = key_pair.public_key_pem();
+        let (encoding, decoding) = match algorithm {
+            Algorithm::ES256 => (
+                EncodingKey::from_ec_pem(key_pem.as_bytes()),
+                DecodingKey::from_ec_pem(public_pem.as_bytes()),
+            ),
+            _ => (
+                EncodingKey::from_rsa_pem(key_pem.as_bytes()),
+                DecodingKey::from_rsa_pem(public_pem.as_bytes()),
+            ),
+        };
+        let kid = libtrust_kid(spki);
+        let mut jwk = jwk;
+        jwk["kid"] = serde_json::Value::String(kid.clone());
+        Ok(SigningKey {
+            algorithm,
+            encoding: encoding.map_err(|e| invalid(key_path, e.to_string()))?,
+            decoding: decoding.map_err(|e| invalid(key_path, e.to_string()))?,
+            kid,
+            x5c: chain.iter().map(|der| BASE64.encode(der)).collect(),
+            jwk,
+        })
+    }
+
+    /// The algorithm tokens are signed with.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// The public key as a JWK (for `/.well-known/jwks.json`).
+    pub fn jwk(&self) -> &serde_json::Value {
+        &self.jwk
+    }
+
+    fn header(&self) -> Header {
+        let mut header = Header::new(self.algorithm);
+        header.typ = Some("JWT".into());
+        header.kid = Some(self.kid.clone());
+        header.x5c = Some(self.x5c.clone());
+        header
+    }
+}
+
+fn read(path: &Path) -> Result<String, KeyError> {
+    std::fs::read_to_string(path).map_err(|e| KeyError::Read {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// The DER contents of every `-----BEGIN <label>-----` block.
+fn pem_blocks(text: &str, label: &str) -> Vec<Vec<u8>> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let mut blocks = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(&begin) {
+        let body = &rest[start + begin.len()..];
+        let Some(stop) = body.find(&end) else { break };
+        let b64: String = body[..stop].split_whitespace().collect();
+        if let Ok(der) = BASE64.decode(b64.as_bytes()) {
+            blocks.push(der);
+        }
+        rest = &body[stop + end.len()..];
+    }
+    blocks
+}
+
+/// The key ID distribution 2.8 computes (libtrust): SHA-256 of the DER SubjectPublicKeyInfo,
+/// first 30 bytes, base32 without padding, in groups of four joined by `:`.
+pub fn libtrust_kid(spki_der: &[u8]) -> String {
+    let digest = Sha256::digest(spki_der);
+    let encoded = BASE32_NOPAD.encode(&digest[..30]);
+    encoded
+        .as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn jwk(
+    cert: &x509_parser::certificate::X509Certificate,
+    algorithm: Algorithm,
+) -> Result<serde_json::Value, String> {
+    let public = cert
+        .public_key()
+        .parsed()
+        .map_err(|e| format!("cannot read the certificate's public key: {e}"))?;
+    let trim = |bytes: &[u8]| -> String {
+        let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
+        BASE64URL_NOPAD.encode(&bytes[start..])
+    };
+    match (public, algorithm) {
+        (PublicKey::EC(point), Algorithm::ES256) => {
+            let data = point.data();
+            if data.len() != 65 || data[0] != 4 {
+                return Err("the EC public key is not an uncompressed P-256 point".into());
+            }
+            Ok(serde_json::json!({
+                "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig",
+                "x": BASE64URL_NOPAD.encode(&data[1..33]),
+                "y": BASE64URL_NOPAD.encode(&data[33..]),
+            }))
+        }
+        (PublicKey::RSA(rsa), Algorithm::RS256) => Ok(serde_json::json!({
+            "kty": "RSA", "alg": "RS256", "use": "sig",
+            "n": trim(rsa.modulus), "e": trim(rsa.exponent),
+        })),
+        _ => Err("the certificate's key type does not match the private key".into()),
+    }
+}
+
+/// One entry of a token's `access` claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Access {
+    /// `repository` or `registry`.
+    #[serde(rename = "type")]
+    pub resource_type: String,
+    /// The resource name.
+    pub name: String,
+    /// The granted actions (possibly none).
+    pub actions: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    iss: String,
+    sub: String,
+    aud: String,
+    exp: u64,
+    nbf: u64,
+    iat: u64,
+    jti: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    access: Option<Vec<Access>>,
+}
+
+/// A signed access token and when it was issued.
+pub struct Issued {
+    /// The JWT.
+    pub token: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+    /// Issue time.
+    pub issued_at: SystemTime,
+}
+
+/// Signs and verifies tokens for one issuer and service.
+pub struct Issuer {
+    /// The registry's `auth.token.issuer`.
+    pub issuer: String,
+    /// The registry's `auth.token.service`.
+    pub service: String,
+    ttl: Duration,
+    refresh_ttl: Duration,
+}
+
+impl Issuer {
+    /// An issuer whose access tokens live `ttl` and refresh tokens `refresh_ttl`.
+    pub fn new(issuer: &str, service: &str, ttl: Duration, refresh_ttl: Duration) -> Issuer {
+        Issuer {
+            issuer: issuer.to_string(),
+            service: service.to_string(),
+            ttl,
+            refresh_ttl,
+        }
+    }
+
+    /// True when refresh tokens are enabled.
+    pub fn refresh_enabled(&self) -> bool {
+        !self.refresh_ttl.is_zero()
+    }
+
+    /// An access token for `account` ("" = anonymous) holding exactly `access`.
+    pub fn access_token(
+        &self,
+        key: &SigningKey,
+        account: &str,
+        access: Vec<Access>,
+    ) -> Result<Issued, TokenError> {
+        let now = SystemTime::now();
+        let claims = self.claims(now, account, self.service.clone(), self.ttl, Some(access));
+        let token = jsonwebtoken::encode(&key.header(), &claims, &key.encoding)
+            .map_err(|e| TokenError(format!("cannot sign the token: {e}")))?;
+        Ok(Issued {
+            token,
+            expires_in: self.ttl.as_secs(),
+            issued_at: now,
+        })
+    }
+
+    /// A long-lived refresh token bound to `account` and this service.
+    pub fn refresh_token(&self, key: &SigningKey, account: &str) -> Result<String, TokenError> {
+        let audience = format!("{REFRESH_AUDIENCE_PREFIX}{}", self.service);
+        let claims = self.claims(SystemTime::now(), account, audience, self.refresh_ttl, None);
+        jsonwebtoken::encode(&key.header(), &claims, &key.encoding)
+            .map_err(|e| TokenError(format!("cannot sign the refresh token: {e}")))
+    }
+
+    /// The account a refresh token was issued to, if it verifies against one of `keys`
+    /// (the current key and those rotated out while their tokens may still live).
+    pub fn verify_refresh(&self, keys: &[&SigningKey], token: &str) -> Result<String, TokenError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| TokenError(format!("unreadable refresh token: {e}")))?;
+        let key = keys
+            .iter()
+            .find(|k| header.kid.as_deref() == Some(k.kid.as_str()) && header.alg == k.algorithm)
+            .ok_or_else(|| TokenError("the refresh token was not signed by a known key".into()))?;
+        let mut validation = Validation::new(key.algorithm);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[format!("{REFRESH_AUDIENCE_PREFIX}{}", self.service)]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
+            .map_err(|e| TokenError(format!("invalid refresh token: {e}")))?;
+        if data.claims.sub.is_empty() {
+            return Err(TokenError("the refresh token names no account".into()));
+        }
+        Ok(data.claims.sub)
+    }
+
+    fn claims(
+        &self,
+        now: SystemTime,
+        account: &str,
+        aud: String,
+        ttl: Duration,
+        access: Option<Vec<Access>>,
+    ) -> Claims {
+        let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        Claims {
+            iss: self.issuer.clone(),
+            sub: account.to_string(),
+            aud,
+            exp: secs + ttl.as_secs(),
+            // Registry clocks may lag ours a little; it allows 60 s of leeway on its own.
+            nbf: secs.saturating_sub(10),
+            iat: secs,
+            jti: random_id(),
+            access,
+        }
+    }
+}
+
+fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    // getrandom only fails where the OS has no entropy source at all; a timestamp-based id
+    // is then still unique enough for `jti`, which nothing verifies.
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        bytes = nanos.to_le_bytes();
+    }
+    hex::encode(bytes)
+}
+
+/// Writes `token.key` (PKCS#8) and a self-signed `token.crt` into `dir`: EC P-256 by default,
+/// RSA 2048 with `rsa`. The certificate is the registry's `auth.token.rootcertbundle`.
+pub fn generate(
+    dir: &Path,
+    rsa: bool,
+) -> Result<(std::path::PathBuf, std::path::PathBuf), KeyError> {
+    let generate = |e: &dyn std::fmt::Display| KeyError::Generate(e.to_string());
+    let key_pair = if rsa {
+        use rsa::pkcs8::EncodePrivateKey;
+        let key =
+            rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).map_err(|e| generate(&e))?;
+        let pem = key
+            .to_pkcs8_pem(rsa::pkcs8::LineEnding::LF)
+            .map_err(|e| generate(&e))?;
+        rcgen::KeyPair::from_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256)
+            .map_err(|e| generate(&e))?
+    } else {
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| generate(&e))?
+    };
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "portcullis token signer");
+    let cert = params.self_signed(&key_pair).map_err(|e| generate(&e))?;
+    std::fs::create_dir_all(dir).map_err(|e| generate(&format!("{}: {e}", dir.display())))?;
+    let key_path = dir.join("token.key");
+    let cert_path = dir.join("token.crt");
+    write_private(&key_path, &key_pair.serialize_pem())
+        .map_err(|e| generate(&format!("{}: {e}", key_path.display())))?;
+    std::fs::write(&cert_path, cert.pem())
+        .map_err(|e| generate(&format!("{}: {e}", cert_path.display())))?;
+    Ok((key_path, cert_path))
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,193 @@
+//! Keys, claims and refresh tokens; that registry 2.8 accepts the tokens is shown end to end.
+
+use super::*;
+
+fn keys(rsa: bool) -> (tempfile::TempDir, SigningKey) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (key, cert) = generate(dir.path(), rsa).expect("keygen");
+    let signing = SigningKey::load(&key, &cert).unwrap_or_else(|e| panic!("{e}"));
+    (dir, signing)
+}
+
+fn issuer() -> Issuer {
+    Issuer::new(
+        "portcullis",
+        "registry.test",
+        Duration::from_secs(300),
+        Duration::from_secs(3600),
+    )
+}
+
+fn payload(token: &str) -> serde_json::Value {
+    let part = token.split('.').nth(1).expect("three parts");
+    serde_json::from_slice(&BASE64URL_NOPAD.decode(part.as_bytes()).expect("base64url"))
+        .expect("json")
+}
+
+#[test]
+fn access_tokens_carry_what_registry_2_8_checks() {
+    for rsa in [false, true] {
+        let (_dir, key) = keys(rsa);
+        let access = vec![Access {
+            resource_type: "repository".into(),
+            name: "alice/app".into(),
+            actions: vec!["pull".into(), "push".into()],
+        }];
+        let issued = issuer().access_token(&key, "alice", access).expect("signs");
+        let header = jsonwebtoken::decode_header(&issued.token).expect("header");
+        assert_eq!(
+            header.alg,
+            if rsa {
+                Algorithm::RS256
+            } else {
+                Algorithm::ES256
+            }
+        );
+        assert_eq!(header.kid.as_deref(), Some(key.kid.as_str()));
+        assert_eq!(
+            header.x5c.as_ref().map(Vec::len),
+            Some(1),
+            "x5c holds the certificate"
+        );
+        let claims = payload(&issued.token);
+        assert_eq!(claims["iss"], "portcullis");
+        assert_eq!(claims["sub"], "alice");
+        assert!(claims["aud"].is_string(), "2.8 rejects an array aud");
+        assert_eq!(claims["aud"], "registry.test");
+        let (iat, exp, nbf) = (
+            claims["iat"].as_u64(),
+            claims["exp"].as_u64(),
+            claims["nbf"].as_u64(),
+        );
+        assert_eq!(exp.zip(iat).map(|(e, i)| e - i), Some(300));
+        assert!(nbf <= iat);
+        assert_eq!(claims["jti"].as_str().map(str::len), Some(32));
+        assert_eq!(claims["access"][0]["type"], "repository");
+        assert_eq!(
+            claims["access"][0]["actions"],
+            serde_json::json!(["pull", "push"])
+        );
+        assert_eq!(issued.expires_in, 300);
+        // And the signature verifies with the public key.
+        let mut validation = Validation::new(key.algorithm());
+        validation.set_audience(&["registry.test"]);
+        jsonwebtoken::decode::<serde_json::Value>(&issued.token, &key.decoding, &validation)
+            .expect("verifies");
+    }
+}
+
+#[test]
+fn an_empty_grant_is_a_token_with_empty_access() {
+    let (_dir, key) = keys(false);
+    let issued = issuer().access_token(&key, "", Vec::new()).expect("signs");
+    assert_eq!(payload(&issued.token)["access"], serde_json::json!([]));
+}
+
+#[test]
+fn kid_is_the_libtrust_form() {
+    let (_dir, key) = keys(false);
+    let groups: Vec<&str> = key.kid.split(':').collect();
+    assert_eq!(groups.len(), 12, "{}", key.kid);
+    assert!(groups.iter().all(|g| {
+        g.len() == 4
+            && g.bytes()
+                .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
+    }));
+    assert_eq!(key.jwk()["kid"], key.kid.as_str());
+    assert_eq!(key.jwk()["crv"], "P-256");
+    let (_dir, rsa) = keys(true);
+    assert_eq!(rsa.jwk()["kty"], "RSA");
+    assert_eq!(rsa.jwk()["e"], "AQAB");
+}
+
+#[test]
+fn refresh_tokens_are_bound_and_not_interchangeable() {
+    let (_dir, key) = keys(false);
+    let issuer = issuer();
+    let refresh = issuer.refresh_token(&key, "alice").expect("signs");
+    assert_eq!(
+        issuer.verify_refresh(&[&key], &refresh).expect("verifies"),
+        "alice"
+    );
+    // Not an access token: the registry checks aud == service.
+    assert_eq!(payload(&refresh)["aud"], "portcullis-refresh:registry.test");
+    let access = issuer
+        .access_token(&key, "alice", Vec::new())
+        .expect("signs")
+        .token;
+    assert!(
+        issuer.verify_refresh(&[&key], &access).is_err(),
+        "an access token is no refresh token"
+    );
+    let other_service = Issuer::new(
+        "portcullis",
+        "other",
+        Duration::from_secs(300),
+        Duration::from_secs(60),
+    );
+    assert!(
+        other_service.verify_refresh(&[&key], &refresh).is_err(),
+        "bound to the service"
+    );
+    let (_dir2, other_key) = keys(false);
+    assert!(
+        issuer.verify_refresh(&[&other_key], &refresh).is_err(),
+        "unknown key"
+    );
+    assert_eq!(
+        issuer
+            .verify_refresh(&[&other_key, &key], &refresh)
+            .expect("old key still verifies"),
+        "alice"
+    );
+    let mut tampered = refresh.clone();
+    tampered.replace_range(tampered.len() - 5.., "AAAAA");
+    assert!(issuer.verify_refresh(&[&key], &tampered).is_err());
+}
+
+#[test]
+fn mismatched_or_unusable_files_are_refused_with_the_file_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (key_a, _) = generate(&dir.path().join("a"), false).expect("keygen");
+    let (_, cert_b) = generate(&dir.path().join("b"), false).expect("keygen");
+    let e = SigningKey::load(&key_a, &cert_b)
+        .err()
+        .expect("mismatch")
+        .to_string();
+    assert!(e.contains("the certificate is not for the key"), "{e}");
+    let sec1 = dir.path().join("sec1.key");
+    std::fs::write(
+        &sec1,
+        "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\n-----END EC PRIVATE KEY-----\n",
+    )
+    .expect("write");
+    let e = SigningKey::load(&sec1, &cert_b)
+        .err()
+        .expect("sec1")
+        .to_string();
+    assert!(
+        e.starts_with(&sec1.display().to_string()) && e.contains("openssl pkcs8"),
+        "{e}"
+    );
+    let empty = dir.path().join("empty.crt");
+    std::fs::write(&empty, "").expect("write");
+    let e = SigningKey::load(&key_a, &empty)
+        .err()
+        .expect("no cert")
+        .to_string();
+    assert!(e.contains("no `BEGIN CERTIFICATE` block"), "{e}");
+    let e = SigningKey::load(&dir.path().join("missing"), &empty)
+        .err()
+        .expect("missing")
+        .to_string();
+    assert!(e.starts_with("cannot read"), "{e}");
+}
+
+#[test]
+fn the_generated_key_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (key, _) = generate(dir.path(), false).expect("keygen");
+    let mode = std::fs::metadata(key).expect("stat").permissions().mode();
+    assert_eq!(mode & 0o077, 0, "{mode:o}");
+}
