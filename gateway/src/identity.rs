@@ -11,7 +11,7 @@ const CACHE_CAPACITY: usize = 10_000;
 
 /// A file that cannot be used, naming the file and the line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}: {message}")]
+#[error("{file}{}: {message}", if *line > 0 { format!(":{line}") } else { String::new() })]
 pub struct InvalidFile {
     /// The file, as configured.
     pub file: String,

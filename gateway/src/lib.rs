@@ -7,3 +7,6 @@ pub mod config;
 pub mod identity;
 pub mod policy;
 pub mod scope;
+pub mod server;
+pub mod token;
+pub mod watch;

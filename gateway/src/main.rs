@@ -2,10 +2,12 @@
 
 use clap::{Args, Parser, Subcommand};
 use portcullis::config::Config;
-use portcullis::policy::{Account, Host, Limits, Policies, PolicySpec, Request, SettingsSource};
+use portcullis::policy::{Account, Host, Limits, PolicySpec, Request, SettingsSource};
 use portcullis::scope::Scope;
+use portcullis::server::{self, App};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -21,12 +23,38 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serves the token endpoint (and, with [upstream], the registry API).
+    Serve {
+        /// The config file.
+        #[arg(long, default_value = "portcullis.toml")]
+        config: PathBuf,
+    },
     /// Checks a config: parses it, reads the files it names, loads and configures every
     /// policy. Exits 0 when all is well, 1 with the reason otherwise.
     Check {
         /// The config file.
         #[arg(long, default_value = "portcullis.toml")]
         config: PathBuf,
+    },
+    /// Writes token.key (PKCS#8) and a self-signed token.crt, the registry's rootcertbundle.
+    Keygen {
+        /// The directory to write into.
+        #[arg(long)]
+        out: PathBuf,
+        /// RSA 2048 (RS256) instead of EC P-256 (ES256).
+        #[arg(long)]
+        rsa: bool,
+    },
+    /// Adds or replaces a user's bcrypt entry in an htpasswd file; the password is read from
+    /// standard input.
+    Passwd {
+        /// The htpasswd file (created if missing).
+        file: PathBuf,
+        /// The user name.
+        user: String,
+        /// bcrypt cost.
+        #[arg(long, default_value_t = 10)]
+        cost: u32,
     },
     /// Work with policy modules.
     #[command(subcommand)]
@@ -73,13 +101,16 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,notify=error")),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve { config } => serve(&config),
         Command::Check { config } => check(&config),
+        Command::Keygen { out, rsa } => keygen(&out, rsa),
+        Command::Passwd { file, user, cost } => passwd(&file, &user, cost),
         Command::Policy(PolicyCommand::Eval(args)) => eval(args),
     };
     match result {
@@ -91,23 +122,94 @@ fn main() -> ExitCode {
     }
 }
 
+fn serve(path: &Path) -> Result<ExitCode, String> {
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let listen = config.server.listen;
+    let app = Arc::new(App::new(config).map_err(|e| e.to_string())?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let _watchers = app
+            .watch()
+            .map_err(|e| format!("cannot watch the config's files: {e}"))?;
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        // On stdout so scripts and tests started with port 0 learn the port.
+        println!("portcullis listening on http://{local}");
+        server::serve(app, listener, shutdown_signal()).await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}
+
+fn keygen(dir: &Path, rsa: bool) -> Result<ExitCode, String> {
+    let (key, cert) = portcullis::token::generate(dir, rsa).map_err(|e| e.to_string())?;
+    println!("wrote {} and {}", key.display(), cert.display());
+    println!(
+        "registry config: auth.token.rootcertbundle = {}",
+        cert.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn passwd(file: &Path, user: &str, cost: u32) -> Result<ExitCode, String> {
+    if user.is_empty() || user.contains(':') || user.contains(char::is_whitespace) {
+        return Err(format!("{user:?} is not a user name (no `:` or spaces)"));
+    }
+    let mut password = String::new();
+    std::io::stdin()
+        .read_line(&mut password)
+        .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+    let password = password.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        return Err("empty password on stdin".into());
+    }
+    let hash = bcrypt::hash(password, cost).map_err(|e| format!("cannot hash: {e}"))?;
+    let existing = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
+    };
+    let prefix = format!("{user}:");
+    let mut lines: Vec<String> = existing
+        .lines()
+        .filter(|line| !line.starts_with(&prefix))
+        .map(str::to_string)
+        .collect();
+    lines.push(format!("{user}:{hash}"));
+    // Written beside and renamed over, so a watching gateway never reads half a file.
+    let tmp = file.with_extension("portcullis-tmp");
+    std::fs::write(&tmp, lines.join("\n") + "\n")
+        .and_then(|()| std::fs::rename(&tmp, file))
+        .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    println!("{user} set in {}", file.display());
+    Ok(ExitCode::SUCCESS)
+}
+
 fn check(path: &Path) -> Result<ExitCode, String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
-    let identity = &config.identity;
-    let files = [Some(&config.token.key), Some(&config.token.certificate)]
-        .into_iter()
-        .chain([identity.htpasswd.as_ref(), identity.groups.as_ref()])
-        .chain([
-            config.server.tls_cert.as_ref(),
-            config.server.tls_key.as_ref(),
-        ])
-        .flatten();
-    for file in files {
-        std::fs::metadata(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    }
-    let host = Host::new().map_err(|e| format!("cannot start the wasm engine: {e:#}"))?;
-    let policies = Policies::load(host, config.policy_specs()).map_err(|e| e.to_string())?;
-    for status in policies.status() {
+    let app = App::new(config).map_err(|e| e.to_string())?;
+    for status in app.policy_status() {
         println!(
             "policy `{}` loaded: {} {}",
             status.name,

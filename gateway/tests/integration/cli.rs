@@ -102,9 +102,8 @@ fn config_dir(acl_settings: &str) -> tempfile::TempDir {
     std::fs::create_dir_all(root.join("policies")).expect("mkdir");
     std::fs::copy(wasm("acl"), root.join("policies/acl.wasm")).expect("copy");
     std::fs::write(root.join("acl.json"), acl_settings).expect("write");
-    for file in ["token.key", "token.crt", "htpasswd"] {
-        std::fs::write(root.join(file), "").expect("write");
-    }
+    portcullis::token::generate(root, false).expect("keygen");
+    std::fs::write(root.join("htpasswd"), "").expect("write");
     let config = r#"
 [token]
 issuer = "portcullis"

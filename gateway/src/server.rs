@@ -1,0 +1,303 @@
+//! The HTTP side: the application state built from the config, hot reload of the files it
+//! reads, the accept loop, routing, and the one place errors become registry-style responses.
+
+mod token_endpoint;
+
+use crate::config::Config;
+use crate::identity::{CredentialCache, Groups, Htpasswd};
+use crate::policy::{Host, Policies};
+use crate::token::{Issuer, SigningKey};
+use crate::watch::FileWatcher;
+use arc_swap::ArcSwap;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+
+/// Everything a request needs, swapped piecewise on reload.
+pub struct App {
+    config: Config,
+    issuer: Issuer,
+    keys: ArcSwap<KeyRing>,
+    users: ArcSwap<Htpasswd>,
+    groups: ArcSwap<Groups>,
+    cache: CredentialCache,
+    policies: Arc<Policies>,
+    reload_lock: Mutex<()>,
+}
+
+/// The current signing key and the keys rotated out, which still verify refresh tokens.
+pub struct KeyRing {
+    current: Arc<SigningKey>,
+    previous: Vec<Arc<SigningKey>>,
+}
+
+/// Rotated-out keys kept for verifying refresh tokens (and listed in the JWKS).
+const MAX_PREVIOUS_KEYS: usize = 4;
+
+/// Why the gateway cannot start.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(String);
+
+impl App {
+    /// Loads every file the config names; any failure stops the start.
+    pub fn new(config: Config) -> Result<App, StartError> {
+        let fail = |e: &dyn std::fmt::Display| StartError(e.to_string());
+        let key =
+            SigningKey::load(&config.token.key, &config.token.certificate).map_err(|e| fail(&e))?;
+        let users = match &config.identity.htpasswd {
+            Some(path) => Htpasswd::load(path).map_err(|e| fail(&e))?,
+            None => Htpasswd::default(),
+        };
+        let groups = match &config.identity.groups {
+            Some(path) => Groups::load(path).map_err(|e| fail(&e))?,
+            None => Groups::default(),
+        };
+        let host =
+            Host::new().map_err(|e| fail(&format!("cannot start the wasm engine: {e:#}")))?;
+        let policies = Policies::load(host, config.policy_specs()).map_err(|e| fail(&e))?;
+        let token = &config.token;
+        let issuer = Issuer::new(
+            &token.issuer,
+            &token.service,
+            Duration::from_secs(token.ttl_seconds),
+            Duration::from_secs(token.refresh_ttl_seconds),
+        );
+        Ok(App {
+            issuer,
+            keys: ArcSwap::from_pointee(KeyRing {
+                current: Arc::new(key),
+                previous: Vec::new(),
+            }),
+            users: ArcSwap::from_pointee(users),
+            groups: ArcSwap::from_pointee(groups),
+            cache: CredentialCache::new().map_err(|e| fail(&format!("no random source: {e}")))?,
+            policies: Arc::new(policies),
+            reload_lock: Mutex::new(()),
+            config,
+        })
+    }
+
+    /// Re-reads the htpasswd, groups, key and certificate; what fails to load keeps its last
+    /// good version and is logged.
+    pub fn reload_files(&self) {
+        let _one_at_a_time = self
+            .reload_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let identity = &self.config.identity;
+        if let Some(path) = &identity.htpasswd {
+            match Htpasswd::load(path) {
+                Ok(users) => {
+                    self.users.store(Arc::new(users));
+                    // A removed user or a changed password must stop working now.
+                    self.cache.clear();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "htpasswd reload failed; keeping the last good version")
+                }
+            }
+        }
+        if let Some(path) = &identity.groups {
+            match Groups::load(path) {
+                Ok(groups) => self.groups.store(Arc::new(groups)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "groups reload failed; keeping the last good version")
+                }
+            }
+        }
+        match SigningKey::load(&self.config.token.key, &self.config.token.certificate) {
+            Ok(key) => {
+                let ring = self.keys.load_full();
+                if key.kid != ring.current.kid {
+                    tracing::info!(kid = %key.kid, "signing key rotated");
+                    let previous = std::iter::once(ring.current.clone())
+                        .chain(ring.previous.iter().cloned())
+                        .take(MAX_PREVIOUS_KEYS)
+                        .collect();
+                    self.keys.store(Arc::new(KeyRing {
+                        current: Arc::new(key),
+                        previous,
+                    }));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "signing key reload failed; keeping the last good key")
+            }
+        }
+    }
+
+    /// Each policy's serving version and last reload error.
+    pub fn policy_status(&self) -> Vec<crate::policy::PolicyStatus> {
+        self.policies.status()
+    }
+
+    /// Watches policies and every other file the config names.
+    pub fn watch(self: &Arc<Self>) -> Result<Vec<FileWatcher>, notify::Error> {
+        let identity = &self.config.identity;
+        let token = &self.config.token;
+        let files: Vec<&Path> = [Some(&token.key), Some(&token.certificate)]
+            .into_iter()
+            .chain([identity.htpasswd.as_ref(), identity.groups.as_ref()])
+            .flatten()
+            .map(|p| p.as_path())
+            .collect();
+        let app = Arc::downgrade(self);
+        let files_watcher = crate::watch::watch("identity", &files, move || {
+            if let Some(app) = app.upgrade() {
+                app.reload_files();
+            }
+        })?;
+        Ok(vec![files_watcher, self.policies.watch()?])
+    }
+
+    /// Routes one request.
+    async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Full<Bytes>> {
+        let path = request.uri().path();
+        let response = match (request.method(), path) {
+            (&Method::GET | &Method::POST, "/token" | "/auth") => {
+                token_endpoint::handle(self.clone(), request, peer).await
+            }
+            (&Method::GET, "/.well-known/jwks.json") => Ok(self.jwks()),
+            (&Method::GET, "/healthz") => Ok(text(StatusCode::OK, "ok\n")),
+            (_, "/token" | "/auth" | "/.well-known/jwks.json" | "/healthz") => {
+                Err(ApiError::MethodNotAllowed)
+            }
+            _ => Err(ApiError::NotFound),
+        };
+        let mut response = response.unwrap_or_else(ApiError::into_response);
+        response
+            .headers_mut()
+            .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+        response
+    }
+
+    fn jwks(&self) -> Response<Full<Bytes>> {
+        let ring = self.keys.load();
+        let keys: Vec<&serde_json::Value> = std::iter::once(&ring.current)
+            .chain(&ring.previous)
+            .map(|key| key.jwk())
+            .collect();
+        json(StatusCode::OK, &serde_json::json!({ "keys": keys }))
+    }
+}
+
+/// Serves until `shutdown` resolves. One failed connection never stops the loop.
+pub async fn serve(
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and friends pass; back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let app = app.clone();
+                async move { Ok::<_, std::convert::Infallible>(app.handle(request, peer).await) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
+                .serve_connection(io, service)
+                .await
+            {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Everything that can go wrong in a request, mapped to a status and a registry-style body
+/// in [`ApiError::into_response`] only.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Missing or wrong credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Malformed input; the code is a registry error code.
+    #[error("{message}")]
+    BadRequest {
+        /// Registry error code, e.g. `NAME_INVALID`.
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// No such route.
+    #[error("not found")]
+    NotFound,
+    /// The route exists, the method does not.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// Our fault; details are logged, not sent.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn into_response(self) -> Response<Full<Bytes>> {
+        let (status, code) = match &self {
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, *code),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+        };
+        let message = match &self {
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                "internal error".to_string()
+            }
+            other => other.to_string(),
+        };
+        let body =
+            serde_json::json!({"errors": [{"code": code, "message": message, "detail": null}]});
+        let mut response = json(status, &body);
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"portcullis\""),
+            );
+        }
+        response
+    }
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response
+}

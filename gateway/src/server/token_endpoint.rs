@@ -1,0 +1,257 @@
+//! `GET|POST /token`: authenticate (Basic, OAuth2 password or refresh grant, or anonymous),
+//! ask the policies about every scope, and sign a token holding exactly the granted subset.
+
+use super::{ApiError, App, json};
+use crate::policy::{Account, Request as PolicyRequest};
+use crate::scope::Scope;
+use crate::token::Access;
+use data_encoding::BASE64;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::AUTHORIZATION;
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+/// Form bodies are a few hundred bytes; anything near this is not a token request.
+const MAX_FORM_BYTES: usize = 64 * 1024;
+/// More scopes than any client asks for in one token.
+const MAX_SCOPES: usize = 100;
+
+enum Credentials {
+    None,
+    Password { user: String, password: String },
+    Refresh(String),
+}
+
+struct TokenRequest {
+    credentials: Credentials,
+    scopes: Vec<Scope>,
+    offline: bool,
+    account: Option<String>,
+}
+
+pub(super) async fn handle(
+    app: Arc<App>,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let basic = basic_credentials(request.headers())?;
+    let params: Vec<(String, String)> = if request.method() == Method::POST {
+        let body = Limited::new(request.into_body(), MAX_FORM_BYTES)
+            .collect()
+            .await
+            .map_err(|e| bad_request("UNSUPPORTED", format!("cannot read the form body: {e}")))?
+            .to_bytes();
+        form_urlencoded::parse(&body).into_owned().collect()
+    } else {
+        form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect()
+    };
+    let token_request = parse(&app, params, basic)?;
+    // bcrypt and the policies are CPU work: keep them off the async workers.
+    tokio::task::spawn_blocking(move || app.issue(token_request, peer.ip()))
+        .await
+        .map_err(|e| ApiError::Internal(format!("token task failed: {e}")))?
+}
+
+fn bad_request(code: &'static str, message: String) -> ApiError {
+    ApiError::BadRequest { code, message }
+}
+
+/// `Authorization: Basic ...`, decoded; no header means no credentials.
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, ApiError> {
+    let Some(value) = headers.get(AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let malformed =
+        |why: &str| ApiError::Unauthorized(format!("malformed Authorization header: {why}"));
+    let value = value.to_str().map_err(|_| malformed("not ASCII"))?;
+    let (scheme, encoded) = value
+        .split_once(' ')
+        .ok_or_else(|| malformed("expected `Basic <base64>`"))?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(malformed("the token endpoint takes Basic credentials"));
+    }
+    let decoded = BASE64
+        .decode(encoded.trim().as_bytes())
+        .map_err(|_| malformed("invalid base64"))?;
+    let decoded = String::from_utf8(decoded).map_err(|_| malformed("credentials are not UTF-8"))?;
+    let (user, password) = decoded
+        .split_once(':')
+        .ok_or_else(|| malformed("expected user:password"))?;
+    Ok(Some((user.to_string(), password.to_string())))
+}
+
+fn parse(
+    app: &App,
+    params: Vec<(String, String)>,
+    basic: Option<(String, String)>,
+) -> Result<TokenRequest, ApiError> {
+    let mut scopes = Vec::new();
+    let mut offline = false;
+    let mut account = None;
+    let mut grant_type = None;
+    let (mut username, mut password, mut refresh_token) = (None, None, None);
+    for (key, value) in params {
+        match key.as_str() {
+            // Spec: one space-separated value; containers/image: repeated fields. Both work.
+            "scope" => {
+                for scope in value.split(' ').filter(|s| !s.is_empty()) {
+                    if scopes.len() == MAX_SCOPES {
+                        return Err(bad_request(
+                            "UNSUPPORTED",
+                            format!("more than {MAX_SCOPES} scopes in one request"),
+                        ));
+                    }
+                    scopes.push(
+                        scope
+                            .parse::<Scope>()
+                            .map_err(|e| bad_request("NAME_INVALID", e.to_string()))?,
+                    );
+                }
+            }
+            "service" if value != app.issuer.service => {
+                return Err(bad_request(
+                    "UNSUPPORTED",
+                    format!(
+                        "unknown service {value:?}; this server issues tokens for {:?}",
+                        app.issuer.service
+                    ),
+                ));
+            }
+            "offline_token" => offline = value == "true",
+            "access_type" => offline = value == "offline",
+            "account" if !value.is_empty() => account = Some(value),
+            "grant_type" => grant_type = Some(value),
+            "username" => username = Some(value),
+            "password" => password = Some(value),
+            "refresh_token" => refresh_token = Some(value),
+            _ => {}
+        }
+    }
+    let missing = |field: &str| bad_request("UNSUPPORTED", format!("grant_type needs `{field}`"));
+    let credentials = match grant_type.as_deref() {
+        None => match basic {
+            Some((user, password)) => Credentials::Password { user, password },
+            None => Credentials::None,
+        },
+        Some("password") => Credentials::Password {
+            user: username.ok_or_else(|| missing("username"))?,
+            password: password.ok_or_else(|| missing("password"))?,
+        },
+        Some("refresh_token") => {
+            Credentials::Refresh(refresh_token.ok_or_else(|| missing("refresh_token"))?)
+        }
+        Some(other) => {
+            return Err(bad_request(
+                "UNSUPPORTED",
+                format!("grant_type {other:?} is not supported (use password or refresh_token)"),
+            ));
+        }
+    };
+    Ok(TokenRequest {
+        credentials,
+        scopes,
+        offline,
+        account,
+    })
+}
+
+impl App {
+    fn issue(
+        &self,
+        request: TokenRequest,
+        client_ip: IpAddr,
+    ) -> Result<Response<Full<Bytes>>, ApiError> {
+        let (user, presented_refresh) = match request.credentials {
+            Credentials::None if self.config.identity.anonymous => (None, None),
+            Credentials::None => {
+                return Err(ApiError::Unauthorized("authentication required".into()));
+            }
+            Credentials::Password { user, password } => {
+                if !self.cache.verify(&self.users.load(), &user, &password) {
+                    return Err(ApiError::Unauthorized(
+                        "invalid username or password".into(),
+                    ));
+                }
+                (Some(user), None)
+            }
+            Credentials::Refresh(token) => {
+                let ring = self.keys.load();
+                let keys: Vec<&crate::token::SigningKey> = std::iter::once(&ring.current)
+                    .chain(&ring.previous)
+                    .map(|k| k.as_ref())
+                    .collect();
+                let user = self
+                    .issuer
+                    .verify_refresh(&keys, &token)
+                    .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+                if !self.users.load().contains(&user) {
+                    return Err(ApiError::Unauthorized(format!(
+                        "account {user:?} no longer exists"
+                    )));
+                }
+                (Some(user), Some(token))
+            }
+        };
+        if let (Some(asked), Some(user)) = (&request.account, &user)
+            && asked != user
+        {
+            return Err(ApiError::Unauthorized(format!(
+                "account {asked:?} does not match the credentials of {user:?}"
+            )));
+        }
+        let account = match &user {
+            Some(name) => Account::user(name, self.groups.load().of(name).to_vec()),
+            None => Account::anonymous(),
+        };
+        let policies = self.policies.current();
+        let access = request
+            .scopes
+            .iter()
+            .map(|scope| {
+                let mut policy_request = PolicyRequest::new(account.clone(), scope.into(), &self.issuer.service);
+                policy_request.client_ip = Some(client_ip.to_string());
+                let verdict = policies.decide(&policy_request);
+                for answer in &verdict.answers {
+                    if let Err(fault) = &answer.outcome {
+                        tracing::warn!(policy = %answer.policy, %fault, scope = %scope, "policy fault: denied");
+                    }
+                }
+                Access {
+                    resource_type: scope.resource_type.clone(),
+                    name: scope.name.clone(),
+                    actions: verdict.granted,
+                }
+            })
+            .collect();
+        let ring = self.keys.load();
+        let subject = user.as_deref().unwrap_or("");
+        let issued = self
+            .issuer
+            .access_token(&ring.current, subject, access)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let refresh_token = match (presented_refresh, &user) {
+            // The client keeps using the refresh token it has.
+            (Some(token), _) => Some(token),
+            (None, Some(user)) if request.offline && self.issuer.refresh_enabled() => Some(
+                self.issuer
+                    .refresh_token(&ring.current, user)
+                    .map_err(|e| ApiError::Internal(e.to_string()))?,
+            ),
+            _ => None,
+        };
+        let mut body = serde_json::json!({
+            "token": issued.token,
+            "access_token": issued.token,
+            "expires_in": issued.expires_in,
+            "issued_at": humantime::format_rfc3339_seconds(issued.issued_at).to_string(),
+        });
+        if let Some(refresh) = refresh_token {
+            body["refresh_token"] = serde_json::Value::String(refresh);
+        }
+        Ok(json(StatusCode::OK, &body))
+    }
+}
