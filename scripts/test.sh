@@ -6,6 +6,24 @@ cd "$(dirname "$0")/.."
 
 rustup target add wasm32-unknown-unknown
 
+# The end-to-end tests run the real registry (Debian's docker-registry, the registry:2 code)
+# and the real client (skopeo). They fail, rather than skip, when these are missing.
+missing=()
+command -v docker-registry >/dev/null || missing+=(docker-registry)
+command -v skopeo >/dev/null || missing+=(skopeo)
+if [ ${#missing[@]} -gt 0 ]; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then
+    sudo apt-get update -qq
+    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "install ${missing[*]} (Debian/Ubuntu: apt-get install ${missing[*]}), then run this again" >&2
+    exit 1
+  fi
+fi
+
 if cargo fmt --version >/dev/null 2>&1; then
   cargo fmt --all -- --check
 else

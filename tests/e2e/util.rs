@@ -1,0 +1,342 @@
+//! The harness: starts Debian's `docker-registry` (the registry:2 code) and `portcullis serve`
+//! on loopback ports chosen at run time, builds a small OCI image, and runs skopeo.
+
+use sha2::{Digest, Sha256};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const SERVICE: &str = "registry.test";
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
+}
+
+/// The `portcullis` binary `cargo test --workspace` built beside this test.
+fn portcullis_bin() -> PathBuf {
+    let bin = target_dir().join("debug/portcullis");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p portcullis` first",
+        bin.display()
+    );
+    bin
+}
+
+pub fn wasm(crate_name: &str) -> PathBuf {
+    let path = target_dir().join(format!("wasm32-unknown-unknown/release/{crate_name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo policies` first",
+        path.display()
+    );
+    path
+}
+
+/// Fails (rather than skips) when a tool the tests need is not installed.
+pub fn require(tool: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "`{tool}` is not installed: run scripts/test.sh, or apt-get install docker-registry skopeo"
+    );
+}
+
+/// A loopback port free right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn wait_for_port(port: u16, what: &str, child: &mut Child) {
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited early with {status}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{what} did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A process killed when dropped.
+pub struct Running {
+    child: Child,
+    pub port: u16,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `portcullis` with arguments, returning its output.
+pub fn portcullis(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(portcullis_bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("portcullis runs");
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes()).expect("stdin");
+    }
+    child.wait_with_output().expect("portcullis finishes")
+}
+
+/// A token-server setup in a temp dir: keys, htpasswd, groups, the acl policy and a config.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub gateway_port: u16,
+}
+
+impl Setup {
+    pub fn new(acl_settings: &str, users: &[(&str, &str)]) -> Setup {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let out = portcullis(
+            &[
+                "keygen",
+                "--out",
+                root.join("keys").to_str().expect("utf-8"),
+            ],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "keygen: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let htpasswd = root.join("htpasswd");
+        for (user, password) in users {
+            let out = portcullis(
+                &[
+                    "passwd",
+                    htpasswd.to_str().expect("utf-8"),
+                    user,
+                    "--cost",
+                    "4",
+                ],
+                Some(&format!("{password}\n")),
+            );
+            assert!(
+                out.status.success(),
+                "passwd: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::fs::write(root.join("groups"), "ci: robot\n").expect("groups");
+        std::fs::create_dir_all(root.join("policies")).expect("mkdir");
+        std::fs::copy(wasm("acl"), root.join("policies/acl.wasm")).expect("copy");
+        std::fs::write(root.join("acl.json"), acl_settings).expect("acl");
+        let gateway_port = free_port();
+        let config = format!(
+            r#"
+[server]
+listen = "127.0.0.1:{gateway_port}"
+
+[token]
+issuer = "portcullis"
+service = "{SERVICE}"
+key = "keys/token.key"
+certificate = "keys/token.crt"
+
+[identity]
+htpasswd = "htpasswd"
+groups = "groups"
+anonymous = true
+
+[[policy]]
+name = "acl"
+module = "policies/acl.wasm"
+settings_file = "acl.json"
+"#
+        );
+        std::fs::write(root.join("portcullis.toml"), config).expect("config");
+        Setup { dir, gateway_port }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Starts `portcullis serve` and waits for its "listening" line.
+    pub fn start_gateway(&self) -> Running {
+        let mut child = Command::new(portcullis_bin())
+            .args(["serve", "--config"])
+            .arg(self.path("portcullis.toml"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("portcullis serve runs");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("listening line");
+        assert!(
+            line.starts_with("portcullis listening on"),
+            "unexpected: {line:?}"
+        );
+        wait_for_port(self.gateway_port, "portcullis", &mut child);
+        Running {
+            child,
+            port: self.gateway_port,
+        }
+    }
+
+    /// Starts docker-registry with `auth.token` pointing at the gateway, trusting `bundle`.
+    pub fn start_registry(&self, bundle: &Path) -> Running {
+        let port = free_port();
+        let config = format!(
+            "version: 0.1
+log: {{level: warn, accesslog: {{disabled: true}}}}
+storage: {{filesystem: {{rootdirectory: {data}}}, delete: {{enabled: true}}}}
+http: {{addr: 127.0.0.1:{port}, secret: e2e-secret}}
+auth:
+  token:
+    realm: http://127.0.0.1:{gateway}/token
+    service: {SERVICE}
+    issuer: portcullis
+    rootcertbundle: {bundle}
+",
+            data = self.path("data").display(),
+            gateway = self.gateway_port,
+            bundle = bundle.display(),
+        );
+        let file = self.path("registry.yml");
+        std::fs::write(&file, config).expect("registry config");
+        let mut child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.path("registry.log")).expect("registry log"))
+            .spawn()
+            .expect("docker-registry runs");
+        wait_for_port(port, "docker-registry", &mut child);
+        Running { child, port }
+    }
+}
+
+/// Writes a one-layer OCI image layout with a `latest` tag; returns the layer digest.
+pub fn oci_image(dir: &Path, payload: &[u8]) -> String {
+    let blob = |bytes: &[u8]| -> (String, usize) {
+        let digest = hex::encode(Sha256::digest(bytes));
+        let blobs = dir.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).expect("mkdir");
+        std::fs::write(blobs.join(&digest), bytes).expect("blob");
+        (format!("sha256:{digest}"), bytes.len())
+    };
+    let layer = tar_with_one_file("payload.bin", payload);
+    let (layer_digest, layer_size) = blob(&layer);
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+    });
+    let (config_digest, config_size) = blob(config.to_string().as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer_size}],
+    });
+    let (manifest_digest, manifest_size) = blob(manifest.to_string().as_bytes());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest, "size": manifest_size,
+            "annotations": {"org.opencontainers.image.ref.name": "latest"},
+        }],
+    });
+    std::fs::write(dir.join("index.json"), index.to_string()).expect("index");
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).expect("layout");
+    layer_digest
+}
+
+/// A ustar archive holding one regular file.
+fn tar_with_one_file(name: &str, contents: &[u8]) -> Vec<u8> {
+    let mut header = [0u8; 512];
+    header[..name.len()].copy_from_slice(name.as_bytes());
+    let mut field =
+        |at: usize, text: String| header[at..at + text.len()].copy_from_slice(text.as_bytes());
+    field(100, "0000644\0".into());
+    field(108, "0000000\0".into());
+    field(116, "0000000\0".into());
+    field(124, format!("{:011o}\0", contents.len()));
+    field(136, "00000000000\0".into());
+    field(156, "0".into());
+    field(257, "ustar\0".into());
+    field(263, "00".into());
+    // The checksum is computed with its own field read as spaces.
+    header[148..156].fill(b' ');
+    let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
+    header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let mut out = header.to_vec();
+    out.extend_from_slice(contents);
+    out.resize(out.len().div_ceil(512) * 512 + 1024, 0);
+    out
+}
+
+/// Runs skopeo with a private auth file; returns (success, stderr).
+pub fn skopeo(home: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new("skopeo")
+        .args(args)
+        .env("REGISTRY_AUTH_FILE", home.join("auth.json"))
+        .env("HOME", home)
+        .output()
+        .expect("skopeo runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A minimal HTTP/1.1 request over loopback: (status, headers, body).
+pub fn http(port: u16, request_head: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream
+        .write_all(request_head.as_bytes())
+        .expect("write head");
+    stream.write_all(body).expect("write body");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("read");
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete response");
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    (status, head, response[split + 4..].to_vec())
+}
+
+pub fn basic(user: &str, password: &str) -> String {
+    data_encoding::BASE64.encode(format!("{user}:{password}").as_bytes())
+}
