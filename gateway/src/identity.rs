@@ -1,6 +1,10 @@
 //! Who the users are: the htpasswd file (bcrypt only), the Apache-style groups file, and a
 //! bounded cache of verified credentials so that a repeat login costs a hash, not a bcrypt.
 
+mod throttle;
+
+pub use throttle::Throttle;
+
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

@@ -4,7 +4,7 @@
 mod token_endpoint;
 
 use crate::config::Config;
-use crate::identity::{CredentialCache, Groups, Htpasswd};
+use crate::identity::{CredentialCache, Groups, Htpasswd, Throttle};
 use crate::policy::{Host, Policies};
 use crate::token::{Issuer, SigningKey};
 use crate::watch::FileWatcher;
@@ -28,6 +28,7 @@ pub struct App {
     users: ArcSwap<Htpasswd>,
     groups: ArcSwap<Groups>,
     cache: CredentialCache,
+    throttle: Throttle,
     policies: Arc<Policies>,
     reload_lock: Mutex<()>,
 }
@@ -79,6 +80,7 @@ impl App {
             users: ArcSwap::from_pointee(users),
             groups: ArcSwap::from_pointee(groups),
             cache: CredentialCache::new().map_err(|e| fail(&format!("no random source: {e}")))?,
+            throttle: Throttle::default(),
             policies: Arc::new(policies),
             reload_lock: Mutex::new(()),
             config,
@@ -253,6 +255,9 @@ pub enum ApiError {
     /// The route exists, the method does not.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// Too many failed logins: wait this long.
+    #[error("too many failed logins; retry in {} s", .0.as_secs().max(1))]
+    TooManyRequests(Duration),
     /// Our fault; details are logged, not sent.
     #[error("{0}")]
     Internal(String),
@@ -265,6 +270,7 @@ impl ApiError {
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, *code),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
+            ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         };
         let message = match &self {
@@ -277,6 +283,12 @@ impl ApiError {
         let body =
             serde_json::json!({"errors": [{"code": code, "message": message, "detail": null}]});
         let mut response = json(status, &body);
+        if let ApiError::TooManyRequests(wait) = &self {
+            response.headers_mut().insert(
+                hyper::header::RETRY_AFTER,
+                HeaderValue::from(wait.as_secs().max(1)),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 hyper::header::WWW_AUTHENTICATE,

@@ -211,6 +211,33 @@ fn token_endpoint_speaks_the_protocol() {
 }
 
 #[test]
+fn repeated_wrong_passwords_are_throttled_for_that_account_only() {
+    let w = World::start();
+    let query = format!("service={SERVICE}&scope=repository:bob/app:pull");
+    for _ in 0..5 {
+        assert_eq!(w.token(&query, Some("bob:guess")).0, 401);
+    }
+    let head = format!(
+        "GET /token?{query} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
+        basic("bob", "bob-pw")
+    );
+    let (status, head, body) = http(w.setup.gateway_port, &head, b"");
+    assert_eq!(
+        status,
+        429,
+        "even the right password waits: {}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: "),
+        "{head}"
+    );
+    assert!(String::from_utf8_lossy(&body).contains("TOOMANYREQUESTS"));
+    // Another account from the same address is not affected.
+    assert_eq!(w.token(&query, Some("alice:alice-pw")).0, 200);
+}
+
+#[test]
 fn refresh_token_from_offline_login_is_redeemed_by_post_and_accepted_by_the_registry() {
     let w = World::start();
     let (ok, err) = w.push(Some("alice:alice-pw"), "alice/app");
@@ -319,7 +346,11 @@ fn a_key_rotation_keeps_earlier_tokens_working() {
     let gateway = setup.start_gateway();
     // The registry trusts both certificates: the current one and the one rotated in.
     let next = setup.path("next");
-    let out = portcullis(&["keygen", "--out", next.to_str().expect("utf-8")], None);
+    // The rotated-in key is RSA: registry 2.8 accepts RS256 tokens too.
+    let out = portcullis(
+        &["keygen", "--rsa", "--out", next.to_str().expect("utf-8")],
+        None,
+    );
     assert!(out.status.success());
     let bundle = setup.path("bundle.crt");
     let both = std::fs::read_to_string(setup.path("keys/token.crt")).expect("read")
@@ -368,6 +399,7 @@ fn a_key_rotation_keeps_earlier_tokens_working() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
+    assert_eq!(jwt_header(&new)["alg"], "RS256");
     assert_eq!(catalog(&new), 200, "a token from the new key is accepted");
     assert_eq!(
         catalog(&old),

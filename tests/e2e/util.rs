@@ -25,7 +25,7 @@ fn portcullis_bin() -> PathBuf {
     let bin = target_dir().join("debug/portcullis");
     assert!(
         bin.exists(),
-        "{} is missing: run `cargo build -p portcullis` first",
+        "{} is missing: run `cargo build -p portcullis` first (and after every change: this crate does not rebuild it)",
         bin.display()
     );
     bin

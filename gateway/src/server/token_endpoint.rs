@@ -12,6 +12,7 @@ use hyper::header::AUTHORIZATION;
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Form bodies are a few hundred bytes; anything near this is not a token request.
 const MAX_FORM_BYTES: usize = 64 * 1024;
@@ -171,11 +172,18 @@ impl App {
                 return Err(ApiError::Unauthorized("authentication required".into()));
             }
             Credentials::Password { user, password } => {
+                // Checked before bcrypt: a throttled guesser costs us no CPU.
+                let now = Instant::now();
+                self.throttle
+                    .check(client_ip, &user, now)
+                    .map_err(ApiError::TooManyRequests)?;
                 if !self.cache.verify(&self.users.load(), &user, &password) {
+                    self.throttle.failed(client_ip, &user, now);
                     return Err(ApiError::Unauthorized(
                         "invalid username or password".into(),
                     ));
                 }
+                self.throttle.succeeded(client_ip, &user);
                 (Some(user), None)
             }
             Credentials::Refresh(token) => {
