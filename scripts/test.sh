@@ -30,5 +30,7 @@ else
   echo "rustfmt is not installed: skipping the format check (rustup component add rustfmt)"
 fi
 cargo policies
+# The end-to-end tests run the binary itself; build it so they never see a stale one.
+cargo build -p portcullis
 cargo test --workspace --all-targets
 cargo test --workspace --doc

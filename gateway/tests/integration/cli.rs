@@ -182,3 +182,19 @@ fn check_names_a_missing_file_and_an_unknown_key() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_example_config_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/token-server/portcullis.toml");
+    let config = portcullis::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.policies[0].name, "acl");
+    let settings = std::fs::read_to_string(
+        config.policies[0]
+            .settings_file
+            .as_ref()
+            .expect("a settings file"),
+    )
+    .expect("acl.json is there");
+    assert_eq!(settings, ACL_DESIGN_EXAMPLE.to_string() + "\n");
+}

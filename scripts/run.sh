@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs the example setup without Docker: registry:2 (Debian's docker-registry, when installed)
+# with Portcullis as its token server. Creates what is missing on first start: the wasm
+# target, the policies, a signing key and an `admin` user with a random password.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir=examples/token-server
+
+rustup target add wasm32-unknown-unknown >/dev/null
+cargo policies
+cargo build --release -p portcullis
+bin=target/release/portcullis
+
+[ -f "$dir/keys/token.key" ] || "$bin" keygen --out "$dir/keys"
+if [ ! -s "$dir/auth/htpasswd" ]; then
+  password=$(head -c 12 /dev/urandom | base64 | tr -d '/+=')
+  echo "$password" | "$bin" passwd "$dir/auth/htpasswd" admin
+  echo "created user admin, password: $password (add users: $bin passwd $dir/auth/htpasswd NAME)"
+fi
+"$bin" check --config "$dir/portcullis.toml"
+
+if command -v docker-registry >/dev/null; then
+  docker-registry serve "$dir/registry.yml" > "$dir/registry.log" 2>&1 &
+  registry=$!
+  trap 'kill $registry 2>/dev/null' EXIT
+  echo "registry:2 on http://127.0.0.1:5000 (log: $dir/registry.log)"
+else
+  echo "docker-registry is not installed: start registry:2 yourself with $dir/registry.yml"
+fi
+"$bin" serve --config "$dir/portcullis.toml"
