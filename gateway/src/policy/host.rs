@@ -20,6 +20,8 @@ pub const MAX_MEMORY_BYTES: usize = 1 << 30;
 const POOL_INSTANCES: u32 = 1000;
 /// Configured instances kept idle per policy; more are made on demand under load.
 const MAX_IDLE: usize = 64;
+/// Compiled modules kept for reuse (a few MB each at most).
+const COMPILED_CACHE: usize = 16;
 /// `configure` may take longer than a decision (it compiles rules), but not forever.
 const MIN_CONFIGURE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -194,11 +196,16 @@ pub enum Fault {
     Instantiate(String),
 }
 
+/// Compiled modules by digest, least recently used first.
+type CompiledCache = Vec<(String, PolicyPre<StoreState>)>;
+
 /// The wasm engine shared by every policy.
 #[derive(Clone)]
 pub struct Host {
     engine: Engine,
     linker: Arc<Linker<StoreState>>,
+    /// Recently compiled modules by digest, least recently used first.
+    cache: Arc<Mutex<CompiledCache>>,
 }
 
 impl Host {
@@ -229,31 +236,52 @@ impl Host {
             })
             .map_err(wasmtime::Error::from)?;
         let linker = Arc::new(Linker::new(&engine));
-        Ok(Host { engine, linker })
+        Ok(Host {
+            engine,
+            linker,
+            cache: Arc::default(),
+        })
     }
 
     /// Compiles and configures a policy; on success it is ready to decide.
     pub fn load(&self, spec: &PolicySpec, source: PolicySource) -> Result<LoadedPolicy, LoadError> {
-        self.build(spec, source, None)
+        let pre = self.compiled(spec, &source)?;
+        self.build(spec, source, pre)
     }
 
-    /// Loads a new version of `previous`. When only the settings changed, the compiled
-    /// module is reused: a settings edit costs a `configure` call, not a compilation.
-    pub fn reload(
+    /// The compiled module for these bytes: from the cache when the same bytes were compiled
+    /// before (a settings edit, a rollback, two policies sharing a module), else compiled now.
+    fn compiled(
         &self,
         spec: &PolicySpec,
-        source: PolicySource,
-        previous: &LoadedPolicy,
-    ) -> Result<LoadedPolicy, LoadError> {
-        let compiled = (source.digest == previous.digest).then(|| previous.pre.clone());
-        self.build(spec, source, compiled)
+        source: &PolicySource,
+    ) -> Result<PolicyPre<StoreState>, LoadError> {
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(i) = cache
+                .iter()
+                .position(|(digest, _)| *digest == source.digest)
+            {
+                let entry = cache.remove(i);
+                let pre = entry.1.clone();
+                cache.push(entry);
+                return Ok(pre);
+            }
+        }
+        let pre = self.compile(spec, &source.module)?;
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= COMPILED_CACHE {
+            cache.remove(0);
+        }
+        cache.push((source.digest.clone(), pre.clone()));
+        Ok(pre)
     }
 
     fn build(
         &self,
         spec: &PolicySpec,
         source: PolicySource,
-        compiled: Option<PolicyPre<StoreState>>,
+        pre: PolicyPre<StoreState>,
     ) -> Result<LoadedPolicy, LoadError> {
         let fail = |problem| spec.error(problem);
         if spec.limits.memory_bytes > MAX_MEMORY_BYTES {
@@ -268,10 +296,6 @@ impl Host {
                 "the timeout must be above 0 ms".into(),
             )));
         }
-        let pre = match compiled {
-            Some(pre) => pre,
-            None => self.compile(spec, &source.module)?,
-        };
         let policy = LoadedPolicy {
             name: spec.name.clone(),
             digest: source.digest,

@@ -74,7 +74,7 @@ impl Policies {
                 {
                     Ok(None)
                 } else {
-                    self.host.reload(spec, source, old).map(Some)
+                    self.host.load(spec, source).map(Some)
                 }
             });
             match outcome {

@@ -101,8 +101,8 @@ impl Load {
     }
 }
 
-#[test]
-fn settings_swaps_under_load_never_fail_a_decision() {
+/// The acl policy reading `PUSHERS` from a settings file in a fresh directory.
+fn acl_with_settings_file() -> (tempfile::TempDir, std::path::PathBuf, PolicySpec) {
     let dir = tempfile::tempdir().expect("tempdir");
     let settings = dir.path().join("acl.json");
     std::fs::write(&settings, PUSHERS).expect("write");
@@ -112,6 +112,12 @@ fn settings_swaps_under_load_never_fail_a_decision() {
         settings: SettingsSource::File(settings.clone()),
         limits: Limits::default(),
     };
+    (dir, settings, spec)
+}
+
+#[test]
+fn settings_swaps_under_load_never_fail_a_decision() {
+    let (_dir, settings, spec) = acl_with_settings_file();
     let policies = Arc::new(Policies::load(host(), vec![spec]).expect("loads"));
     let _watcher = policies.watch().expect("watch");
     let load = Load::start(&policies, 3, &[&["pull", "push"], &["pull"]]);
@@ -196,15 +202,7 @@ fn module_swaps_under_load_keep_the_last_good_version_and_report_failures() {
 
 #[test]
 fn an_unchanged_file_event_keeps_the_same_instance_set() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let settings = dir.path().join("acl.json");
-    std::fs::write(&settings, PUSHERS).expect("write");
-    let spec = PolicySpec {
-        name: "acl".into(),
-        module: wasm("acl"),
-        settings: SettingsSource::File(settings.clone()),
-        limits: Limits::default(),
-    };
+    let (_dir, settings, spec) = acl_with_settings_file();
     let policies = Policies::load(host(), vec![spec]).expect("loads");
     let before = policies.current();
     std::fs::write(&settings, PUSHERS).expect("rewrite the same bytes");
