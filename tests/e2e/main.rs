@@ -8,6 +8,7 @@ use util::{SERVICE, Setup, basic, http, oci_image, portcullis, require, skopeo};
 const ACL: &str = r#"{"rules": [
   {"match": {"account": "admin"}, "actions": ["*"]},
   {"match": {"account": "/.+/", "name": "${account}/*"}, "actions": ["pull", "push", "delete"]},
+  {"match": {"group": "ci", "name": "apps/*"}, "actions": ["pull", "push"]},
   {"match": {"account": "", "name": "public/*"}, "actions": ["pull"]}
 ]}"#;
 
@@ -15,12 +16,14 @@ const USERS: &[(&str, &str)] = &[
     ("alice", "alice-pw"),
     ("bob", "bob-pw"),
     ("admin", "admin-pw"),
+    ("carol", "carol-pw"),
 ];
 
+/// Fields drop in order: the processes stop before their directories are removed.
 struct World {
-    setup: Setup,
     _gateway: util::Running,
     registry: util::Running,
+    setup: Setup,
     home: tempfile::TempDir,
     image: std::path::PathBuf,
 }
@@ -336,6 +339,34 @@ fn a_policy_swap_takes_effect_for_the_next_token() {
     }
     let (ok, err) = w.push(Some("bob:bob-pw"), "shared/app");
     assert!(ok, "bob pushes after the swap: {err}");
+}
+
+#[test]
+fn a_groups_file_edit_changes_the_next_token() {
+    let w = World::start();
+    let query = format!("service={SERVICE}&scope=repository:apps/web:push");
+    let pushes = |w: &World| {
+        let (status, body) = w.token(&query, Some("carol:carol-pw"));
+        assert_eq!(status, 200, "{body}");
+        jwt_payload(body["token"].as_str().expect("token"))["access"][0]["actions"]
+            == serde_json::json!(["push"])
+    };
+    assert!(!pushes(&w), "carol is not in ci yet");
+    let tmp = w.setup.path("groups.new");
+    std::fs::write(&tmp, "ci: robot carol\n").expect("write");
+    std::fs::rename(&tmp, w.setup.path("groups")).expect("rename");
+    let started = std::time::Instant::now();
+    while !pushes(&w) {
+        assert!(
+            started.elapsed().as_secs() < 5,
+            "the groups edit did not take effect"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // A broken edit keeps the last good groups.
+    std::fs::write(w.setup.path("groups"), "not a groups line\n").expect("write");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(pushes(&w), "a groups file that fails to parse never serves");
 }
 
 #[test]
