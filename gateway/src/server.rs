@@ -51,6 +51,21 @@ impl App {
     /// Loads every file the config names; any failure stops the start.
     pub fn new(config: Config) -> Result<App, StartError> {
         let fail = |e: &dyn std::fmt::Display| StartError(e.to_string());
+        // Refuse rather than quietly serve plain HTTP or skip the gateway the config asks for.
+        if config.upstream.is_some() {
+            return Err(StartError(
+                "[upstream] (gateway mode) is not available in this version: remove it to run \
+                 as the registry's token server"
+                    .into(),
+            ));
+        }
+        if config.server.tls_cert.is_some() {
+            return Err(StartError(
+                "[server] tls_cert/tls_key are not available in this version: terminate TLS in \
+                 front of Portcullis, or remove them"
+                    .into(),
+            ));
+        }
         let key =
             SigningKey::load(&config.token.key, &config.token.certificate).map_err(|e| fail(&e))?;
         let users = match &config.identity.htpasswd {

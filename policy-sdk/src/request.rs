@@ -66,11 +66,6 @@ impl Request {
         self
     }
 
-    /// True when the scope asks for `action`.
-    pub fn asks(&self, action: &str) -> bool {
-        self.scope.actions.iter().any(|a| a == action)
-    }
-
     /// Grants the requested actions that are also in `allowed`, in the order they were asked;
     /// `*` in `allowed` stands for every requested action. The result never holds an action
     /// that was not asked for.
@@ -196,11 +191,6 @@ impl Decision {
         self.reason = Some(reason.to_string());
         self
     }
-
-    /// True when at least one action was granted.
-    pub fn is_granted(&self) -> bool {
-        !self.granted.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -224,6 +214,23 @@ mod tests {
         let catalog = Request::new(Scope::catalog());
         assert_eq!(catalog.grant(["*"]).granted, ["*"]);
         assert!(catalog.grant(["pull"]).granted.is_empty());
+    }
+
+    #[test]
+    fn operation_builders_name_the_reference_and_mount() {
+        let op = Operation::new("PUT", Kind::Manifest).tag("v1");
+        assert_eq!(op.reference, Some(Reference::Tag("v1".into())));
+        let op = Operation::new("POST", Kind::Upload)
+            .mount_from("base/img")
+            .digest("sha256:ab");
+        assert_eq!(op.mount_from.as_deref(), Some("base/img"));
+        assert_eq!(op.reference, Some(Reference::Digest("sha256:ab".into())));
+        let req = Request::new(Scope::repository("a", ["push"])).operation(op.clone());
+        assert_eq!(req.operation, Some(op));
+        assert_eq!(
+            Decision::deny("no").because("why").reason.as_deref(),
+            Some("why")
+        );
     }
 
     #[test]

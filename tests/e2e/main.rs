@@ -208,6 +208,78 @@ fn token_endpoint_speaks_the_protocol() {
     );
     assert_eq!(status, 400);
     assert_eq!(body["errors"][0]["code"], "NAME_INVALID", "{body}");
+    // Every answer of ours carries the registry API version header, 401s a Basic challenge.
+    let head = "GET /token HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let (status, head, _) = http(w.setup.gateway_port, head, b"");
+    assert_eq!(status, 200, "anonymous is enabled in this setup");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("docker-distribution-api-version: registry/2.0"),
+        "{head}"
+    );
+    let (status, _) = w.token("service=other.registry", Some("alice:alice-pw"));
+    assert_eq!(status, 400, "tokens only for our own service");
+    let (status, _) = w.token(
+        &format!("service={SERVICE}&account=bob"),
+        Some("alice:alice-pw"),
+    );
+    assert_eq!(status, 401, "account must match the credentials");
+    let many: String = (0..101)
+        .map(|i| format!("&scope=repository:r{i}:pull"))
+        .collect();
+    let (status, body) = w.token(&format!("service={SERVICE}{many}"), Some("alice:alice-pw"));
+    assert_eq!(status, 400, "{body}");
+    for (path, expected) in [("/healthz", 200), ("/nowhere", 404)] {
+        let head = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        assert_eq!(http(w.setup.gateway_port, &head, b"").0, expected, "{path}");
+    }
+    let head = "DELETE /token HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    assert_eq!(http(w.setup.gateway_port, head, b"").0, 405);
+
+    // containerd's first try: the OAuth2 password grant as a form POST.
+    let form = format!(
+        "grant_type=password&username=alice&password=alice-pw&service={SERVICE}&client_id=containerd&access_type=offline&scope=repository%3Aalice%2Fapp%3Apull+repository%3Abob%2Fapp%3Apull"
+    );
+    let (status, _, body) = http(
+        w.setup.gateway_port,
+        &head_for_post(form.len()),
+        form.as_bytes(),
+    );
+    let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["refresh_token"].is_string(),
+        "access_type=offline asks for one"
+    );
+    let payload = jwt_payload(body["token"].as_str().expect("token"));
+    assert_eq!(payload["sub"], "alice");
+    assert_eq!(payload["access"][0]["actions"], serde_json::json!(["pull"]));
+    assert_eq!(
+        payload["access"][1]["actions"],
+        serde_json::json!([]),
+        "space-separated scopes"
+    );
+    let form = format!("grant_type=password&username=alice&password=wrong&service={SERVICE}");
+    assert_eq!(
+        http(
+            w.setup.gateway_port,
+            &head_for_post(form.len()),
+            form.as_bytes()
+        )
+        .0,
+        401
+    );
+    let form = "grant_type=client_credentials".to_string();
+    assert_eq!(
+        http(
+            w.setup.gateway_port,
+            &head_for_post(form.len()),
+            form.as_bytes()
+        )
+        .0,
+        400
+    );
+
     let (status, body) = w.token(&format!("service={SERVICE}"), Some("alice:nope"));
     assert_eq!(status, 401);
     assert_eq!(body["errors"][0]["code"], "UNAUTHORIZED");

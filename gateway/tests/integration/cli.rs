@@ -198,3 +198,25 @@ fn the_example_config_is_valid() {
     .expect("acl.json is there");
     assert_eq!(settings, ACL_DESIGN_EXAMPLE.to_string() + "\n");
 }
+
+#[test]
+fn check_refuses_what_this_version_cannot_serve_rather_than_ignoring_it() {
+    for (extra, expected) in [
+        (
+            "[upstream]\nurl = \"http://127.0.0.1:5000\"\n",
+            "[upstream] (gateway mode) is not available",
+        ),
+        (
+            "[server]\ntls_cert = \"token.crt\"\ntls_key = \"token.key\"\n",
+            "tls_cert/tls_key are not available",
+        ),
+    ] {
+        let dir = config_dir(ACL_DESIGN_EXAMPLE);
+        let config = dir.path().join("portcullis.toml");
+        let text = std::fs::read_to_string(&config).expect("read");
+        std::fs::write(&config, format!("{extra}{text}")).expect("write");
+        let (code, _, stderr) = check(dir.path());
+        assert_eq!(code, 1);
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+}
