@@ -108,8 +108,10 @@ pub struct Identity {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
-    /// The registry's base URL.
+    /// The registry's base URL: `http://` or `https://`, host and port, no path.
     pub url: String,
+    /// PEM certificates trusted for an `https` upstream besides the system's roots.
+    pub ca: Option<PathBuf>,
 }
 
 /// One `[[policy]]`.
@@ -199,6 +201,13 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if let Some(url) = &self.server.public_url {
+            origin(url).map_err(|e| format!("[server] public_url = {url:?}: {e}"))?;
+        }
+        if let Some(upstream) = &self.upstream {
+            origin(&upstream.url)
+                .map_err(|e| format!("[upstream] url = {:?}: {e}", upstream.url))?;
+        }
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             return Err("[server] tls_cert and tls_key go together: set both or neither".into());
         }
@@ -252,6 +261,9 @@ impl Config {
             .for_each(resolve);
         resolve(&mut self.token.key);
         resolve(&mut self.token.certificate);
+        if let Some(upstream) = &mut self.upstream {
+            upstream.ca.iter_mut().for_each(resolve);
+        }
         let identity = &mut self.identity;
         identity
             .htpasswd
@@ -283,6 +295,27 @@ impl Config {
             })
             .collect()
     }
+}
+
+/// Parses a URL that must be an origin: `http` or `https`, a host, no path beyond `/`, no
+/// query. The registry API lives at `/v2/` of the host, so a path prefix could never work.
+pub fn origin(url: &str) -> Result<hyper::Uri, String> {
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| format!("not a URL ({e}); write e.g. \"https://registry.example.com\""))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err("the scheme must be http:// or https://".into()),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err("the URL names no host".into());
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(
+            "give the origin only (scheme, host, port): registries serve /v2/ at the root".into(),
+        );
+    }
+    Ok(uri)
 }
 
 enum Problem {

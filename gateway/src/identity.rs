@@ -230,6 +230,12 @@ impl CredentialCache {
         hasher.finalize().into()
     }
 
+    /// True when these credentials were verified since the htpasswd last changed: the
+    /// microsecond check callers try before handing bcrypt to a blocking thread.
+    pub fn remembers(&self, user: &str, password: &str) -> bool {
+        self.lock().contains(&self.key(user, password))
+    }
+
     /// Checks the credentials: from the cache when they were verified before, else with
     /// bcrypt (and remembered when right).
     pub fn verify(&self, users: &Htpasswd, user: &str, password: &str) -> bool {

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod identity;
 pub mod policy;
+pub mod proxy;
 pub mod scope;
 pub mod server;
 pub mod token;

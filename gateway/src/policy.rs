@@ -18,11 +18,20 @@ pub use reload::{Policies, PolicyStatus};
 
 use std::sync::Arc;
 
+/// Decisions remembered per set; a reload builds a new set, and with it an empty memory.
+const REMEMBERED_DECISIONS: usize = 16_384;
+
 /// The policies serving at one moment. Immutable: a reload builds a new set and swaps it in,
 /// so a decision started on this set finishes on it.
-#[derive(Default)]
 pub struct PolicySet {
     policies: Vec<Arc<LoadedPolicy>>,
+    remembered: quick_cache::sync::Cache<Vec<u8>, Arc<[String]>>,
+}
+
+impl Default for PolicySet {
+    fn default() -> PolicySet {
+        PolicySet::new(Vec::new())
+    }
 }
 
 /// The combined answer of every policy in a set.
@@ -48,7 +57,10 @@ pub struct Answer {
 impl PolicySet {
     /// A set of loaded policies, decided in the order given.
     pub fn new(policies: Vec<Arc<LoadedPolicy>>) -> PolicySet {
-        PolicySet { policies }
+        PolicySet {
+            policies,
+            remembered: quick_cache::sync::Cache::new(REMEMBERED_DECISIONS),
+        }
     }
 
     /// The policies in config order.
@@ -82,6 +94,71 @@ impl PolicySet {
             .collect();
         Verdict { granted, answers }
     }
+
+    /// The granted actions if this set answered the very same request before: the
+    /// microsecond path, tried before handing a decision to a blocking thread.
+    pub fn recall(&self, request: &Request) -> Option<Arc<[String]>> {
+        self.remembered.get(&memo_key(request)[..])
+    }
+
+    /// The granted actions for a request, from memory when this set answered the very same
+    /// request before (policies see no clock and no I/O, so their answer cannot change).
+    /// Returns the verdict too when the policies were asked; one with a fault is not
+    /// remembered, so a policy that timed out once is asked again.
+    pub fn decide_remembered(&self, request: &Request) -> (Arc<[String]>, Option<Verdict>) {
+        let key = memo_key(request);
+        if let Some(granted) = self.remembered.get(&key[..]) {
+            return (granted, None);
+        }
+        let verdict = self.decide(request);
+        let granted: Arc<[String]> = verdict.granted.clone().into();
+        if verdict.answers.iter().all(|a| a.outcome.is_ok()) {
+            self.remembered.insert(key, granted.clone());
+        }
+        (granted, Some(verdict))
+    }
+}
+
+/// Every field a policy sees, length-prefixed so that no two requests share a key.
+fn memo_key(request: &Request) -> Vec<u8> {
+    let mut key = Vec::with_capacity(128);
+    let mut put = |field: &str| {
+        key.extend_from_slice(&(field.len() as u32).to_le_bytes());
+        key.extend_from_slice(field.as_bytes());
+    };
+    let account = &request.account;
+    put(&account.name);
+    put(if account.authenticated { "1" } else { "0" });
+    put(&account.groups.len().to_string());
+    account.groups.iter().for_each(|g| put(g));
+    let scope = &request.scope;
+    put(&scope.type_);
+    put(scope.class.as_deref().unwrap_or("\0none"));
+    put(&scope.name);
+    put(&scope.actions.len().to_string());
+    scope.actions.iter().for_each(|a| put(a));
+    put(&request.service);
+    put(request.client_ip.as_deref().unwrap_or("\0none"));
+    match &request.operation {
+        None => put("\0none"),
+        Some(op) => {
+            put(&op.method);
+            put(&format!("{:?}", op.kind));
+            match &op.reference {
+                None => put("\0none"),
+                Some(Reference::Tag(tag)) => {
+                    put("tag");
+                    put(tag);
+                }
+                Some(Reference::Digest(digest)) => {
+                    put("digest");
+                    put(digest);
+                }
+            }
+            put(op.mount_from.as_deref().unwrap_or("\0none"));
+        }
+    }
+    key
 }
 
 impl Request {

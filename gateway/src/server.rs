@@ -1,15 +1,18 @@
 //! The HTTP side: the application state built from the config, hot reload of the files it
 //! reads, the accept loop, routing, and the one place errors become registry-style responses.
 
+mod credentials;
+mod gateway;
 mod token_endpoint;
 
 use crate::config::Config;
 use crate::identity::{CredentialCache, Groups, Htpasswd, Throttle};
 use crate::policy::{Host, Policies};
-use crate::token::{Issuer, SigningKey};
+use crate::proxy::{Body, RouteError, Upstream, UpstreamError};
+use crate::token::{Issuer, SigningKey, Verified};
 use crate::watch::FileWatcher;
 use arc_swap::ArcSwap;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -30,13 +33,37 @@ pub struct App {
     cache: CredentialCache,
     throttle: Throttle,
     policies: Arc<Policies>,
+    upstream: Option<Upstream>,
     reload_lock: Mutex<()>,
 }
 
 /// The current signing key and the keys rotated out, which still verify refresh tokens.
+/// Immutable: a rotation builds a new ring, and with it an empty memory of verified tokens.
 pub struct KeyRing {
     current: Arc<SigningKey>,
     previous: Vec<Arc<SigningKey>>,
+    verified: quick_cache::sync::Cache<String, Arc<Verified>>,
+}
+
+/// Bearer tokens remembered as verified, so a request costs a lookup, not a signature check.
+const REMEMBERED_TOKENS: usize = 16_384;
+
+impl KeyRing {
+    fn new(current: Arc<SigningKey>, previous: Vec<Arc<SigningKey>>) -> KeyRing {
+        KeyRing {
+            current,
+            previous,
+            verified: quick_cache::sync::Cache::new(REMEMBERED_TOKENS),
+        }
+    }
+
+    /// Every key that may have signed a live token, the current one first.
+    fn all(&self) -> Vec<&SigningKey> {
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .map(|k| k.as_ref())
+            .collect()
+    }
 }
 
 /// Rotated-out keys kept for verifying refresh tokens (and listed in the JWKS).
@@ -51,14 +78,7 @@ impl App {
     /// Loads every file the config names; any failure stops the start.
     pub fn new(config: Config) -> Result<App, StartError> {
         let fail = |e: &dyn std::fmt::Display| StartError(e.to_string());
-        // Refuse rather than quietly serve plain HTTP or skip the gateway the config asks for.
-        if config.upstream.is_some() {
-            return Err(StartError(
-                "[upstream] (gateway mode) is not available in this version: remove it to run \
-                 as the registry's token server"
-                    .into(),
-            ));
-        }
+        // Refuse rather than quietly serve plain HTTP.
         if config.server.tls_cert.is_some() {
             return Err(StartError(
                 "[server] tls_cert/tls_key are not available in this version: terminate TLS in \
@@ -79,6 +99,10 @@ impl App {
         let host =
             Host::new().map_err(|e| fail(&format!("cannot start the wasm engine: {e:#}")))?;
         let policies = Policies::load(host, config.policy_specs()).map_err(|e| fail(&e))?;
+        let upstream = match &config.upstream {
+            Some(upstream) => Some(Upstream::new(upstream).map_err(|e| fail(&e))?),
+            None => None,
+        };
         let token = &config.token;
         let issuer = Issuer::new(
             &token.issuer,
@@ -88,15 +112,13 @@ impl App {
         );
         Ok(App {
             issuer,
-            keys: ArcSwap::from_pointee(KeyRing {
-                current: Arc::new(key),
-                previous: Vec::new(),
-            }),
+            keys: ArcSwap::from_pointee(KeyRing::new(Arc::new(key), Vec::new())),
             users: ArcSwap::from_pointee(users),
             groups: ArcSwap::from_pointee(groups),
             cache: CredentialCache::new().map_err(|e| fail(&format!("no random source: {e}")))?,
             throttle: Throttle::default(),
             policies: Arc::new(policies),
+            upstream,
             reload_lock: Mutex::new(()),
             config,
         })
@@ -139,10 +161,8 @@ impl App {
                         .chain(ring.previous.iter().cloned())
                         .take(MAX_PREVIOUS_KEYS)
                         .collect();
-                    self.keys.store(Arc::new(KeyRing {
-                        current: Arc::new(key),
-                        previous,
-                    }));
+                    self.keys
+                        .store(Arc::new(KeyRing::new(Arc::new(key), previous)));
                 }
             }
             Err(e) => {
@@ -180,9 +200,16 @@ impl App {
         self: Arc<Self>,
         request: Request<Incoming>,
         peer: SocketAddr,
-    ) -> Response<Full<Bytes>> {
+    ) -> Response<Body> {
         let path = request.uri().path();
         let response = match (request.method(), path) {
+            (_, path) if path == "/v2" || path.starts_with("/v2/") => {
+                if self.upstream.is_some() {
+                    gateway::handle(self.clone(), request, peer).await
+                } else {
+                    Err(ApiError::NotFound)
+                }
+            }
             (&Method::GET | &Method::POST, "/token" | "/auth") => {
                 token_endpoint::handle(self.clone(), request, peer).await
             }
@@ -196,16 +223,14 @@ impl App {
         let mut response = response.unwrap_or_else(ApiError::into_response);
         response
             .headers_mut()
-            .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+            .entry(API_VERSION)
+            .or_insert(HeaderValue::from_static("registry/2.0"));
         response
     }
 
-    fn jwks(&self) -> Response<Full<Bytes>> {
+    fn jwks(&self) -> Response<Body> {
         let ring = self.keys.load();
-        let keys: Vec<&serde_json::Value> = std::iter::once(&ring.current)
-            .chain(&ring.previous)
-            .map(|key| key.jwk())
-            .collect();
+        let keys: Vec<&serde_json::Value> = ring.all().into_iter().map(SigningKey::jwk).collect();
         json(StatusCode::OK, &serde_json::json!({ "keys": keys }))
     }
 }
@@ -270,18 +295,55 @@ pub enum ApiError {
     /// The route exists, the method does not.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// A registry request without usable credentials or access: 401 with a Bearer
+    /// challenge (`WWW-Authenticate`), so clients know where to get a token.
+    #[error("{message}")]
+    Challenge {
+        /// The `WWW-Authenticate` value.
+        challenge: String,
+        /// What is missing.
+        message: String,
+    },
+    /// Authenticated, not allowed (Basic credentials: no token to upgrade).
+    #[error("{0}")]
+    Denied(String),
     /// Too many failed logins: wait this long.
     #[error("too many failed logins; retry in {} s", .0.as_secs().max(1))]
     TooManyRequests(Duration),
+    /// The registry behind the gateway failed; details are logged, not sent.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
     /// Our fault; details are logged, not sent.
     #[error("{0}")]
     Internal(String),
 }
 
+impl From<RouteError> for ApiError {
+    fn from(error: RouteError) -> ApiError {
+        match error {
+            RouteError::NotFound => ApiError::NotFound,
+            RouteError::MethodNotAllowed(_) => ApiError::MethodNotAllowed,
+            RouteError::Invalid(code, message) => ApiError::BadRequest { code, message },
+        }
+    }
+}
+
 impl ApiError {
-    fn into_response(self) -> Response<Full<Bytes>> {
+    fn into_response(self) -> Response<Body> {
         let (status, code) = match &self {
-            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            ApiError::Unauthorized(_) | ApiError::Challenge { .. } => {
+                (StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
+            }
+            ApiError::Denied(_) => (StatusCode::FORBIDDEN, "DENIED"),
+            ApiError::Upstream(UpstreamError::Unavailable { .. }) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
+            }
+            ApiError::Upstream(UpstreamError::Timeout { .. }) => {
+                (StatusCode::GATEWAY_TIMEOUT, "UNAVAILABLE")
+            }
+            ApiError::Upstream(UpstreamError::Failed { .. }) => {
+                (StatusCode::BAD_GATEWAY, "UNKNOWN")
+            }
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, *code),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
@@ -292,6 +354,10 @@ impl ApiError {
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
                 "internal error".to_string()
+            }
+            ApiError::Upstream(error) => {
+                tracing::warn!(%error, "upstream registry failed");
+                "the registry behind the gateway is unavailable; try again".to_string()
             }
             other => other.to_string(),
         };
@@ -304,18 +370,30 @@ impl ApiError {
                 HeaderValue::from(wait.as_secs().max(1)),
             );
         }
-        if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                hyper::header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"portcullis\""),
-            );
+        let challenge = match &self {
+            ApiError::Challenge { challenge, .. } => HeaderValue::from_str(challenge).ok(),
+            ApiError::Unauthorized(_) => {
+                Some(HeaderValue::from_static("Basic realm=\"portcullis\""))
+            }
+            _ => None,
+        };
+        if let Some(challenge) = challenge {
+            response
+                .headers_mut()
+                .insert(hyper::header::WWW_AUTHENTICATE, challenge);
         }
         response
     }
 }
 
-fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(full(value.to_string()));
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -323,8 +401,8 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> 
     response
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response
 }

@@ -236,6 +236,30 @@ struct Claims {
     access: Option<Vec<Access>>,
 }
 
+/// What a verified access token says.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// The account (`""` for anonymous).
+    pub subject: String,
+    /// What it grants.
+    pub access: Vec<Access>,
+    /// When it stops being valid.
+    pub expires_at: SystemTime,
+}
+
+impl Verified {
+    /// True when the token grants `action` (or `*`) on the resource.
+    pub fn allows(&self, resource_type: &str, name: &str, action: &str) -> bool {
+        self.access.iter().any(|a| {
+            a.resource_type == resource_type
+                && a.name == name
+                && a.actions
+                    .iter()
+                    .any(|granted| granted == action || granted == "*")
+        })
+    }
+}
+
 /// A signed access token and when it was issued.
 pub struct Issued {
     /// The JWT.
@@ -301,22 +325,48 @@ impl Issuer {
     /// The account a refresh token was issued to, if it verifies against one of `keys`
     /// (the current key and those rotated out while their tokens may still live).
     pub fn verify_refresh(&self, keys: &[&SigningKey], token: &str) -> Result<String, TokenError> {
+        let audience = format!("{REFRESH_AUDIENCE_PREFIX}{}", self.service);
+        let claims = self.verify(keys, token, &audience, "refresh token")?;
+        if claims.sub.is_empty() {
+            return Err(TokenError("the refresh token names no account".into()));
+        }
+        Ok(claims.sub)
+    }
+
+    /// What an access token this issuer signed grants, if it verifies against one of `keys`
+    /// for this service (gateway mode checks the tokens its clients present).
+    pub fn verify_access(&self, keys: &[&SigningKey], token: &str) -> Result<Verified, TokenError> {
+        let claims = self.verify(keys, token, &self.service, "token")?;
+        Ok(Verified {
+            subject: claims.sub,
+            access: claims.access.unwrap_or_default(),
+            expires_at: UNIX_EPOCH + Duration::from_secs(claims.exp),
+        })
+    }
+
+    fn verify(
+        &self,
+        keys: &[&SigningKey],
+        token: &str,
+        audience: &str,
+        what: &str,
+    ) -> Result<Claims, TokenError> {
         let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| TokenError(format!("unreadable refresh token: {e}")))?;
+            .map_err(|e| TokenError(format!("unreadable {what}: {e}")))?;
+        // The key is chosen by `kid` and must sign with the algorithm it was made for: a
+        // token naming another algorithm (`none`, HS256 with our public key) never verifies.
         let key = keys
             .iter()
             .find(|k| header.kid.as_deref() == Some(k.kid.as_str()) && header.alg == k.algorithm)
-            .ok_or_else(|| TokenError("the refresh token was not signed by a known key".into()))?;
+            .ok_or_else(|| TokenError(format!("the {what} was not signed by a known key")))?;
         let mut validation = Validation::new(key.algorithm);
         validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[format!("{REFRESH_AUDIENCE_PREFIX}{}", self.service)]);
+        validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
-            .map_err(|e| TokenError(format!("invalid refresh token: {e}")))?;
-        if data.claims.sub.is_empty() {
-            return Err(TokenError("the refresh token names no account".into()));
-        }
-        Ok(data.claims.sub)
+        validation.validate_nbf = true;
+        jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| TokenError(format!("invalid {what}: {e}")))
     }
 
     fn claims(

@@ -1,6 +1,8 @@
-//! End to end, token-server mode: Debian's docker-registry (distribution 2.8, the registry:2
-//! code) with `auth.token` pointing at `portcullis serve`, driven by skopeo (containers/image).
+//! End to end: Debian's docker-registry (distribution 2.8, the registry:2 code) and skopeo
+//! (containers/image) against the `portcullis` binary. Here token-server mode, the registry
+//! with `auth.token` pointing at `portcullis serve`; gateway mode in [`gateway`].
 
+mod gateway;
 mod util;
 
 use util::{SERVICE, Setup, basic, http, oci_image, portcullis, require, skopeo};

@@ -103,14 +103,33 @@ pub fn portcullis(args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().expect("portcullis finishes")
 }
 
-/// A token-server setup in a temp dir: keys, htpasswd, groups, the acl policy and a config.
+/// A setup in a temp dir: keys, htpasswd, groups, the acl policy and a config, with the
+/// ports of the gateway and of the registry chosen up front.
 pub struct Setup {
     pub dir: tempfile::TempDir,
     pub gateway_port: u16,
+    pub registry_port: u16,
 }
 
 impl Setup {
+    /// Token-server mode: the registry will run with `auth.token`.
     pub fn new(acl_settings: &str, users: &[(&str, &str)]) -> Setup {
+        Setup::build(acl_settings, users, |_| String::new())
+    }
+
+    /// Gateway mode: `[upstream]` points at the registry's port; `extra` is appended to the
+    /// config (more policies).
+    pub fn gateway(acl_settings: &str, users: &[(&str, &str)], extra: &str) -> Setup {
+        Setup::build(acl_settings, users, |registry_port| {
+            format!("\n[upstream]\nurl = \"http://127.0.0.1:{registry_port}\"\n{extra}")
+        })
+    }
+
+    fn build(
+        acl_settings: &str,
+        users: &[(&str, &str)],
+        extra: impl FnOnce(u16) -> String,
+    ) -> Setup {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path();
         let out = portcullis(
@@ -144,12 +163,16 @@ impl Setup {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        std::fs::write(root.join("groups"), "ci: robot\n").expect("groups");
+        std::fs::write(root.join("groups"), "ci: robot\nrelease: carol\n").expect("groups");
         std::fs::create_dir_all(root.join("policies")).expect("mkdir");
-        std::fs::copy(wasm("acl"), root.join("policies/acl.wasm")).expect("copy");
+        for policy in ["acl", "protected_tags"] {
+            std::fs::copy(wasm(policy), root.join(format!("policies/{policy}.wasm")))
+                .expect("copy");
+        }
         std::fs::write(root.join("acl.json"), acl_settings).expect("acl");
         let gateway_port = free_port();
-        let config = format!(
+        let registry_port = free_port();
+        let mut config = format!(
             r#"
 [server]
 listen = "127.0.0.1:{gateway_port}"
@@ -171,8 +194,13 @@ module = "policies/acl.wasm"
 settings_file = "acl.json"
 "#
         );
+        config.push_str(&extra(registry_port));
         std::fs::write(root.join("portcullis.toml"), config).expect("config");
-        Setup { dir, gateway_port }
+        Setup {
+            dir,
+            gateway_port,
+            registry_port,
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -207,22 +235,34 @@ settings_file = "acl.json"
 
     /// Starts docker-registry with `auth.token` pointing at the gateway, trusting `bundle`.
     pub fn start_registry(&self, bundle: &Path) -> Running {
-        let port = free_port();
-        let config = format!(
-            "version: 0.1
-log: {{level: warn, accesslog: {{disabled: true}}}}
-storage: {{filesystem: {{rootdirectory: {data}}}, delete: {{enabled: true}}}}
-http: {{addr: 127.0.0.1:{port}, secret: e2e-secret}}
-auth:
+        self.run_registry(&format!(
+            "auth:
   token:
     realm: http://127.0.0.1:{gateway}/token
     service: {SERVICE}
     issuer: portcullis
     rootcertbundle: {bundle}
 ",
-            data = self.path("data").display(),
             gateway = self.gateway_port,
             bundle = bundle.display(),
+        ))
+    }
+
+    /// Starts docker-registry with no auth at all, reachable (in a real deployment) only
+    /// through the gateway.
+    pub fn start_plain_registry(&self) -> Running {
+        self.run_registry("")
+    }
+
+    fn run_registry(&self, auth: &str) -> Running {
+        let port = self.registry_port;
+        let config = format!(
+            "version: 0.1
+log: {{level: warn, accesslog: {{disabled: true}}}}
+storage: {{filesystem: {{rootdirectory: {data}}}, delete: {{enabled: true}}}}
+http: {{addr: 127.0.0.1:{port}, secret: e2e-secret}}
+{auth}",
+            data = self.path("data").display(),
         );
         let file = self.path("registry.yml");
         std::fs::write(&file, config).expect("registry config");
@@ -334,7 +374,47 @@ pub fn http(port: u16, request_head: &str, body: &[u8]) -> (u16, String, Vec<u8>
         .nth(1)
         .and_then(|s| s.parse().ok())
         .expect("a status");
-    (status, head, response[split + 4..].to_vec())
+    let body = &response[split + 4..];
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    (
+        status,
+        head,
+        if chunked {
+            dechunk(body)
+        } else {
+            body.to_vec()
+        },
+    )
+}
+
+/// Decodes a chunked body (no trailers).
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = body
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size line");
+        let size_text = String::from_utf8_lossy(&body[..line_end]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .expect("hex chunk size");
+        body = &body[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&body[..size]);
+        body = &body[size + 2..];
+    }
+}
+
+/// The value of a response header, case-insensitively.
+pub fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
+    head.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.eq_ignore_ascii_case(name).then(|| value.trim())
+    })
 }
 
 pub fn basic(user: &str, password: &str) -> String {

@@ -79,6 +79,14 @@ fn the_design_example_parses_with_paths_relative_to_the_config() {
         config.upstream.as_ref().map(|u| u.url.as_str()),
         Some("http://127.0.0.1:5000")
     );
+    let with_ca = parse(&format!(
+        "{MINIMAL}[upstream]\nurl = \"https://r:5000/\"\nca = \"ca.pem\"\n"
+    ))
+    .expect("parses");
+    assert_eq!(
+        with_ca.upstream.and_then(|u| u.ca),
+        Some(PathBuf::from("/etc/portcullis/ca.pem"))
+    );
     let specs = config.policy_specs();
     assert_eq!(
         specs[0].module,
@@ -189,6 +197,26 @@ fn values_that_do_not_fit_together_say_how_to_fix_them() {
         (
             MINIMAL.replace("name = \"p\"", "name = \" \""),
             "name must not be empty",
+        ),
+        (
+            format!("[server]\npublic_url = \"registry.example.com\"\n{MINIMAL}"),
+            "public_url = \"registry.example.com\": the scheme must be http:// or https://",
+        ),
+        (
+            format!("[server]\npublic_url = \"https://r.example.com/reg\"\n{MINIMAL}"),
+            "registries serve /v2/ at the root",
+        ),
+        (
+            format!("{MINIMAL}[upstream]\nurl = \"ftp://10.0.0.1\"\n"),
+            "[upstream] url = \"ftp://10.0.0.1\": the scheme must be",
+        ),
+        (
+            format!("{MINIMAL}[upstream]\nurl = \"http://r:5000/v2/?x=1\"\n"),
+            "give the origin only",
+        ),
+        (
+            format!("{MINIMAL}[upstream]\nurl = \"http:// bad\"\n"),
+            "not a URL",
         ),
     ];
     for (text, expected) in cases {

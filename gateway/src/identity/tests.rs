@@ -108,8 +108,11 @@ fn the_cache_answers_repeat_logins_without_bcrypt() {
     let text = format!("alice:{}\n", bcrypt::hash("secret", 10).expect("hash"));
     let users = Htpasswd::parse("f", &text).expect("parses");
     let cache = CredentialCache::new().expect("random salt");
+    assert!(!cache.remembers("alice", "secret"));
     let started = Instant::now();
     assert!(cache.verify(&users, "alice", "secret"));
+    assert!(cache.remembers("alice", "secret"));
+    assert!(!cache.remembers("alice", "Secret"));
     let first = started.elapsed();
     let started = Instant::now();
     for _ in 0..100 {

@@ -1,14 +1,13 @@
 //! `GET|POST /token`: authenticate (Basic, OAuth2 password or refresh grant, or anonymous),
 //! ask the policies about every scope, and sign a token holding exactly the granted subset.
 
-use super::{ApiError, App, json};
+use super::credentials::{Credentials, client_ip, credentials};
+use super::{ApiError, App, Body, json};
 use crate::policy::{Account, Request as PolicyRequest};
 use crate::scope::Scope;
 use crate::token::Access;
-use data_encoding::BASE64;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Bytes, Incoming};
-use hyper::header::AUTHORIZATION;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -19,14 +18,14 @@ const MAX_FORM_BYTES: usize = 64 * 1024;
 /// More scopes than any client asks for in one token.
 const MAX_SCOPES: usize = 100;
 
-enum Credentials {
+enum Grant {
     None,
     Password { user: String, password: String },
     Refresh(String),
 }
 
 struct TokenRequest {
-    credentials: Credentials,
+    grant: Grant,
     scopes: Vec<Scope>,
     offline: bool,
     account: Option<String>,
@@ -36,8 +35,13 @@ pub(super) async fn handle(
     app: Arc<App>,
     request: Request<Incoming>,
     peer: SocketAddr,
-) -> Result<Response<Full<Bytes>>, ApiError> {
+) -> Result<Response<Body>, ApiError> {
     let basic = basic_credentials(request.headers())?;
+    let client = client_ip(
+        request.headers(),
+        peer.ip(),
+        &app.config.server.trusted_proxies,
+    );
     let params: Vec<(String, String)> = if request.method() == Method::POST {
         let body = Limited::new(request.into_body(), MAX_FORM_BYTES)
             .collect()
@@ -52,7 +56,7 @@ pub(super) async fn handle(
     };
     let token_request = parse(&app, params, basic)?;
     // bcrypt and the policies are CPU work: keep them off the async workers.
-    tokio::task::spawn_blocking(move || app.issue(token_request, peer.ip()))
+    tokio::task::spawn_blocking(move || app.issue(token_request, client))
         .await
         .map_err(|e| ApiError::Internal(format!("token task failed: {e}")))?
 }
@@ -63,26 +67,13 @@ fn bad_request(code: &'static str, message: String) -> ApiError {
 
 /// `Authorization: Basic ...`, decoded; no header means no credentials.
 fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, ApiError> {
-    let Some(value) = headers.get(AUTHORIZATION) else {
-        return Ok(None);
-    };
-    let malformed =
-        |why: &str| ApiError::Unauthorized(format!("malformed Authorization header: {why}"));
-    let value = value.to_str().map_err(|_| malformed("not ASCII"))?;
-    let (scheme, encoded) = value
-        .split_once(' ')
-        .ok_or_else(|| malformed("expected `Basic <base64>`"))?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return Err(malformed("the token endpoint takes Basic credentials"));
+    match credentials(headers)? {
+        Credentials::None => Ok(None),
+        Credentials::Basic { user, password } => Ok(Some((user, password))),
+        Credentials::Bearer(_) => Err(ApiError::Unauthorized(
+            "malformed Authorization header: the token endpoint takes Basic credentials".into(),
+        )),
     }
-    let decoded = BASE64
-        .decode(encoded.trim().as_bytes())
-        .map_err(|_| malformed("invalid base64"))?;
-    let decoded = String::from_utf8(decoded).map_err(|_| malformed("credentials are not UTF-8"))?;
-    let (user, password) = decoded
-        .split_once(':')
-        .ok_or_else(|| malformed("expected user:password"))?;
-    Ok(Some((user.to_string(), password.to_string())))
 }
 
 fn parse(
@@ -133,17 +124,17 @@ fn parse(
         }
     }
     let missing = |field: &str| bad_request("UNSUPPORTED", format!("grant_type needs `{field}`"));
-    let credentials = match grant_type.as_deref() {
+    let grant = match grant_type.as_deref() {
         None => match basic {
-            Some((user, password)) => Credentials::Password { user, password },
-            None => Credentials::None,
+            Some((user, password)) => Grant::Password { user, password },
+            None => Grant::None,
         },
-        Some("password") => Credentials::Password {
+        Some("password") => Grant::Password {
             user: username.ok_or_else(|| missing("username"))?,
             password: password.ok_or_else(|| missing("password"))?,
         },
         Some("refresh_token") => {
-            Credentials::Refresh(refresh_token.ok_or_else(|| missing("refresh_token"))?)
+            Grant::Refresh(refresh_token.ok_or_else(|| missing("refresh_token"))?)
         }
         Some(other) => {
             return Err(bad_request(
@@ -153,7 +144,7 @@ fn parse(
         }
     };
     Ok(TokenRequest {
-        credentials,
+        grant,
         scopes,
         offline,
         account,
@@ -161,17 +152,13 @@ fn parse(
 }
 
 impl App {
-    fn issue(
-        &self,
-        request: TokenRequest,
-        client_ip: IpAddr,
-    ) -> Result<Response<Full<Bytes>>, ApiError> {
-        let (user, presented_refresh) = match request.credentials {
-            Credentials::None if self.config.identity.anonymous => (None, None),
-            Credentials::None => {
+    fn issue(&self, request: TokenRequest, client_ip: IpAddr) -> Result<Response<Body>, ApiError> {
+        let (user, presented_refresh) = match request.grant {
+            Grant::None if self.config.identity.anonymous => (None, None),
+            Grant::None => {
                 return Err(ApiError::Unauthorized("authentication required".into()));
             }
-            Credentials::Password { user, password } => {
+            Grant::Password { user, password } => {
                 // Checked before bcrypt: a throttled guesser costs us no CPU.
                 let now = Instant::now();
                 self.throttle
@@ -186,15 +173,11 @@ impl App {
                 self.throttle.succeeded(client_ip, &user);
                 (Some(user), None)
             }
-            Credentials::Refresh(token) => {
+            Grant::Refresh(token) => {
                 let ring = self.keys.load();
-                let keys: Vec<&crate::token::SigningKey> = std::iter::once(&ring.current)
-                    .chain(&ring.previous)
-                    .map(|k| k.as_ref())
-                    .collect();
                 let user = self
                     .issuer
-                    .verify_refresh(&keys, &token)
+                    .verify_refresh(&ring.all(), &token)
                     .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
                 if !self.users.load().contains(&user) {
                     return Err(ApiError::Unauthorized(format!(

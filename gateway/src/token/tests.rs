@@ -191,3 +191,128 @@ fn the_generated_key_is_private() {
     let mode = std::fs::metadata(key).expect("stat").permissions().mode();
     assert_eq!(mode & 0o077, 0, "{mode:o}");
 }
+
+fn forged(header: &Header, claims: &Claims, encoding: &EncodingKey) -> String {
+    jsonwebtoken::encode(header, claims, encoding).expect("signs")
+}
+
+fn claims(issuer: &Issuer, aud: &str, exp_offset: i64, nbf_offset: i64) -> Claims {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    Claims {
+        iss: issuer.issuer.clone(),
+        sub: "alice".into(),
+        aud: aud.into(),
+        exp: (now + exp_offset) as u64,
+        nbf: (now + nbf_offset) as u64,
+        iat: now as u64,
+        jti: "j".into(),
+        access: Some(vec![Access {
+            resource_type: "repository".into(),
+            name: "alice/app".into(),
+            actions: vec!["push".into()],
+        }]),
+    }
+}
+
+#[test]
+fn access_tokens_verify_and_say_what_they_grant() {
+    let (_dir, key) = keys(false);
+    let issuer = issuer();
+    let access = vec![Access {
+        resource_type: "repository".into(),
+        name: "alice/app".into(),
+        actions: vec!["pull".into(), "push".into()],
+    }];
+    let token = issuer
+        .access_token(&key, "alice", access)
+        .expect("signs")
+        .token;
+    let verified = issuer.verify_access(&[&key], &token).expect("verifies");
+    assert_eq!(verified.subject, "alice");
+    assert!(verified.allows("repository", "alice/app", "push"));
+    assert!(!verified.allows("repository", "alice/app", "delete"));
+    assert!(!verified.allows("repository", "alice/other", "pull"));
+    assert!(verified.expires_at > SystemTime::now());
+    let star = Verified {
+        access: vec![Access {
+            resource_type: "registry".into(),
+            name: "catalog".into(),
+            actions: vec!["*".into()],
+        }],
+        ..verified
+    };
+    assert!(star.allows("registry", "catalog", "*"));
+}
+
+#[test]
+fn forged_expired_and_misdirected_access_tokens_are_rejected() {
+    let (_dir, key) = keys(false);
+    let issuer = issuer();
+    let reject = |token: &str, why: &str| {
+        assert!(issuer.verify_access(&[&key], token).is_err(), "{why}");
+    };
+    // A refresh token is no access token.
+    reject(
+        &issuer.refresh_token(&key, "alice").expect("signs"),
+        "refresh as access",
+    );
+    let header = key.header();
+    let sign = |c: &Claims| forged(&header, c, &key.encoding);
+    reject(
+        &sign(&claims(&issuer, "registry.test", -120, -200)),
+        "expired beyond the leeway",
+    );
+    reject(
+        &sign(&claims(&issuer, "registry.test", 600, 300)),
+        "not yet valid",
+    );
+    reject(
+        &sign(&claims(&issuer, "other-service", 600, -10)),
+        "wrong aud",
+    );
+    let mut wrong_iss = claims(&issuer, "registry.test", 600, -10);
+    wrong_iss.iss = "someone-else".into();
+    reject(&sign(&wrong_iss), "wrong iss");
+    let good = sign(&claims(&issuer, "registry.test", 600, -10));
+    assert!(issuer.verify_access(&[&key], &good).is_ok());
+
+    // Tampered payload: grant delete by editing the claims, keep the signature.
+    let parts: Vec<&str> = good.split('.').collect();
+    let mut payload_json = payload(&good);
+    payload_json["access"][0]["actions"] = serde_json::json!(["*"]);
+    let edited = BASE64URL_NOPAD.encode(payload_json.to_string().as_bytes());
+    reject(
+        &format!("{}.{edited}.{}", parts[0], parts[2]),
+        "tampered payload",
+    );
+
+    // alg none, and HS256 keyed with our public certificate (algorithm confusion).
+    let none_header = BASE64URL_NOPAD.encode(
+        serde_json::json!({"alg": "none", "kid": key.kid})
+            .to_string()
+            .as_bytes(),
+    );
+    reject(&format!("{none_header}.{}.", parts[1]), "alg none");
+    let mut hs = Header::new(Algorithm::HS256);
+    hs.kid = Some(key.kid.clone());
+    let public_pem = key.x5c[0].clone();
+    let confused = forged(
+        &hs,
+        &claims(&issuer, "registry.test", 600, -10),
+        &EncodingKey::from_secret(public_pem.as_bytes()),
+    );
+    reject(&confused, "HS256 with the public key");
+
+    // Unknown kid: a token from another key.
+    let (_dir2, other) = keys(false);
+    let foreign = issuer
+        .access_token(&other, "alice", Vec::new())
+        .expect("signs")
+        .token;
+    reject(&foreign, "unknown kid");
+    reject("not.a.jwt", "garbage");
+    reject("", "empty");
+}

@@ -200,11 +200,11 @@ fn the_example_config_is_valid() {
 }
 
 #[test]
-fn check_refuses_what_this_version_cannot_serve_rather_than_ignoring_it() {
+fn check_refuses_what_this_version_cannot_serve_and_unusable_upstreams() {
     for (extra, expected) in [
         (
-            "[upstream]\nurl = \"http://127.0.0.1:5000\"\n",
-            "[upstream] (gateway mode) is not available",
+            "[upstream]\nurl = \"https://127.0.0.1:5000\"\nca = \"missing-ca.pem\"\n",
+            "missing-ca.pem",
         ),
         (
             "[server]\ntls_cert = \"token.crt\"\ntls_key = \"token.key\"\n",

@@ -1,0 +1,419 @@
+//! Gateway mode, `/v2/`: authenticate the caller (a Bearer token we issued, Basic
+//! credentials, or nobody), let the policies decide with the operation in view, then forward
+//! to the registry; the catalog is filtered for callers who may not list it whole.
+
+use super::credentials::{Credentials, client_ip, credentials};
+use super::{ApiError, App, Body, json};
+use crate::policy::{Account, Operation, Request as PolicyRequest, Scope};
+use crate::proxy::{
+    CatalogPage, CatalogQuery, Forwarded, Route, Target, UpstreamError, next_link, without_mount,
+};
+use crate::token::Verified;
+use hyper::body::Incoming;
+use hyper::header::{HOST, HeaderValue, LINK};
+use hyper::{HeaderMap, Request, Response, StatusCode};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+/// Filtering stops after this many upstream pages and hands the client a `Link` to go on.
+const MAX_CATALOG_PAGES: usize = 100;
+
+/// Who sends a request, and how they proved it.
+struct Caller {
+    account: Account,
+    via: Via,
+}
+
+enum Via {
+    /// A token this gateway issued; it bounds what the request may do.
+    Bearer(Arc<Verified>),
+    /// A password checked here: curl and other tools that skip the token dance.
+    Basic,
+    /// No credentials, with anonymous access enabled.
+    Anonymous,
+}
+
+pub(super) async fn handle(
+    app: Arc<App>,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<Body>, ApiError> {
+    let Some(upstream) = &app.upstream else {
+        return Err(ApiError::NotFound);
+    };
+    let forwarded = app.forwarded(request.headers(), peer.ip());
+    let realm = app.realm(&forwarded);
+    let route = Route::parse(
+        request.method(),
+        request.uri().path(),
+        request.uri().query(),
+    )?;
+    let client = client_ip(
+        request.headers(),
+        peer.ip(),
+        &app.config.server.trusted_proxies,
+    );
+    let caller = app.authenticate(request.headers(), client, &realm).await?;
+    let mut query = None;
+    for (i, (scope, operation)) in route.needs().into_iter().enumerate() {
+        if app.allowed(&caller, &scope, &operation, client).await {
+            continue;
+        }
+        match &route.target {
+            // The second scope of a mount is its source: without it, the registry is asked
+            // for a plain upload, and the client uploads the blob it could not mount.
+            Target::Repository { mount: Some(_), .. } if i == 1 => {
+                query = Some(without_mount(request.uri().query().unwrap_or("")));
+            }
+            Target::Catalog => {
+                return app
+                    .filtered_catalog(&caller, client, request.uri().query())
+                    .await;
+            }
+            _ => return Err(denied(&caller, &scope, &realm, &app.issuer.service)),
+        }
+    }
+    if matches!(route.target, Target::Base) && matches!(caller.via, Via::Anonymous) {
+        // Clients learn the realm from this 401, then come back with a token.
+        return Err(challenge(
+            &realm,
+            &app.issuer.service,
+            None,
+            None,
+            "authentication required",
+        ));
+    }
+    Ok(upstream.forward(request, &forwarded, query).await?)
+}
+
+/// `Bearer realm="...",service="..."[,scope="..."][,error="..."]`, identical realm and
+/// service on every 401.
+fn challenge(
+    realm: &str,
+    service: &str,
+    scope: Option<&Scope>,
+    error: Option<&str>,
+    message: &str,
+) -> ApiError {
+    let mut value = format!("Bearer realm=\"{realm}\",service=\"{service}\"");
+    if let Some(scope) = scope {
+        value.push_str(&format!(",scope=\"{}\"", scope_text(scope)));
+    }
+    if let Some(error) = error {
+        value.push_str(&format!(",error=\"{error}\""));
+    }
+    ApiError::Challenge {
+        challenge: value,
+        message: message.to_string(),
+    }
+}
+
+fn scope_text(scope: &Scope) -> String {
+    format!("{}:{}:{}", scope.type_, scope.name, scope.actions.join(","))
+}
+
+/// A refusal the caller can act on: a token holder gets `insufficient_scope`, an anonymous
+/// caller a challenge to log in, a Basic caller (already logged in) a 403.
+fn denied(caller: &Caller, scope: &Scope, realm: &str, service: &str) -> ApiError {
+    let text = scope_text(scope);
+    match caller.via {
+        Via::Bearer(_) => challenge(
+            realm,
+            service,
+            Some(scope),
+            Some("insufficient_scope"),
+            &format!("access to {text} is not granted"),
+        ),
+        Via::Anonymous => challenge(realm, service, Some(scope), None, "authentication required"),
+        Via::Basic => ApiError::Denied(format!("{:?} may not {text}", caller.account.name)),
+    }
+}
+
+impl App {
+    /// How the client reached us: `public_url` when set (a client's Host header then
+    /// changes nothing), else the Host it used.
+    fn forwarded(&self, headers: &HeaderMap, peer: IpAddr) -> Forwarded {
+        let (proto, host) = match &self.config.server.public_url {
+            Some(url) => match crate::config::origin(url) {
+                Ok(uri) => (
+                    uri.scheme_str().unwrap_or("https").to_string(),
+                    uri.authority().map(|a| a.to_string()).unwrap_or_default(),
+                ),
+                Err(_) => ("http".to_string(), self.config.server.listen.to_string()),
+            },
+            None => (
+                "http".to_string(),
+                headers
+                    .get(HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .filter(|h| is_host(h))
+                    .map(str::to_string)
+                    .unwrap_or_else(|| self.config.server.listen.to_string()),
+            ),
+        };
+        let trusted = self
+            .config
+            .server
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(&peer));
+        let earlier = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .filter(|_| trusted);
+        let chain = match earlier {
+            Some(earlier) => format!("{earlier}, {peer}"),
+            None => peer.to_string(),
+        };
+        Forwarded { proto, host, chain }
+    }
+
+    fn realm(&self, forwarded: &Forwarded) -> String {
+        format!("{}/token", forwarded.origin())
+    }
+
+    async fn authenticate(
+        self: &Arc<Self>,
+        headers: &HeaderMap,
+        client: IpAddr,
+        realm: &str,
+    ) -> Result<Caller, ApiError> {
+        let service = &self.issuer.service;
+        let unauthorized = |message: &str| challenge(realm, service, None, None, message);
+        match credentials(headers).map_err(|e| unauthorized(&e.to_string()))? {
+            Credentials::None if self.config.identity.anonymous => Ok(Caller {
+                account: Account::anonymous(),
+                via: Via::Anonymous,
+            }),
+            Credentials::None => Err(unauthorized("authentication required")),
+            Credentials::Bearer(token) => {
+                let verified = self.verify_bearer(token).await.map_err(|message| {
+                    challenge(realm, service, None, Some("invalid_token"), &message)
+                })?;
+                let account = if verified.subject.is_empty() {
+                    Account::anonymous()
+                } else {
+                    self.account(&verified.subject)
+                };
+                Ok(Caller {
+                    account,
+                    via: Via::Bearer(verified),
+                })
+            }
+            Credentials::Basic { user, password } => {
+                if !self.cache.remembers(&user, &password) {
+                    let app = self.clone();
+                    let (name, pw) = (user.clone(), password);
+                    let ok =
+                        tokio::task::spawn_blocking(move || app.check_password(&name, &pw, client))
+                            .await
+                            .map_err(|e| ApiError::Internal(format!("login task failed: {e}")))??;
+                    if !ok {
+                        return Err(unauthorized("invalid username or password"));
+                    }
+                }
+                Ok(Caller {
+                    account: self.account(&user),
+                    via: Via::Basic,
+                })
+            }
+        }
+    }
+
+    /// bcrypt with the login throttle around it; `Ok(false)` is a wrong password.
+    fn check_password(&self, user: &str, password: &str, client: IpAddr) -> Result<bool, ApiError> {
+        let now = Instant::now();
+        self.throttle
+            .check(client, user, now)
+            .map_err(ApiError::TooManyRequests)?;
+        let ok = self.cache.verify(&self.users.load(), user, password);
+        if ok {
+            self.throttle.succeeded(client, user);
+        } else {
+            self.throttle.failed(client, user, now);
+        }
+        Ok(ok)
+    }
+
+    fn account(&self, name: &str) -> Account {
+        Account::user(name, self.groups.load().of(name).to_vec())
+    }
+
+    /// Checks a Bearer token: the signature once per key ring (then from memory), expiry
+    /// and the account's existence on every request, so a removed user stops at once.
+    async fn verify_bearer(self: &Arc<Self>, token: String) -> Result<Arc<Verified>, String> {
+        let ring = self.keys.load_full();
+        let verified = match ring.verified.get(&token) {
+            Some(verified) => verified,
+            None => {
+                let issuer_ring = ring.clone();
+                let app = self.clone();
+                let verified = tokio::task::spawn_blocking(move || {
+                    app.issuer
+                        .verify_access(&issuer_ring.all(), &token)
+                        .map(|v| (token, Arc::new(v)))
+                })
+                .await
+                .map_err(|e| format!("token check failed: {e}"))?
+                .map_err(|e| e.to_string())?;
+                ring.verified.insert(verified.0, verified.1.clone());
+                verified.1
+            }
+        };
+        if verified.expires_at <= SystemTime::now() {
+            return Err("the token has expired".into());
+        }
+        if !verified.subject.is_empty() && !self.users.load().contains(&verified.subject) {
+            return Err(format!("account {:?} no longer exists", verified.subject));
+        }
+        Ok(verified)
+    }
+
+    /// True when the caller may do every action of `scope`: the token (if any) must grant
+    /// them, and so must the policies, asked with the operation.
+    async fn allowed(
+        self: &Arc<Self>,
+        caller: &Caller,
+        scope: &Scope,
+        operation: &Operation,
+        client: IpAddr,
+    ) -> bool {
+        if let Via::Bearer(token) = &caller.via
+            && !scope
+                .actions
+                .iter()
+                .all(|action| token.allows(&scope.type_, &scope.name, action))
+        {
+            return false;
+        }
+        let request = PolicyRequest {
+            account: caller.account.clone(),
+            scope: scope.clone(),
+            service: self.issuer.service.clone(),
+            client_ip: Some(client.to_string()),
+            operation: Some(operation.clone()),
+        };
+        let granted = self.granted(request).await;
+        scope.actions.iter().all(|a| granted.contains(a))
+    }
+
+    /// The policies' answer, from memory when possible, else off the async workers.
+    async fn granted(self: &Arc<Self>, request: PolicyRequest) -> Arc<[String]> {
+        let policies = self.policies.current();
+        if let Some(granted) = policies.recall(&request) {
+            return granted;
+        }
+        let decided = tokio::task::spawn_blocking(move || {
+            let (granted, verdict) = policies.decide_remembered(&request);
+            for answer in verdict.iter().flat_map(|v| &v.answers) {
+                if let Err(fault) = &answer.outcome {
+                    tracing::warn!(policy = %answer.policy, %fault, scope = %scope_text(&request.scope), "policy fault: denied");
+                }
+            }
+            granted
+        })
+        .await;
+        // A decision task that died grants nothing.
+        decided.unwrap_or_else(|_| Arc::from(Vec::new()))
+    }
+
+    /// The registry's listing, keeping the repositories the caller may pull.
+    async fn filtered_catalog(
+        self: &Arc<Self>,
+        caller: &Caller,
+        client: IpAddr,
+        query: Option<&str>,
+    ) -> Result<Response<Body>, ApiError> {
+        let Some(upstream) = &self.upstream else {
+            return Err(ApiError::NotFound);
+        };
+        let wanted = CatalogQuery::parse(query)?;
+        let mut listed = Vec::new();
+        let mut cursor = wanted.last.clone();
+        let mut next = None;
+        if wanted.n > 0 {
+            for page_number in 1..=MAX_CATALOG_PAGES {
+                let (json, link) = upstream
+                    .get_json(&CatalogQuery::upstream_path(cursor.as_deref()))
+                    .await?;
+                let page =
+                    CatalogPage::from_upstream(&json, link.as_deref()).map_err(|reason| {
+                        UpstreamError::Failed {
+                            origin: upstream.origin().to_string(),
+                            reason,
+                        }
+                    })?;
+                let operation = Operation {
+                    method: "GET".into(),
+                    kind: crate::policy::Kind::Catalog,
+                    reference: None,
+                    mount_from: None,
+                };
+                for name in page.repositories {
+                    let scope = Scope {
+                        type_: "repository".into(),
+                        class: None,
+                        name: name.clone(),
+                        actions: vec!["pull".into()],
+                    };
+                    let pull = self
+                        .allowed_by_policies(caller, scope, &operation, client)
+                        .await;
+                    cursor = Some(name.clone());
+                    if pull {
+                        listed.push(name);
+                        if listed.len() == wanted.n {
+                            break;
+                        }
+                    }
+                }
+                if listed.len() == wanted.n || (page.more && page_number == MAX_CATALOG_PAGES) {
+                    next = cursor.clone();
+                    break;
+                }
+                if !page.more {
+                    break;
+                }
+            }
+        }
+        let mut response = json(
+            StatusCode::OK,
+            &serde_json::json!({ "repositories": listed }),
+        );
+        if let Some(last) = next
+            && let Ok(link) = HeaderValue::from_str(&next_link(wanted.n, &last))
+        {
+            response.headers_mut().insert(LINK, link);
+        }
+        Ok(response)
+    }
+
+    /// The policies alone: a listing is not bounded by the scopes of the caller's token.
+    async fn allowed_by_policies(
+        self: &Arc<Self>,
+        caller: &Caller,
+        scope: Scope,
+        operation: &Operation,
+        client: IpAddr,
+    ) -> bool {
+        let request = PolicyRequest {
+            account: caller.account.clone(),
+            scope,
+            service: self.issuer.service.clone(),
+            client_ip: Some(client.to_string()),
+            operation: Some(operation.clone()),
+        };
+        let granted = self.granted(request).await;
+        granted.iter().any(|a| a == "pull")
+    }
+}
+
+/// A Host header worth building URLs from: a name or address and an optional port.
+fn is_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 255
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+}

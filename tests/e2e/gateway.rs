@@ -1,0 +1,471 @@
+//! End to end, gateway mode: Debian's docker-registry with no auth at all behind
+//! `portcullis serve` with `[upstream]`; skopeo and raw HTTP talk only to the gateway.
+
+use crate::util::{Running, SERVICE, Setup, basic, header, http, oci_image, require, skopeo};
+use sha2::{Digest, Sha256};
+
+const ACL: &str = r#"{"rules": [
+  {"match": {"account": "admin"}, "actions": ["*"]},
+  {"match": {"group": "release"}, "actions": ["pull", "push"]},
+  {"match": {"account": "/.+/", "name": "${account}/**"}, "actions": ["pull", "push", "delete"]},
+  {"match": {"account": "", "name": "public/*"}, "actions": ["pull"]}
+]}"#;
+
+const PROTECTED_TAGS: &str = r#"
+[[policy]]
+name = "protected-tags"
+module = "policies/protected_tags.wasm"
+settings = { tags = ["v*", "stable"], groups = ["release"] }
+"#;
+
+const USERS: &[(&str, &str)] = &[
+    ("alice", "alice-pw"),
+    ("bob", "bob-pw"),
+    ("admin", "admin-pw"),
+    ("carol", "carol-pw"),
+];
+
+/// Fields drop in order: the processes stop before their directories are removed.
+struct Gateway {
+    gateway: Running,
+    registry: Option<Running>,
+    setup: Setup,
+    home: tempfile::TempDir,
+    image: std::path::PathBuf,
+}
+
+impl Gateway {
+    fn start() -> Gateway {
+        Gateway::with_payload(b"hello through the gateway")
+    }
+
+    fn with_payload(payload: &[u8]) -> Gateway {
+        require("docker-registry");
+        require("skopeo");
+        let setup = Setup::gateway(ACL, USERS, PROTECTED_TAGS);
+        let registry = setup.start_plain_registry();
+        let gateway = setup.start_gateway();
+        let home = tempfile::tempdir().expect("tempdir");
+        let image = home.path().join("image");
+        oci_image(&image, payload);
+        Gateway {
+            gateway,
+            registry: Some(registry),
+            setup,
+            home,
+            image,
+        }
+    }
+
+    /// The digest of the one layer of `repo:latest` as the registry stores it (skopeo
+    /// compresses the layer on push, so it is not the local one).
+    fn layer_of(&self, repo: &str) -> String {
+        let head = format!(
+            "GET /v2/{repo}/manifests/latest HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nAccept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json\r\nConnection: close\r\n\r\n",
+            basic_auth("admin")
+        );
+        let (status, _, body) = http(self.gateway.port, &head, b"");
+        assert_eq!(status, 200);
+        let manifest: serde_json::Value = serde_json::from_slice(&body).expect("manifest json");
+        manifest["layers"][0]["digest"]
+            .as_str()
+            .expect("a layer")
+            .to_string()
+    }
+
+    /// skopeo copy of the local image to `repo:tag` through the gateway.
+    fn push(&self, creds: &str, reference: &str) -> (bool, String) {
+        let src = format!("oci:{}:latest", self.image.display());
+        let dest = format!("docker://127.0.0.1:{}/{reference}", self.gateway.port);
+        skopeo(
+            self.home.path(),
+            &[
+                "copy",
+                "--retry-times",
+                "0",
+                "--dest-tls-verify=false",
+                "--dest-creds",
+                creds,
+                &src,
+                &dest,
+            ],
+        )
+    }
+
+    /// skopeo copy from the gateway into a local OCI layout.
+    fn pull(&self, creds: &str, reference: &str, into: &std::path::Path) -> (bool, String) {
+        let src = format!("docker://127.0.0.1:{}/{reference}", self.gateway.port);
+        let dest = format!("oci:{}:latest", into.display());
+        skopeo(
+            self.home.path(),
+            &[
+                "copy",
+                "--retry-times",
+                "0",
+                "--src-tls-verify=false",
+                "--src-creds",
+                creds,
+                &src,
+                &dest,
+            ],
+        )
+    }
+
+    /// A request to the gateway; `auth` is a whole `Authorization` value or "".
+    fn request(&self, method: &str, path: &str, auth: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
+        let auth = if auth.is_empty() {
+            String::new()
+        } else {
+            format!("Authorization: {auth}\r\n")
+        };
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len(),
+            port = self.gateway.port,
+        );
+        http(self.gateway.port, &head, body)
+    }
+
+    fn registry_port(&self) -> u16 {
+        self.setup.registry_port
+    }
+}
+
+fn basic_auth(user: &str) -> String {
+    format!("Basic {}", basic(user, &format!("{user}-pw")))
+}
+
+fn errors_code(body: &[u8]) -> String {
+    let json: serde_json::Value = serde_json::from_slice(body).expect("a registry error body");
+    json["errors"][0]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn skopeo_pushes_and_pulls_through_the_gateway_as_the_policies_allow() {
+    let g = Gateway::start();
+    let (ok, err) = g.push("alice:alice-pw", "alice/app:latest");
+    assert!(ok, "alice pushes her own repository: {err}");
+    let (ok, err) = g.push("bob:bob-pw", "alice/app:latest");
+    assert!(!ok, "bob may not push to alice/");
+    assert!(
+        err.contains("denied") || err.contains("unauthorized") || err.contains("insufficient"),
+        "{err}"
+    );
+    let (ok, err) = g.push("alice:wrong", "alice/app:latest");
+    assert!(
+        !ok && err.contains("401") || err.to_lowercase().contains("unauthorized"),
+        "{err}"
+    );
+
+    let out = g.home.path().join("pulled");
+    let (ok, err) = g.pull("alice:alice-pw", "alice/app:latest", &out);
+    assert!(ok, "alice pulls: {err}");
+    let (ok, _) = g.pull("bob:bob-pw", "alice/app:latest", &g.home.path().join("bob"));
+    assert!(!ok, "bob may not pull alice/app");
+    // What landed is in the registry itself, under the name the policies decided on.
+    let (status, _, _) = http(
+        g.registry_port(),
+        "HEAD /v2/alice/app/manifests/latest HTTP/1.1\r\nHost: r\r\nAccept: application/vnd.oci.image.manifest.v1+json\r\nConnection: close\r\n\r\n",
+        b"",
+    );
+    assert_eq!(status, 200);
+}
+
+/// xorshift bytes: incompressible and quick to make.
+fn noise(len: usize) -> Vec<u8> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+#[test]
+fn a_64_mib_layer_streams_both_ways_with_its_digest_intact() {
+    let g = Gateway::with_payload(&noise(64 << 20));
+    let (ok, err) = g.push("alice:alice-pw", "alice/big:latest");
+    assert!(ok, "push of a 64 MiB layer: {err}");
+    let out = g.home.path().join("big");
+    let (ok, err) = g.pull("alice:alice-pw", "alice/big:latest", &out);
+    assert!(ok, "pull of a 64 MiB layer: {err}");
+    let layer = g.layer_of("alice/big");
+    let hex = layer.trim_start_matches("sha256:");
+    let pulled = std::fs::read(out.join("blobs/sha256").join(hex)).expect("pulled layer");
+    assert!(pulled.len() > 64 << 20);
+    assert_eq!(
+        hex::encode(Sha256::digest(&pulled)),
+        hex,
+        "the layer is intact"
+    );
+
+    // The same blob by plain HTTP with Basic credentials, whole and by range.
+    let path = format!("/v2/alice/big/blobs/{layer}");
+    let (status, head, body) = g.request("GET", &path, &basic_auth("alice"), b"");
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(header(&head, "docker-content-digest"), Some(layer.as_str()));
+    assert_eq!(hex::encode(Sha256::digest(&body)), hex);
+    let ranged = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nRange: bytes=10-19\r\nConnection: close\r\n\r\n",
+        basic_auth("alice")
+    );
+    let (status, head, body) = http(g.gateway.port, &ranged, b"");
+    assert_eq!(status, 206, "{head}");
+    assert_eq!(body, pulled[10..20]);
+    let (status, head, body) = g.request("HEAD", &path, &basic_auth("alice"), b"");
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&head, "content-length"),
+        Some(pulled.len().to_string().as_str())
+    );
+    assert!(body.is_empty());
+}
+
+#[test]
+fn a_mount_from_an_unreadable_repository_becomes_an_upload() {
+    let g = Gateway::start();
+    assert!(g.push("alice:alice-pw", "alice/app:latest").0);
+    let layer = g.layer_of("alice/app");
+    let mount = |user: &str, into: &str, from: &str| {
+        let path = format!("/v2/{into}/blobs/uploads/?mount={layer}&from={from}");
+        g.request("POST", &path, &basic_auth(user), b"")
+    };
+    // alice may read alice/app: the registry mounts the blob (201).
+    let (status, head, _) = mount("alice", "alice/copy", "alice/app");
+    assert_eq!(status, 201, "{head}");
+    assert_eq!(header(&head, "docker-content-digest"), Some(layer.as_str()));
+    // bob may not: the mount is dropped and an upload starts instead (202), pointing back at
+    // the gateway, and bob's repository never gets alice's blob for free.
+    let (status, head, _) = mount("bob", "bob/stolen", "alice/app");
+    assert_eq!(status, 202, "{head}");
+    let location = header(&head, "location").expect("an upload location");
+    assert!(
+        location.starts_with(&format!(
+            "http://127.0.0.1:{}/v2/bob/stolen/blobs/uploads/",
+            g.gateway.port
+        )),
+        "{location}"
+    );
+    let (status, _, _) = g.request(
+        "HEAD",
+        &format!("/v2/bob/stolen/blobs/{layer}"),
+        &basic_auth("bob"),
+        b"",
+    );
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn the_catalog_is_whole_for_admins_and_filtered_and_paged_for_others() {
+    let g = Gateway::start();
+    for (user, repo) in [
+        ("alice", "alice/a1"),
+        ("alice", "alice/a2"),
+        ("alice", "alice/a3"),
+        ("bob", "bob/b1"),
+        ("admin", "public/p"),
+    ] {
+        let (ok, err) = g.push(&format!("{user}:{user}-pw"), &format!("{repo}:latest"));
+        assert!(ok, "{repo}: {err}");
+    }
+    let list = |user: &str, query: &str| {
+        let (status, head, body) = g.request(
+            "GET",
+            &format!("/v2/_catalog{query}"),
+            &basic_auth(user),
+            b"",
+        );
+        assert_eq!(status, 200, "{user}{query}: {head}");
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        let names: Vec<String> = json["repositories"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|n| n.as_str().expect("a name").to_string())
+            .collect();
+        (names, header(&head, "link").map(str::to_string))
+    };
+    let (all, _) = list("admin", "");
+    assert_eq!(
+        all,
+        ["alice/a1", "alice/a2", "alice/a3", "bob/b1", "public/p"]
+    );
+    let (mine, link) = list("alice", "");
+    assert_eq!(mine, ["alice/a1", "alice/a2", "alice/a3"]);
+    assert_eq!(link, None);
+    let (page, link) = list("alice", "?n=2");
+    assert_eq!(page, ["alice/a1", "alice/a2"]);
+    let link = link.expect("a next link");
+    assert_eq!(link, "</v2/_catalog?last=alice%2Fa2&n=2>; rel=\"next\"");
+    let next = link
+        .trim_start_matches("</v2/_catalog")
+        .split('>')
+        .next()
+        .expect("query");
+    let (page, link) = list("alice", next);
+    assert_eq!((page, link), (vec!["alice/a3".to_string()], None));
+    let (theirs, _) = list("bob", "");
+    assert_eq!(theirs, ["bob/b1"]);
+}
+
+#[test]
+fn protected_tags_are_written_only_by_the_release_group() {
+    let g = Gateway::start();
+    let (ok, err) = g.push("alice:alice-pw", "alice/app:v1.0");
+    assert!(!ok, "alice may not push a release tag");
+    assert!(
+        err.contains("denied") || err.contains("insufficient") || err.contains("unauthorized"),
+        "{err}"
+    );
+    let (ok, err) = g.push("alice:alice-pw", "alice/app:dev");
+    assert!(ok, "other tags are untouched: {err}");
+    let (ok, err) = g.push("carol:carol-pw", "alice/app:v1.0");
+    assert!(ok, "the release group may: {err}");
+    // A push by digest is untouched too.
+    let accept = "Accept: application/vnd.oci.image.manifest.v1+json\r\n";
+    let get = format!(
+        "GET /v2/alice/app/manifests/dev HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n{accept}Connection: close\r\n\r\n",
+        basic_auth("alice")
+    );
+    let (status, _, manifest) = http(g.gateway.port, &get, b"");
+    assert_eq!(status, 200);
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&manifest)));
+    let put = |reference: &str| {
+        let head = format!(
+            "PUT /v2/alice/app/manifests/{reference} HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            basic_auth("alice"),
+            manifest.len()
+        );
+        http(g.gateway.port, &head, &manifest)
+    };
+    assert_eq!(put(&digest).0, 201);
+    let (status, _, body) = put("stable");
+    assert_eq!(status, 403);
+    assert_eq!(errors_code(&body), "DENIED");
+    // Deleting a protected tag is guarded as well (the registry would refuse it anyway,
+    // deletion is by digest; the policy answers first).
+    let (status, _, _) = g.request(
+        "DELETE",
+        "/v2/alice/app/manifests/v1.0",
+        &basic_auth("alice"),
+        b"",
+    );
+    assert_eq!(status, 403);
+}
+
+#[test]
+fn plain_http_clients_get_challenges_tokens_work_and_errors_look_like_the_registry() {
+    let g = Gateway::start();
+    assert!(g.push("alice:alice-pw", "alice/app:latest").0);
+    let realm = format!(
+        "Bearer realm=\"http://127.0.0.1:{}/token\",service=\"{SERVICE}\"",
+        g.gateway.port
+    );
+
+    // The ping: no credentials, a challenge; with Basic, the registry's answer.
+    let (status, head, body) = g.request("GET", "/v2/", "", b"");
+    assert_eq!(status, 401);
+    assert_eq!(header(&head, "www-authenticate"), Some(realm.as_str()));
+    assert_eq!(
+        header(&head, "docker-distribution-api-version"),
+        Some("registry/2.0")
+    );
+    assert_eq!(errors_code(&body), "UNAUTHORIZED");
+    let (status, head, _) = g.request("GET", "/v2/", &basic_auth("alice"), b"");
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(
+        header(&head, "docker-distribution-api-version"),
+        Some("registry/2.0")
+    );
+
+    // Basic: allowed, denied (403), wrong password (401, same realm).
+    let (status, _, _) = g.request("GET", "/v2/alice/app/tags/list", &basic_auth("alice"), b"");
+    assert_eq!(status, 200);
+    let (status, _, body) = g.request("GET", "/v2/alice/app/tags/list", &basic_auth("bob"), b"");
+    assert_eq!((status, errors_code(&body)), (403, "DENIED".to_string()));
+    let wrong = format!("Basic {}", basic("alice", "nope"));
+    let (status, head, _) = g.request("GET", "/v2/alice/app/tags/list", &wrong, b"");
+    assert_eq!(status, 401);
+    assert_eq!(header(&head, "www-authenticate"), Some(realm.as_str()));
+
+    // Anonymous: challenged with the scope it needs, so a client knows what to ask for.
+    let (status, head, _) = g.request("GET", "/v2/alice/app/tags/list", "", b"");
+    assert_eq!(status, 401);
+    assert_eq!(
+        header(&head, "www-authenticate"),
+        Some(format!("{realm},scope=\"repository:alice/app:pull\"").as_str())
+    );
+
+    // Bearer: a token from the gateway's own realm, then insufficient_scope beyond it.
+    let token_head = format!(
+        "GET /token?service={SERVICE}&scope=repository:alice/app:pull HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+        basic_auth("alice")
+    );
+    let (status, _, body) = http(g.gateway.port, &token_head, b"");
+    assert_eq!(status, 200);
+    let token: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let bearer = format!("Bearer {}", token["token"].as_str().expect("token"));
+    let (status, _, body) = g.request("GET", "/v2/alice/app/tags/list", &bearer, b"");
+    assert_eq!(status, 200);
+    let tags: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(tags["tags"], serde_json::json!(["latest"]));
+    let (status, head, _) = g.request("POST", "/v2/alice/app/blobs/uploads/", &bearer, b"");
+    assert_eq!(status, 401, "the token grants pull only");
+    assert_eq!(
+        header(&head, "www-authenticate"),
+        Some(
+            format!(
+                "{realm},scope=\"repository:alice/app:pull,push\",error=\"insufficient_scope\""
+            )
+            .as_str()
+        )
+    );
+    let (status, head, _) = g.request("GET", "/v2/alice/app/tags/list", "Bearer not.a.token", b"");
+    assert_eq!(status, 401);
+    assert_eq!(
+        header(&head, "www-authenticate"),
+        Some(format!("{realm},error=\"invalid_token\"").as_str())
+    );
+
+    // Paths that could reach another repository never leave the gateway.
+    for path in [
+        "/v2/alice/..%2fbob/tags/list",
+        "/v2/alice//app/tags/list",
+        "/v2/Alice/app/tags/list",
+    ] {
+        let (status, _, _) = g.request("GET", path, &basic_auth("admin"), b"");
+        assert_eq!(status, 400, "{path}");
+    }
+    let (status, _, _) = g.request(
+        "GET",
+        "/v2/alice/app/nothing-here",
+        &basic_auth("admin"),
+        b"",
+    );
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn an_unreachable_registry_is_a_503_until_it_comes_back() {
+    let mut g = Gateway::start();
+    assert!(g.push("alice:alice-pw", "alice/app:latest").0);
+    drop(g.registry.take());
+    let (status, head, body) =
+        g.request("GET", "/v2/alice/app/tags/list", &basic_auth("alice"), b"");
+    assert_eq!(status, 503, "{head}");
+    assert_eq!(errors_code(&body), "UNAVAILABLE");
+    assert_eq!(
+        header(&head, "docker-distribution-api-version"),
+        Some("registry/2.0")
+    );
+    g.registry = Some(g.setup.start_plain_registry());
+    let (status, _, _) = g.request("GET", "/v2/alice/app/tags/list", &basic_auth("alice"), b"");
+    assert_eq!(status, 200, "the gateway recovers by itself");
+}
