@@ -8,7 +8,7 @@ pub use throttle::Throttle;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Verified credentials remembered at most; past this the cache starts over.
 const CACHE_CAPACITY: usize = 10_000;
@@ -207,6 +207,9 @@ fn read(path: &Path) -> Result<String, InvalidFile> {
 pub struct CredentialCache {
     salt: [u8; 32],
     verified: Mutex<HashSet<[u8; 32]>>,
+    /// One bcrypt per credentials at a time: a burst of requests with the same new
+    /// credentials (a client's first parallel layer pulls) waits for the first check.
+    checking: Mutex<HashMap<[u8; 32], Arc<Mutex<()>>>>,
 }
 
 impl CredentialCache {
@@ -217,6 +220,7 @@ impl CredentialCache {
         Ok(CredentialCache {
             salt,
             verified: Mutex::new(HashSet::new()),
+            checking: Mutex::new(HashMap::new()),
         })
     }
 
@@ -243,7 +247,18 @@ impl CredentialCache {
         if self.lock().contains(&key) {
             return true;
         }
-        let ok = users.verify(user, password);
+        let gate = self
+            .checking
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key)
+            .or_default()
+            .clone();
+        let ok = {
+            let _turn = gate.lock().unwrap_or_else(PoisonError::into_inner);
+            // Whoever held the gate before may have verified these very credentials.
+            self.lock().contains(&key) || users.verify(user, password)
+        };
         if ok {
             let mut verified = self.lock();
             if verified.len() >= CACHE_CAPACITY {
@@ -251,6 +266,10 @@ impl CredentialCache {
             }
             verified.insert(key);
         }
+        self.checking
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&key);
         ok
     }
 

@@ -4,6 +4,7 @@
 //! The host knows nothing of HTTP: callers build a [`Request`] and get a [`Verdict`].
 
 mod bindings;
+mod clock;
 mod host;
 mod reload;
 

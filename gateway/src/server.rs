@@ -255,6 +255,10 @@ pub async fn serve(
             },
             () = &mut shutdown => return,
         };
+        // Responses are written as they stream from the registry: no waiting for ACKs.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, %peer, "cannot set TCP_NODELAY");
+        }
         let app = app.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {

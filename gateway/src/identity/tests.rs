@@ -141,3 +141,22 @@ fn cache_keys_do_not_collide_across_the_user_password_boundary() {
         "salted per process"
     );
 }
+
+#[test]
+fn a_burst_of_the_same_new_credentials_costs_one_bcrypt() {
+    let text = format!("alice:{}\n", bcrypt::hash("secret", 10).expect("hash"));
+    let users = Htpasswd::parse("f", &text).expect("parses");
+    let cache = CredentialCache::new().expect("random salt");
+    let started = Instant::now();
+    assert!(users.verify("alice", "secret"));
+    let one = started.elapsed();
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| assert!(cache.verify(&users, "alice", "secret")));
+        }
+    });
+    let burst = started.elapsed();
+    // Eight bcrypts on this machine's two cores would take about four times as long.
+    assert!(burst < one * 3, "burst {burst:?} vs one bcrypt {one:?}");
+}

@@ -3,17 +3,15 @@
 //! the instance that faulted.
 
 use super::bindings::{Policy as Bindings, PolicyPre};
+use super::clock::{Clock, TICK};
 use super::{Decision, Request};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread;
 use std::time::{Duration, SystemTime};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
-/// How often the epoch advances: the granularity of policy deadlines.
-const TICK: Duration = Duration::from_millis(2);
 /// The largest memory cap a policy may have (each pool slot is sized for it).
 pub const MAX_MEMORY_BYTES: usize = 1 << 30;
 /// Instances slots in the pool, shared by every policy and every version still draining.
@@ -203,14 +201,15 @@ type CompiledCache = Vec<(String, PolicyPre<StoreState>)>;
 #[derive(Clone)]
 pub struct Host {
     engine: Engine,
+    clock: Arc<Clock>,
     linker: Arc<Linker<StoreState>>,
     /// Recently compiled modules by digest, least recently used first.
     cache: Arc<Mutex<CompiledCache>>,
 }
 
 impl Host {
-    /// Creates the engine and starts the thread that advances its epoch (the clock of every
-    /// policy deadline; it stops when the last clone of the host is dropped).
+    /// Creates the engine and starts the clock of every policy deadline (its thread stops
+    /// when the host and every policy it loaded are dropped).
     pub fn new() -> Result<Host, wasmtime::Error> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(POOL_INSTANCES)
@@ -224,20 +223,11 @@ impl Host {
             .epoch_interruption(true)
             .wasm_component_model(true);
         let engine = Engine::new(&config)?;
-        let weak = engine.weak();
-        thread::Builder::new()
-            .name("policy-epoch".into())
-            .spawn(move || {
-                while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    thread::sleep(TICK);
-                }
-            })
-            .map_err(wasmtime::Error::from)?;
+        let clock = Clock::start(&engine).map_err(wasmtime::Error::from)?;
         let linker = Arc::new(Linker::new(&engine));
         Ok(Host {
             engine,
+            clock,
             linker,
             cache: Arc::default(),
         })
@@ -304,6 +294,7 @@ impl Host {
             settings: source.settings,
             limits: spec.limits,
             engine: self.engine.clone(),
+            clock: self.clock.clone(),
             pre,
             idle: Mutex::new(Vec::new()),
         };
@@ -347,6 +338,7 @@ pub struct LoadedPolicy {
     settings: String,
     limits: Limits,
     engine: Engine,
+    clock: Arc<Clock>,
     pre: PolicyPre<StoreState>,
     idle: Mutex<Vec<Instance>>,
 }
@@ -402,6 +394,7 @@ impl LoadedPolicy {
         instance
             .store
             .set_epoch_deadline(deadline_ticks(self.limits.timeout));
+        let _ticking = self.clock.ticking();
         let decision = instance
             .bindings
             .call_authorize(&mut instance.store, request)
@@ -432,6 +425,7 @@ impl LoadedPolicy {
             (self.limits.timeout * 20).max(MIN_CONFIGURE_TIMEOUT),
         ));
         let fault = |e| ConfigureError::Fault(classify(e, &self.limits));
+        let _ticking = self.clock.ticking();
         let bindings = self.pre.instantiate(&mut store).map_err(fault)?;
         bindings
             .call_configure(&mut store, &self.settings)
