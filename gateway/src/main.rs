@@ -2,7 +2,10 @@
 
 use clap::{Args, Parser, Subcommand};
 use portcullis::config::Config;
-use portcullis::policy::{Account, Host, Limits, PolicySpec, Request, SettingsSource};
+use portcullis::policy::{
+    Account, Host, Limits, Operation, PolicySpec, Request, Scope as PolicyScope, SettingsSource,
+};
+use portcullis::proxy::Route;
 use portcullis::scope::Scope;
 use portcullis::server::{self, App};
 use std::path::{Path, PathBuf};
@@ -80,9 +83,14 @@ struct EvalArgs {
     /// A group of the account (repeatable).
     #[arg(long = "group")]
     groups: Vec<String>,
-    /// A scope such as `repository:team/app:pull,push` (repeatable).
-    #[arg(long = "scope", required = true)]
+    /// A scope such as `repository:team/app:pull,push` (repeatable), as a token request
+    /// asks it.
+    #[arg(long = "scope", required_unless_present = "requests")]
     scopes: Vec<String>,
+    /// A registry request as gateway mode sees it, e.g. `PUT /v2/team/app/manifests/v1`
+    /// (repeatable): the policy is asked for each scope it needs, with the operation.
+    #[arg(long = "request")]
+    requests: Vec<String>,
     /// The registry service.
     #[arg(long, default_value = "registry")]
     service: String,
@@ -223,12 +231,25 @@ fn check(path: &Path) -> Result<ExitCode, String> {
 
 /// Prints one JSON line per scope; exits 1 if the module fails to load or any decision faults.
 fn eval(args: EvalArgs) -> Result<ExitCode, String> {
-    let scopes = args
-        .scopes
-        .iter()
-        .map(|s| s.parse::<Scope>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
+    let mut asks: Vec<(PolicyScope, Option<Operation>)> = Vec::new();
+    for scope in &args.scopes {
+        let scope = scope.parse::<Scope>().map_err(|e| e.to_string())?;
+        asks.push(((&scope).into(), None));
+    }
+    for line in &args.requests {
+        let (method, target) = line
+            .split_once(' ')
+            .ok_or_else(|| format!("--request {line:?}: expected `METHOD /v2/...`"))?;
+        let method = hyper::Method::from_bytes(method.as_bytes())
+            .map_err(|_| format!("--request {line:?}: {method:?} is not an HTTP method"))?;
+        let (path, query) = match target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (target, None),
+        };
+        let route =
+            Route::parse(&method, path, query).map_err(|e| format!("--request {line:?}: {e}"))?;
+        asks.extend(route.needs().into_iter().map(|(s, op)| (s, Some(op))));
+    }
     let spec = PolicySpec {
         name: args.module.file_stem().map_or_else(
             || "policy".into(),
@@ -253,19 +274,21 @@ fn eval(args: EvalArgs) -> Result<ExitCode, String> {
         Account::user(&args.account, args.groups)
     };
     let mut code = ExitCode::SUCCESS;
-    for scope in &scopes {
-        let mut request = Request::new(account.clone(), scope.into(), &args.service);
+    for (scope, operation) in asks {
+        let shown = format!("{}:{}:{}", scope.type_, scope.name, scope.actions.join(","));
+        let mut request = Request::new(account.clone(), scope, &args.service);
         request.client_ip = args.ip.clone();
+        request.operation = operation;
         let line = match policy.authorize(&request) {
             Ok(decision) => serde_json::json!({
-                "scope": scope.to_string(),
+                "scope": shown,
                 "granted": decision.granted,
                 "reason": decision.reason,
             }),
             Err(fault) => {
                 code = ExitCode::FAILURE;
                 serde_json::json!({
-                    "scope": scope.to_string(),
+                    "scope": shown,
                     "granted": [],
                     "error": format!("policy `{}` {fault}", spec.name),
                 })

@@ -48,6 +48,52 @@ fn eval_prints_one_decision_per_scope() {
 }
 
 #[test]
+fn eval_asks_about_a_registry_request_with_its_operation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = dir.path().join("tags.json");
+    std::fs::write(&settings, r#"{"tags": ["v*"], "groups": ["release"]}"#).expect("write");
+    let module = wasm("protected_tags");
+    let args = |group: &str| {
+        eval(&[
+            module.to_str().expect("utf-8 path"),
+            "--settings",
+            settings.to_str().expect("utf-8 path"),
+            "--account",
+            "dev",
+            "--group",
+            group,
+            "--request",
+            "PUT /v2/apps/web/manifests/v1.2",
+            "--request",
+            "POST /v2/apps/web/blobs/uploads/?mount=sha256:ab&from=base/img",
+        ])
+    };
+    let (code, lines, stderr) = args("devs");
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        lines.len(),
+        3,
+        "one manifest scope, then a mount's two scopes"
+    );
+    assert_eq!(lines[0]["scope"], "repository:apps/web:pull,push");
+    assert_eq!(lines[0]["granted"], serde_json::json!(["pull"]));
+    assert_eq!(lines[1]["granted"], serde_json::json!(["pull", "push"]));
+    assert_eq!(lines[2]["scope"], "repository:base/img:pull");
+    let (_, lines, _) = args("release");
+    assert_eq!(lines[0]["granted"], serde_json::json!(["pull", "push"]));
+    let (code, _, stderr) = eval(&[
+        module.to_str().expect("utf-8 path"),
+        "--request",
+        "PUT /v2/Bad/manifests/v1",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("invalid repository name \"Bad\""),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn eval_anonymous_with_an_empty_account() {
     let module = wasm("namespace_owner");
     let (code, lines, _) = eval(&[
