@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Runs the example setup without Docker: registry:2 (Debian's docker-registry, when installed)
-# with Portcullis as its token server. Creates what is missing on first start: the wasm
-# target, the policies, a signing key and an `admin` user with a random password.
+# Runs an example setup without Docker: registry:2 (Debian's docker-registry, when installed)
+# with Portcullis as its token server (default), or behind Portcullis in gateway mode
+# (`scripts/run.sh gateway`). Creates what is missing on first start: the wasm target, the
+# policies, a signing key and an `admin` user with a random password.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dir=examples/token-server
+mode=${1:-token-server}
+case "$mode" in
+  token-server | gateway) dir=examples/$mode ;;
+  *) echo "usage: scripts/run.sh [token-server|gateway]" >&2; exit 2 ;;
+esac
 
 rustup target add wasm32-unknown-unknown >/dev/null
 cargo policies
@@ -23,8 +28,11 @@ if command -v docker-registry >/dev/null; then
   docker-registry serve "$dir/registry.yml" > "$dir/registry.log" 2>&1 &
   registry=$!
   trap 'kill $registry 2>/dev/null' EXIT
-  echo "registry:2 on http://127.0.0.1:5000 (log: $dir/registry.log)"
+  echo "registry:2 started from $dir/registry.yml (log: $dir/registry.log)"
 else
   echo "docker-registry is not installed: start registry:2 yourself with $dir/registry.yml"
+fi
+if [ "$mode" = gateway ]; then
+  echo "clients use the gateway: skopeo login --tls-verify=false -u admin 127.0.0.1:5000"
 fi
 "$bin" serve --config "$dir/portcullis.toml"

@@ -26,7 +26,17 @@ const REMEMBERED_DECISIONS: usize = 16_384;
 /// so a decision started on this set finishes on it.
 pub struct PolicySet {
     policies: Vec<Arc<LoadedPolicy>>,
-    remembered: quick_cache::sync::Cache<Vec<u8>, Arc<[String]>>,
+    remembered: quick_cache::sync::Cache<Vec<u8>, Arc<Outcome>>,
+}
+
+/// What a caller needs of a verdict: the granted actions, and why anything asked was not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The actions every policy granted, in the order asked.
+    pub granted: Vec<String>,
+    /// The first policy that withheld an action, with its reason (`acl: acl rule 3`); fault
+    /// details stay in the log.
+    pub withheld_by: Option<String>,
 }
 
 impl Default for PolicySet {
@@ -42,6 +52,30 @@ pub struct Verdict {
     pub granted: Vec<String>,
     /// Each policy's own answer, in config order.
     pub answers: Vec<Answer>,
+}
+
+impl Verdict {
+    /// The granted actions and the first policy that withheld one asked for.
+    pub fn outcome(&self, asked: &[String]) -> Outcome {
+        let withheld_by = self
+            .answers
+            .iter()
+            .find_map(|answer| match &answer.outcome {
+                Err(_) => Some(format!("policy `{}` failed", answer.policy)),
+                Ok(decision) if asked.iter().any(|a| !decision.granted.contains(a)) => {
+                    Some(format!(
+                        "{}: {}",
+                        answer.policy,
+                        decision.reason.as_deref().unwrap_or("not granted")
+                    ))
+                }
+                Ok(_) => None,
+            });
+        Outcome {
+            granted: self.granted.clone(),
+            withheld_by,
+        }
+    }
 }
 
 /// One policy's answer to one request.
@@ -96,27 +130,27 @@ impl PolicySet {
         Verdict { granted, answers }
     }
 
-    /// The granted actions if this set answered the very same request before: the
-    /// microsecond path, tried before handing a decision to a blocking thread.
-    pub fn recall(&self, request: &Request) -> Option<Arc<[String]>> {
+    /// The outcome if this set answered the very same request before: the microsecond
+    /// path, tried before handing a decision to a blocking thread.
+    pub fn recall(&self, request: &Request) -> Option<Arc<Outcome>> {
         self.remembered.get(&memo_key(request)[..])
     }
 
-    /// The granted actions for a request, from memory when this set answered the very same
-    /// request before (policies see no clock and no I/O, so their answer cannot change).
-    /// Returns the verdict too when the policies were asked; one with a fault is not
-    /// remembered, so a policy that timed out once is asked again.
-    pub fn decide_remembered(&self, request: &Request) -> (Arc<[String]>, Option<Verdict>) {
+    /// The outcome of a request, from memory when this set answered the very same request
+    /// before (policies see no clock and no I/O, so their answer cannot change). Returns
+    /// the verdict too when the policies were asked; one with a fault is not remembered, so
+    /// a policy that timed out once is asked again.
+    pub fn decide_remembered(&self, request: &Request) -> (Arc<Outcome>, Option<Verdict>) {
         let key = memo_key(request);
-        if let Some(granted) = self.remembered.get(&key[..]) {
-            return (granted, None);
+        if let Some(outcome) = self.remembered.get(&key[..]) {
+            return (outcome, None);
         }
         let verdict = self.decide(request);
-        let granted: Arc<[String]> = verdict.granted.clone().into();
+        let outcome = Arc::new(verdict.outcome(&request.scope.actions));
         if verdict.answers.iter().all(|a| a.outcome.is_ok()) {
-            self.remembered.insert(key, granted.clone());
+            self.remembered.insert(key, outcome.clone());
         }
-        (granted, Some(verdict))
+        (outcome, Some(verdict))
     }
 }
 

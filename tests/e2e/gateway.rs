@@ -349,6 +349,14 @@ fn protected_tags_are_written_only_by_the_release_group() {
     let (status, _, body) = put("stable");
     assert_eq!(status, 403);
     assert_eq!(errors_code(&body), "DENIED");
+    // The user learns which policy said no, and why.
+    let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let message = json["errors"][0]["message"].as_str().unwrap_or_default();
+    assert_eq!(
+        message,
+        "access to repository:alice/app:pull,push is not granted (protected-tags: tag \"stable\" \
+         is protected: only members of [\"release\"] may push or delete it)"
+    );
     // Deleting a protected tag is guarded as well (the registry would refuse it anyway,
     // deletion is by digest; the policy answers first).
     let (status, _, _) = g.request(

@@ -4,7 +4,7 @@
 
 use super::credentials::{Credentials, client_ip, credentials};
 use super::{ApiError, App, Body, json};
-use crate::policy::{Account, Operation, Request as PolicyRequest, Scope};
+use crate::policy::{Account, Operation, Outcome, Request as PolicyRequest, Scope};
 use crate::proxy::{
     CatalogPage, CatalogQuery, Forwarded, Route, Target, UpstreamError, next_link, without_mount,
 };
@@ -57,9 +57,9 @@ pub(super) async fn handle(
     let caller = app.authenticate(request.headers(), client, &realm).await?;
     let mut query = None;
     for (i, (scope, operation)) in route.needs().into_iter().enumerate() {
-        if app.allowed(&caller, &scope, &operation, client).await {
+        let Err(why) = app.allowed(&caller, &scope, &operation, client).await else {
             continue;
-        }
+        };
         match &route.target {
             // The second scope of a mount is its source: without it, the registry is asked
             // for a plain upload, and the client uploads the blob it could not mount.
@@ -71,7 +71,7 @@ pub(super) async fn handle(
                     .filtered_catalog(&caller, client, request.uri().query())
                     .await;
             }
-            _ => return Err(denied(&caller, &scope, &realm, &app.issuer.service)),
+            _ => return Err(denied(&caller, &scope, why, &realm, &app.issuer.service)),
         }
     }
     if matches!(route.target, Target::Base) && matches!(caller.via, Via::Anonymous) {
@@ -114,20 +114,34 @@ fn scope_text(scope: &Scope) -> String {
 }
 
 /// A refusal the caller can act on: a token holder gets `insufficient_scope`, an anonymous
-/// caller a challenge to log in, a Basic caller (already logged in) a 403.
-fn denied(caller: &Caller, scope: &Scope, realm: &str, service: &str) -> ApiError {
-    let text = scope_text(scope);
+/// caller a challenge to log in, a Basic caller (already logged in) a 403. Authenticated
+/// callers are told which policy said no, and why.
+fn denied(caller: &Caller, scope: &Scope, why: Denial, realm: &str, service: &str) -> ApiError {
+    let mut message = format!("access to {} is not granted", scope_text(scope));
+    match why {
+        Denial::Token => message.push_str(" by the token"),
+        Denial::Policy(Some(reason)) => message.push_str(&format!(" ({reason})")),
+        Denial::Policy(None) => {}
+    }
     match caller.via {
         Via::Bearer(_) => challenge(
             realm,
             service,
             Some(scope),
             Some("insufficient_scope"),
-            &format!("access to {text} is not granted"),
+            &message,
         ),
         Via::Anonymous => challenge(realm, service, Some(scope), None, "authentication required"),
-        Via::Basic => ApiError::Denied(format!("{:?} may not {text}", caller.account.name)),
+        Via::Basic => ApiError::Denied(message),
     }
+}
+
+/// Why a scope was refused.
+enum Denial {
+    /// The caller's Bearer token does not hold it: get a new token for this scope.
+    Token,
+    /// The policies withheld it; the first policy that did, with its reason.
+    Policy(Option<String>),
 }
 
 impl App {
@@ -270,7 +284,7 @@ impl App {
         Ok(verified)
     }
 
-    /// True when the caller may do every action of `scope`: the token (if any) must grant
+    /// Whether the caller may do every action of `scope`: the token (if any) must grant
     /// them, and so must the policies, asked with the operation.
     async fn allowed(
         self: &Arc<Self>,
@@ -278,14 +292,14 @@ impl App {
         scope: &Scope,
         operation: &Operation,
         client: IpAddr,
-    ) -> bool {
+    ) -> Result<(), Denial> {
         if let Via::Bearer(token) = &caller.via
             && !scope
                 .actions
                 .iter()
                 .all(|action| token.allows(&scope.type_, &scope.name, action))
         {
-            return false;
+            return Err(Denial::Token);
         }
         let request = PolicyRequest {
             account: caller.account.clone(),
@@ -294,28 +308,36 @@ impl App {
             client_ip: Some(client.to_string()),
             operation: Some(operation.clone()),
         };
-        let granted = self.granted(request).await;
-        scope.actions.iter().all(|a| granted.contains(a))
+        let outcome = self.decide(request).await;
+        if scope.actions.iter().all(|a| outcome.granted.contains(a)) {
+            Ok(())
+        } else {
+            Err(Denial::Policy(outcome.withheld_by.clone()))
+        }
     }
 
     /// The policies' answer, from memory when possible, else off the async workers.
-    async fn granted(self: &Arc<Self>, request: PolicyRequest) -> Arc<[String]> {
+    async fn decide(self: &Arc<Self>, request: PolicyRequest) -> Arc<Outcome> {
         let policies = self.policies.current();
-        if let Some(granted) = policies.recall(&request) {
-            return granted;
+        if let Some(outcome) = policies.recall(&request) {
+            return outcome;
         }
         let decided = tokio::task::spawn_blocking(move || {
-            let (granted, verdict) = policies.decide_remembered(&request);
+            let (outcome, verdict) = policies.decide_remembered(&request);
             for answer in verdict.iter().flat_map(|v| &v.answers) {
                 if let Err(fault) = &answer.outcome {
                     tracing::warn!(policy = %answer.policy, %fault, scope = %scope_text(&request.scope), "policy fault: denied");
                 }
             }
-            granted
+            outcome
         })
         .await;
-        // A decision task that died grants nothing.
-        decided.unwrap_or_else(|_| Arc::from(Vec::new()))
+        decided.unwrap_or_else(|e| {
+            Arc::new(Outcome {
+                granted: Vec::new(),
+                withheld_by: Some(format!("the decision failed: {e}")),
+            })
+        })
     }
 
     /// The registry's listing, keeping the repositories the caller may pull.
@@ -404,8 +426,11 @@ impl App {
             client_ip: Some(client.to_string()),
             operation: Some(operation.clone()),
         };
-        let granted = self.granted(request).await;
-        granted.iter().any(|a| a == "pull")
+        self.decide(request)
+            .await
+            .granted
+            .iter()
+            .any(|a| a == "pull")
     }
 }
 

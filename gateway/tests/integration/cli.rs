@@ -246,6 +246,25 @@ fn the_example_config_is_valid() {
 }
 
 #[test]
+fn the_gateway_example_loads_its_policies() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/gateway/portcullis.toml");
+    let config = portcullis::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.upstream.as_ref().map(|u| u.url.as_str()),
+        Some("http://127.0.0.1:5002")
+    );
+    let names: Vec<&str> = config.policies.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["acl", "protected-tags"]);
+    for spec in config.policy_specs() {
+        let source = spec.read().unwrap_or_else(|e| panic!("{e}"));
+        crate::util::host()
+            .load(&spec, source)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[test]
 fn check_refuses_what_this_version_cannot_serve_and_unusable_upstreams() {
     for (extra, expected) in [
         (
