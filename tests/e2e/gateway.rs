@@ -477,3 +477,42 @@ fn an_unreachable_registry_is_a_503_until_it_comes_back() {
     let (status, _, _) = g.request("GET", "/v2/alice/app/tags/list", &basic_auth("alice"), b"");
     assert_eq!(status, 200, "the gateway recovers by itself");
 }
+
+#[test]
+fn an_https_registry_is_reached_with_its_own_ca() {
+    require("docker-registry");
+    require("skopeo");
+    let setup = Setup::gateway_https(ACL, USERS);
+    let _registry = setup.start_plain_registry();
+    let gateway = setup.start_gateway();
+    let home = tempfile::tempdir().expect("tempdir");
+    let image = home.path().join("image");
+    oci_image(&image, b"over tls");
+    let src = format!("oci:{}:latest", image.display());
+    let dest = format!("docker://127.0.0.1:{}/alice/tls:latest", gateway.port);
+    let (ok, err) = skopeo(
+        home.path(),
+        &[
+            "copy",
+            "--retry-times",
+            "0",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            "alice:alice-pw",
+            &src,
+            &dest,
+        ],
+    );
+    assert!(ok, "push through the gateway to an https registry: {err}");
+    // The registry really is https only: plain http to it fails.
+    let plain =
+        std::net::TcpStream::connect(("127.0.0.1", setup.registry_port)).and_then(|mut s| {
+            use std::io::{Read, Write};
+            s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+            let mut out = Vec::new();
+            s.read_to_end(&mut out)?;
+            Ok(out)
+        });
+    let answer = String::from_utf8_lossy(&plain.unwrap_or_default()).into_owned();
+    assert!(answer.starts_with("HTTP/1.0 400"), "{answer}");
+}

@@ -125,6 +125,21 @@ impl Setup {
         })
     }
 
+    /// Gateway mode with the registry serving https, its certificate (for 127.0.0.1) made
+    /// here and trusted through `[upstream] ca`.
+    pub fn gateway_https(acl_settings: &str, users: &[(&str, &str)]) -> Setup {
+        let setup = Setup::build(acl_settings, users, |registry_port| {
+            format!(
+                "\n[upstream]\nurl = \"https://127.0.0.1:{registry_port}\"\nca = \"registry.crt\"\n"
+            )
+        });
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
+            .expect("a certificate");
+        std::fs::write(setup.path("registry.crt"), cert.cert.pem()).expect("cert");
+        std::fs::write(setup.path("registry.key"), cert.signing_key.serialize_pem()).expect("key");
+        setup
+    }
+
     fn build(
         acl_settings: &str,
         users: &[(&str, &str)],
@@ -249,18 +264,27 @@ settings_file = "acl.json"
     }
 
     /// Starts docker-registry with no auth at all, reachable (in a real deployment) only
-    /// through the gateway.
+    /// through the gateway; over https when the setup made a certificate for it.
     pub fn start_plain_registry(&self) -> Running {
         self.run_registry("")
     }
 
     fn run_registry(&self, auth: &str) -> Running {
         let port = self.registry_port;
+        let tls = if self.path("registry.crt").exists() {
+            format!(
+                ", tls: {{certificate: {}, key: {}}}",
+                self.path("registry.crt").display(),
+                self.path("registry.key").display()
+            )
+        } else {
+            String::new()
+        };
         let config = format!(
             "version: 0.1
 log: {{level: warn, accesslog: {{disabled: true}}}}
 storage: {{filesystem: {{rootdirectory: {data}}}, delete: {{enabled: true}}}}
-http: {{addr: 127.0.0.1:{port}, secret: e2e-secret}}
+http: {{addr: 127.0.0.1:{port}, secret: e2e-secret{tls}}}
 {auth}",
             data = self.path("data").display(),
         );
