@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Gateway mode beside the registry it fronts, in one run on loopback: manifest GETs and blob
-# pulls straight to registry:2 (Debian's docker-registry, no auth: the ceiling), through
-# Portcullis with Basic and with Bearer credentials, and through the seeds' nginx auth_basic
-# recipe; every user is bcrypt cost 10. Prints a markdown table (and appends it to
+# pulls straight to registry:2 (Debian's docker-registry, no auth: the ceiling), through a
+# bare TCP relay (the best any byte-copying proxy can do), through Portcullis with Basic and
+# with Bearer credentials, and through the seeds' nginx auth_basic recipe; every user is
+# bcrypt cost 10. Prints a markdown table (and appends it to
 # docs/benchmarks.md with --record).
-# usage: bench/gateway.sh [--record|--hold]    env: SECONDS_PER_RUN (10), BIG_MB (256), CONNS (16)
+# usage: bench/gateway.sh [--record|--hold]
+#   env: ROUNDS (3), SECONDS_PER_RUN (10), BIG_MB (256), CONNS (16)
 # --hold starts everything, prints the endpoints and waits (for profiling by hand).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,12 +15,13 @@ work=${BENCH_DIR:-/tmp/portcullis-bench}
 secs=${SECONDS_PER_RUN:-10}
 big_mb=${BIG_MB:-256}
 conns=${CONNS:-16}
+rounds=${ROUNDS:-3}
 
 need=()
-for tool in docker-registry wrk nginx htpasswd curl; do command -v "$tool" >/dev/null || need+=("$tool"); done
+for tool in docker-registry wrk nginx htpasswd curl socat; do command -v "$tool" >/dev/null || need+=("$tool"); done
 if [ ${#need[@]} -gt 0 ]; then
-  command -v apt-get >/dev/null || { echo "missing: ${need[*]}; install docker-registry wrk nginx apache2-utils curl" >&2; exit 1; }
-  apt-get update -qq && apt-get install -y -qq docker-registry wrk nginx apache2-utils curl >/dev/null
+  command -v apt-get >/dev/null || { echo "missing: ${need[*]}; install docker-registry wrk nginx apache2-utils curl socat" >&2; exit 1; }
+  apt-get update -qq && apt-get install -y -qq docker-registry wrk nginx apache2-utils curl socat >/dev/null
 fi
 rustup target add wasm32-unknown-unknown >/dev/null
 cargo policies -q
@@ -35,7 +38,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_port() { for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; echo "nothing listens on $1" >&2; exit 1; }
 
 rm -rf "$work"; mkdir -p "$work/data" "$work/nginx" "$work/policies"
-reg=$(free_port); gw=$(free_port); ngx=$(free_port)
+reg=$(free_port); gw=$(free_port); ngx=$(free_port); relay=$(free_port)
 htpasswd -Bbn -C 10 alice secret > "$work/htpasswd"
 
 cat > "$work/registry.yml" <<YML
@@ -78,7 +81,9 @@ http { access_log off; client_body_temp_path $work/nginx; proxy_temp_path $work/
       proxy_set_header Host \$http_host; proxy_buffering off; proxy_request_buffering off; } } }
 NG
 nginx -c "$work/nginx/nginx.conf"
-wait_port "$reg"; wait_port "$gw"; wait_port "$ngx"
+# A plain TCP relay: no HTTP, no auth; what any proxy that copies bytes can reach at best.
+socat -b 1048576 "TCP-LISTEN:$relay,fork,reuseaddr" "TCP:127.0.0.1:$reg" & pids+=($!)
+wait_port "$reg"; wait_port "$gw"; wait_port "$ngx"; wait_port "$relay"
 
 # One image straight into the registry: a 1 KiB config and a BIG_MB random layer.
 upload() { # repo file -> digest
@@ -105,6 +110,7 @@ bearer="Bearer $token"
 
 # name port auth
 setups=("registry:2, no auth (ceiling)|$reg|"
+        "socat TCP relay, 1 MiB buffers, no auth|$relay|"
         "Portcullis gateway, Basic|$gw|$basic"
         "Portcullis gateway, Bearer|$gw|$bearer"
         "nginx auth_basic recipe|$ngx|$basic")
@@ -138,23 +144,41 @@ if [ "${1:-}" = --hold ]; then
   wait "$gateway_pid"
 fi
 
-table="| setup | manifest GETs/s | p50 | p99 | ratio | CPU µs/GET registry + gateway | ${big_mb} MiB blob pull MB/s | ratio |
+# Rounds interleave the setups, so that drift on a shared machine hits them all alike; each
+# figure is the median over the rounds, each ratio the median of the per-round ratios.
+ms() { awk '{v = $1; if (v ~ /us$/) v = v / 1000; else if (v ~ /ms$/) v = v + 0; else if (v ~ /s$/) v = v * 1000; printf "%.1f", v}' <<<"$1"; }
+median() { sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+for round in $(seq "$rounds"); do
+  for i in "${!setups[@]}"; do
+    IFS='|' read -r name port auth <<<"${setups[$i]}"
+    read -r rate p50 p99 reg_us gw_us <<<"$(manifests "$port" "$auth")"
+    [ "$port" = "$gw" ] || gw_us=0
+    echo "$rate $(ms "$p50") $(ms "$p99") $reg_us $gw_us $(blob "$port" "$auth")" >> "$work/round.$round.$i"
+  done
+done
+column() { # setup column -> median over rounds
+  for round in $(seq "$rounds"); do awk -v c="$2" '{print $c}' "$work/round.$round.$1"; done | median
+}
+ratio() { # setup column -> median over rounds of setup/ceiling
+  for round in $(seq "$rounds"); do
+    paste "$work/round.$round.$1" "$work/round.$round.0" | awk -v c="$2" '{printf "%.4f\n", $c / $(c + 6)}'
+  done | median
+}
+int() { awk '{printf "%.0f", $1}'; }
+times() { awk '{printf "%.2fx", $1}'; }
+table="| setup | manifest GETs/s | p50 ms | p99 ms | ratio | CPU µs/GET registry + gateway | ${big_mb} MiB blob pull MB/s | ratio |
 |---|---|---|---|---|---|---|---|"
-base_rate=; base_blob=
-for setup in "${setups[@]}"; do
-  IFS='|' read -r name port auth <<<"$setup"
-  read -r rate p50 p99 reg_us gw_us <<<"$(manifests "$port" "$auth")"
-  [ "$port" = "$gw" ] || gw_us=0
-  mbs=$(blob "$port" "$auth")
-  base_rate=${base_rate:-$rate}; base_blob=${base_blob:-$mbs}
+for i in "${!setups[@]}"; do
+  name=${setups[$i]%%|*}
   table+="
-| $name | ${rate%.*} | $p50 | $p99 | $(awk -v a="$rate" -v b="$base_rate" 'BEGIN {printf "%.2fx", a / b}') | $reg_us + $gw_us | $mbs | $(awk -v a="$mbs" -v b="$base_blob" 'BEGIN {printf "%.2fx", a / b}') |"
+| $name | $(column "$i" 1 | int) | $(column "$i" 2) | $(column "$i" 3) | $(ratio "$i" 1 | times) | $(column "$i" 4 | int) + $(column "$i" 5 | int) | $(column "$i" 6 | int) | $(ratio "$i" 6 | times) |"
 done
 
 machine="$(nproc) cores, $(awk '/model name/ {$1=$2=$3=""; print; exit}' /proc/cpuinfo | sed 's/^ *//'), $(date -u +%Y-%m-%d)"
 report="### Gateway mode beside the registry ($machine)
 
-wrk -t1 -c$conns -d${secs}s, manifest GET of a tagged OCI manifest; blob: median of 3 curl pulls.
+$rounds rounds; in each, every setup gets wrk -t1 -c$conns -d${secs}s of manifest GETs (a
+tagged OCI manifest) and 3 curl pulls of the blob (their median).
 All servers, wrk and curl share the same cores. CPU per GET: user+system time of each process
 over the run divided by the requests (nginx's own CPU is not counted).
 

@@ -516,3 +516,44 @@ fn an_https_registry_is_reached_with_its_own_ca() {
     let answer = String::from_utf8_lossy(&plain.unwrap_or_default()).into_owned();
     assert!(answer.starts_with("HTTP/1.0 400"), "{answer}");
 }
+
+#[test]
+fn a_removed_user_is_refused_at_once_even_with_a_live_token() {
+    let g = Gateway::start();
+    assert!(g.push("alice:alice-pw", "alice/app:latest").0);
+    let token_head = format!(
+        "GET /token?service={SERVICE}&scope=repository:alice/app:pull HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+        basic_auth("alice")
+    );
+    let (_, _, body) = http(g.gateway.port, &token_head, b"");
+    let token: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let bearer = format!("Bearer {}", token["token"].as_str().expect("token"));
+    assert_eq!(
+        g.request("GET", "/v2/alice/app/tags/list", &bearer, b"").0,
+        200
+    );
+
+    let htpasswd = g.setup.path("htpasswd");
+    let kept: String = std::fs::read_to_string(&htpasswd)
+        .expect("htpasswd")
+        .lines()
+        .filter(|l| !l.starts_with("alice:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let tmp = g.setup.path("htpasswd.new");
+    std::fs::write(&tmp, kept).expect("write");
+    std::fs::rename(&tmp, &htpasswd).expect("rename");
+    let refused = (0..50).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        g.request("GET", "/v2/alice/app/tags/list", &bearer, b"").0 == 401
+    });
+    assert!(refused, "the token of a removed user kept working");
+    let (status, head, _) = g.request("GET", "/v2/alice/app/tags/list", &bearer, b"");
+    assert_eq!(status, 401);
+    assert!(
+        header(&head, "www-authenticate").is_some_and(|c| c.ends_with("error=\"invalid_token\"")),
+        "{head}"
+    );
+    let (status, _, _) = g.request("GET", "/v2/alice/app/tags/list", &basic_auth("alice"), b"");
+    assert_eq!(status, 401, "her password is gone too");
+}

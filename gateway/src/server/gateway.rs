@@ -278,7 +278,12 @@ impl App {
         if verified.expires_at <= SystemTime::now() {
             return Err("the token has expired".into());
         }
-        if !verified.subject.is_empty() && !self.users.load().contains(&verified.subject) {
+        if verified.subject.is_empty() {
+            // Anonymous access may have been switched off since the token was issued.
+            if !self.config.identity.anonymous {
+                return Err("anonymous access is disabled".into());
+            }
+        } else if !self.users.load().contains(&verified.subject) {
             return Err(format!("account {:?} no longer exists", verified.subject));
         }
         Ok(verified)
