@@ -126,6 +126,18 @@ impl Gateway {
         http(self.gateway.port, &head, body)
     }
 
+    /// `Bearer <token>` for `user` from the gateway's own token endpoint.
+    fn bearer(&self, user: &str, scope: &str) -> String {
+        let head = format!(
+            "GET /token?service={SERVICE}&scope={scope} HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+            basic_auth(user)
+        );
+        let (status, _, body) = http(self.gateway.port, &head, b"");
+        assert_eq!(status, 200);
+        let token: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        format!("Bearer {}", token["token"].as_str().expect("a token"))
+    }
+
     fn registry_port(&self) -> u16 {
         self.setup.registry_port
     }
@@ -412,14 +424,7 @@ fn plain_http_clients_get_challenges_tokens_work_and_errors_look_like_the_regist
     );
 
     // Bearer: a token from the gateway's own realm, then insufficient_scope beyond it.
-    let token_head = format!(
-        "GET /token?service={SERVICE}&scope=repository:alice/app:pull HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
-        basic_auth("alice")
-    );
-    let (status, _, body) = http(g.gateway.port, &token_head, b"");
-    assert_eq!(status, 200);
-    let token: serde_json::Value = serde_json::from_slice(&body).expect("json");
-    let bearer = format!("Bearer {}", token["token"].as_str().expect("token"));
+    let bearer = g.bearer("alice", "repository:alice/app:pull");
     let (status, _, body) = g.request("GET", "/v2/alice/app/tags/list", &bearer, b"");
     assert_eq!(status, 200);
     let tags: serde_json::Value = serde_json::from_slice(&body).expect("json");
@@ -521,28 +526,13 @@ fn an_https_registry_is_reached_with_its_own_ca() {
 fn a_removed_user_is_refused_at_once_even_with_a_live_token() {
     let g = Gateway::start();
     assert!(g.push("alice:alice-pw", "alice/app:latest").0);
-    let token_head = format!(
-        "GET /token?service={SERVICE}&scope=repository:alice/app:pull HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
-        basic_auth("alice")
-    );
-    let (_, _, body) = http(g.gateway.port, &token_head, b"");
-    let token: serde_json::Value = serde_json::from_slice(&body).expect("json");
-    let bearer = format!("Bearer {}", token["token"].as_str().expect("token"));
+    let bearer = g.bearer("alice", "repository:alice/app:pull");
     assert_eq!(
         g.request("GET", "/v2/alice/app/tags/list", &bearer, b"").0,
         200
     );
 
-    let htpasswd = g.setup.path("htpasswd");
-    let kept: String = std::fs::read_to_string(&htpasswd)
-        .expect("htpasswd")
-        .lines()
-        .filter(|l| !l.starts_with("alice:"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let tmp = g.setup.path("htpasswd.new");
-    std::fs::write(&tmp, kept).expect("write");
-    std::fs::rename(&tmp, &htpasswd).expect("rename");
+    g.setup.remove_user("alice");
     let refused = (0..50).any(|_| {
         std::thread::sleep(std::time::Duration::from_millis(50));
         g.request("GET", "/v2/alice/app/tags/list", &bearer, b"").0 == 401

@@ -222,6 +222,21 @@ settings_file = "acl.json"
         self.dir.path().join(name)
     }
 
+    /// Removes a user from the htpasswd, atomically as an admin's tooling would.
+    pub fn remove_user(&self, user: &str) {
+        let htpasswd = self.path("htpasswd");
+        let prefix = format!("{user}:");
+        let kept: String = std::fs::read_to_string(&htpasswd)
+            .expect("read the htpasswd")
+            .lines()
+            .filter(|l| !l.starts_with(&prefix))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let tmp = self.path("htpasswd.new");
+        std::fs::write(&tmp, kept).expect("write");
+        std::fs::rename(&tmp, &htpasswd).expect("rename");
+    }
+
     /// Starts `portcullis serve` and waits for its "listening" line.
     pub fn start_gateway(&self) -> Running {
         let mut child = Command::new(portcullis_bin())
