@@ -1,7 +1,7 @@
 //! The `protected-tags` policy: release tags (`v*`, `latest`, ...) that only some groups may
 //! push or delete. It needs the operation the gateway sees, so it protects tags in gateway
 //! mode; everything else (pulls, pushes by digest or of other tags) it grants, leaving those
-//! to the policies it is stacked with.
+//! to the policies it is stacked with. A delete by digest names no tag and is not guarded.
 
 use portcullis_policy::{Decision, Kind, Policy, Reference, Request, export_policy};
 use regex_lite::Regex;
