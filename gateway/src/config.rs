@@ -27,6 +27,31 @@ pub struct Config {
     /// The policies; every one must grant an action for it to be granted.
     #[serde(rename = "policy", default)]
     pub policies: Vec<Policy>,
+    /// Logs and the decision log.
+    #[serde(default)]
+    pub log: Log,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    /// How the process log (standard error) is written.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// The decision log: a file appended to, or `stdout`; none when absent.
+    pub decisions: Option<PathBuf>,
+}
+
+/// `[log] format`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 /// `[server]`
@@ -263,6 +288,11 @@ impl Config {
         resolve(&mut self.token.certificate);
         if let Some(upstream) = &mut self.upstream {
             upstream.ca.iter_mut().for_each(resolve);
+        }
+        if let Some(decisions) = &mut self.log.decisions
+            && decisions != Path::new("stdout")
+        {
+            resolve(decisions);
         }
         let identity = &mut self.identity;
         identity

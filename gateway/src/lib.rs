@@ -4,7 +4,9 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod decision_log;
 pub mod identity;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod scope;

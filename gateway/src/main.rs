@@ -1,7 +1,7 @@
 //! The `portcullis` command line: parses arguments, builds the pieces, runs them.
 
 use clap::{Args, Parser, Subcommand};
-use portcullis::config::Config;
+use portcullis::config::{Config, LogFormat};
 use portcullis::policy::{
     Account, Host, Limits, Operation, PolicySpec, Request, Scope as PolicyScope, SettingsSource,
 };
@@ -106,14 +106,10 @@ struct EvalArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,notify=error")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        init_logging(LogFormat::Text);
+    }
     let result = match cli.command {
         Command::Serve { config } => serve(&config),
         Command::Check { config } => check(&config),
@@ -130,8 +126,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// The process log on standard error, filtered by `RUST_LOG` (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,notify=error"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
 fn serve(path: &Path) -> Result<ExitCode, String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
+    init_logging(config.log.format);
     let listen = config.server.listen;
     let app = Arc::new(App::new(config).map_err(|e| e.to_string())?);
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -29,14 +29,53 @@ pub struct PolicySet {
     remembered: quick_cache::sync::Cache<Vec<u8>, Arc<Outcome>>,
 }
 
-/// What a caller needs of a verdict: the granted actions, and why anything asked was not.
+/// A verdict as callers keep it (remembered, logged, counted): the granted actions and what
+/// each policy said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     /// The actions every policy granted, in the order asked.
     pub granted: Vec<String>,
-    /// The first policy that withheld an action, with its reason (`acl: acl rule 3`); fault
-    /// details stay in the log.
-    pub withheld_by: Option<String>,
+    /// Each policy's part, in config order.
+    pub answers: Vec<Said>,
+}
+
+/// One policy's part in an [`Outcome`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Said {
+    /// The policy's configured name.
+    pub policy: String,
+    /// The digest of the module that answered.
+    pub digest: String,
+    /// What it granted (nothing on a fault).
+    pub granted: Vec<String>,
+    /// Its reason, if it gave one.
+    pub reason: Option<String>,
+    /// The kind (`deadline`, `trap`, ...) and description of its fault, if it failed.
+    pub fault: Option<(&'static str, String)>,
+}
+
+impl Outcome {
+    /// The first policy that withheld an action of `asked`, with its reason
+    /// (`acl: acl rule 3`); fault details stay in the log.
+    pub fn withheld_by(&self, asked: &[String]) -> Option<String> {
+        if self.answers.is_empty() {
+            return Some("no policy answered".into());
+        }
+        self.answers.iter().find_map(|said| match &said.fault {
+            Some(_) => Some(format!("policy `{}` failed", said.policy)),
+            None if asked.iter().any(|a| !said.granted.contains(a)) => Some(format!(
+                "{}: {}",
+                said.policy,
+                said.reason.as_deref().unwrap_or("not granted")
+            )),
+            None => None,
+        })
+    }
+
+    /// True when a policy failed (such an outcome is never remembered).
+    pub fn faulted(&self) -> bool {
+        self.answers.iter().any(|said| said.fault.is_some())
+    }
 }
 
 impl Default for PolicySet {
@@ -55,25 +94,28 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    /// The granted actions and the first policy that withheld one asked for.
-    pub fn outcome(&self, asked: &[String]) -> Outcome {
-        let withheld_by = self
+    /// The verdict as callers keep it.
+    pub fn outcome(&self) -> Outcome {
+        let answers = self
             .answers
             .iter()
-            .find_map(|answer| match &answer.outcome {
-                Err(_) => Some(format!("policy `{}` failed", answer.policy)),
-                Ok(decision) if asked.iter().any(|a| !decision.granted.contains(a)) => {
-                    Some(format!(
-                        "{}: {}",
-                        answer.policy,
-                        decision.reason.as_deref().unwrap_or("not granted")
-                    ))
+            .map(|answer| {
+                let (granted, reason, fault) = match &answer.outcome {
+                    Ok(decision) => (decision.granted.clone(), decision.reason.clone(), None),
+                    Err(fault) => (Vec::new(), None, Some((fault.kind(), fault.to_string()))),
+                };
+                Said {
+                    policy: answer.policy.clone(),
+                    digest: answer.digest.clone(),
+                    granted,
+                    reason,
+                    fault,
                 }
-                Ok(_) => None,
-            });
+            })
+            .collect();
         Outcome {
             granted: self.granted.clone(),
-            withheld_by,
+            answers,
         }
     }
 }
@@ -137,20 +179,19 @@ impl PolicySet {
     }
 
     /// The outcome of a request, from memory when this set answered the very same request
-    /// before (policies see no clock and no I/O, so their answer cannot change). Returns
-    /// the verdict too when the policies were asked; one with a fault is not remembered, so
-    /// a policy that timed out once is asked again.
-    pub fn decide_remembered(&self, request: &Request) -> (Arc<Outcome>, Option<Verdict>) {
+    /// before (policies see no clock and no I/O, so their answer cannot change), and whether
+    /// it came from memory. An outcome with a fault is not remembered, so a policy that timed
+    /// out once is asked again.
+    pub fn decide_remembered(&self, request: &Request) -> (Arc<Outcome>, bool) {
         let key = memo_key(request);
         if let Some(outcome) = self.remembered.get(&key[..]) {
-            return (outcome, None);
+            return (outcome, true);
         }
-        let verdict = self.decide(request);
-        let outcome = Arc::new(verdict.outcome(&request.scope.actions));
-        if verdict.answers.iter().all(|a| a.outcome.is_ok()) {
+        let outcome = Arc::new(self.decide(request).outcome());
+        if !outcome.faulted() {
             self.remembered.insert(key, outcome.clone());
         }
-        (outcome, Some(verdict))
+        (outcome, false)
     }
 }
 
@@ -178,7 +219,7 @@ fn memo_key(request: &Request) -> Vec<u8> {
         None => put("\0none"),
         Some(op) => {
             put(&op.method);
-            put(&format!("{:?}", op.kind));
+            put(op.kind.name());
             match &op.reference {
                 None => put("\0none"),
                 Some(Reference::Tag(tag)) => {
@@ -206,6 +247,21 @@ impl Request {
             service: service.to_string(),
             client_ip: None,
             operation: None,
+        }
+    }
+}
+
+impl Kind {
+    /// The lowercase name, as logs and the WIT spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Base => "base",
+            Kind::Manifest => "manifest",
+            Kind::Blob => "blob",
+            Kind::Upload => "upload",
+            Kind::Tags => "tags",
+            Kind::Catalog => "catalog",
+            Kind::Referrers => "referrers",
         }
     }
 }

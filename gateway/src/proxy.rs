@@ -37,6 +37,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// verifies a pushed layer's digest before answering the final PUT).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(300);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Readiness probes answer quickly or not at all.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Catalog pages are a few hundred KiB at most.
 const MAX_JSON_BYTES: usize = 16 << 20;
 
@@ -103,6 +105,17 @@ pub enum UpstreamError {
         /// What went wrong.
         reason: String,
     },
+}
+
+impl UpstreamError {
+    /// `unavailable`, `timeout` or `failed`, for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Unavailable { .. } => "unavailable",
+            UpstreamError::Timeout { .. } => "timeout",
+            UpstreamError::Failed { .. } => "failed",
+        }
+    }
 }
 
 /// The registry behind the gateway, with a pool of kept-alive connections.
@@ -237,6 +250,35 @@ impl Upstream {
         let json =
             serde_json::from_slice(&bytes).map_err(|e| self.failed(format!("not JSON: {e}")))?;
         Ok((json, link))
+    }
+
+    /// Asks the registry's `/v2/` and accepts any HTTP answer (200, or 401 from a registry
+    /// with auth of its own): it is up and speaking HTTP.
+    pub async fn probe(&self) -> Result<(), UpstreamError> {
+        let uri = self.uri("/v2/", None)?;
+        let request = Request::get(uri)
+            .body(
+                Empty::<Bytes>::new()
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+            .map_err(|e| self.failed(e))?;
+        let (sent, answered) = oneshot::channel();
+        drop(sent);
+        let answer = tokio::time::timeout(PROBE_TIMEOUT, self.send(request, answered)).await;
+        match answer {
+            Ok(Ok(response)) => {
+                // Read the small body so the connection goes back to the pool.
+                let _ = Limited::new(response.into_body(), MAX_JSON_BYTES)
+                    .collect()
+                    .await;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(UpstreamError::Timeout {
+                origin: self.origin.clone(),
+            }),
+        }
     }
 
     fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, UpstreamError> {

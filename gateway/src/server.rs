@@ -6,8 +6,10 @@ mod gateway;
 mod token_endpoint;
 
 use crate::config::Config;
+use crate::decision_log::{DecisionLog, Source};
 use crate::identity::{CredentialCache, Groups, Htpasswd, Throttle};
-use crate::policy::{Host, Policies};
+use crate::metrics::Metrics;
+use crate::policy::{Host, Outcome, Policies, Request as PolicyRequest};
 use crate::proxy::{Body, RouteError, Upstream, UpstreamError};
 use crate::token::{Issuer, SigningKey, Verified};
 use crate::watch::FileWatcher;
@@ -19,7 +21,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
 
@@ -34,6 +36,8 @@ pub struct App {
     throttle: Throttle,
     policies: Arc<Policies>,
     upstream: Option<Upstream>,
+    metrics: Metrics,
+    decisions: DecisionLog,
     reload_lock: Mutex<()>,
 }
 
@@ -103,6 +107,15 @@ impl App {
             Some(upstream) => Some(Upstream::new(upstream).map_err(|e| fail(&e))?),
             None => None,
         };
+        let decisions = match &config.log.decisions {
+            Some(path) => DecisionLog::open(path).map_err(|e| {
+                fail(&format!(
+                    "[log] decisions: cannot open {}: {e}",
+                    path.display()
+                ))
+            })?,
+            None => DecisionLog::disabled(),
+        };
         let token = &config.token;
         let issuer = Issuer::new(
             &token.issuer,
@@ -119,6 +132,8 @@ impl App {
             throttle: Throttle::default(),
             policies: Arc::new(policies),
             upstream,
+            metrics: Metrics::default(),
+            decisions,
             reload_lock: Mutex::new(()),
             config,
         })
@@ -131,6 +146,7 @@ impl App {
             .reload_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        let mut ok = true;
         let identity = &self.config.identity;
         if let Some(path) = &identity.htpasswd {
             match Htpasswd::load(path) {
@@ -140,6 +156,7 @@ impl App {
                     self.cache.clear();
                 }
                 Err(e) => {
+                    ok = false;
                     tracing::warn!(error = %e, "htpasswd reload failed; keeping the last good version")
                 }
             }
@@ -148,6 +165,7 @@ impl App {
             match Groups::load(path) {
                 Ok(groups) => self.groups.store(Arc::new(groups)),
                 Err(e) => {
+                    ok = false;
                     tracing::warn!(error = %e, "groups reload failed; keeping the last good version")
                 }
             }
@@ -166,14 +184,49 @@ impl App {
                 }
             }
             Err(e) => {
+                ok = false;
                 tracing::warn!(error = %e, "signing key reload failed; keeping the last good key")
             }
         }
+        self.metrics.reload("identity", ok);
     }
 
     /// Each policy's serving version and last reload error.
     pub fn policy_status(&self) -> Vec<crate::policy::PolicyStatus> {
         self.policies.status()
+    }
+
+    /// Counts a decision per policy, logs its faults, and writes it to the decision log.
+    fn observe(
+        &self,
+        source: Source,
+        request: &PolicyRequest,
+        outcome: &Outcome,
+        remembered: bool,
+        took: Duration,
+    ) {
+        let asked = &request.scope.actions;
+        for said in &outcome.answers {
+            let result = match &said.fault {
+                Some(_) => "fault",
+                None if asked.iter().all(|a| said.granted.contains(a)) => "granted",
+                None => "denied",
+            };
+            self.metrics.decision(
+                &said.policy,
+                result,
+                said.fault.as_ref().map(|(kind, _)| *kind),
+            );
+            if let (Some((_, fault)), false) = (&said.fault, remembered) {
+                tracing::warn!(policy = %said.policy, %fault, scope = %request.scope.name, "policy fault: denied");
+            }
+        }
+        if !self
+            .decisions
+            .record(source, request, outcome, remembered, took)
+        {
+            self.metrics.decision_log_dropped();
+        }
     }
 
     /// Watches policies and every other file the config names.
@@ -192,7 +245,13 @@ impl App {
                 app.reload_files();
             }
         })?;
-        Ok(vec![files_watcher, self.policies.watch()?])
+        let app = Arc::downgrade(self);
+        let policies_watcher = self.policies.watch(move |failures| {
+            if let Some(app) = app.upgrade() {
+                app.metrics.reload("policies", failures.is_empty());
+            }
+        })?;
+        Ok(vec![files_watcher, policies_watcher])
     }
 
     /// Routes one request.
@@ -201,31 +260,109 @@ impl App {
         request: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<Body> {
+        let started = Instant::now();
         let path = request.uri().path();
-        let response = match (request.method(), path) {
-            (_, path) if path == "/v2" || path.starts_with("/v2/") => {
-                if self.upstream.is_some() {
-                    gateway::handle(self.clone(), request, peer).await
-                } else {
-                    Err(ApiError::NotFound)
+        let route = match path {
+            _ if path == "/v2" || path.starts_with("/v2/") => "registry",
+            "/token" | "/auth" => "token",
+            "/.well-known/jwks.json" => "jwks",
+            "/healthz" => "healthz",
+            "/readyz" => "readyz",
+            "/metrics" => "metrics",
+            "/status" => "status",
+            _ => "unknown",
+        };
+        let response = match (request.method(), route) {
+            (_, "registry") if self.upstream.is_some() => {
+                let result = gateway::handle(self.clone(), request, peer).await;
+                if let Err(ApiError::Upstream(error)) = &result {
+                    self.metrics.upstream_error(error.kind());
                 }
+                result
             }
-            (&Method::GET | &Method::POST, "/token" | "/auth") => {
+            (&Method::GET | &Method::POST, "token") => {
                 token_endpoint::handle(self.clone(), request, peer).await
             }
-            (&Method::GET, "/.well-known/jwks.json") => Ok(self.jwks()),
-            (&Method::GET, "/healthz") => Ok(text(StatusCode::OK, "ok\n")),
-            (_, "/token" | "/auth" | "/.well-known/jwks.json" | "/healthz") => {
-                Err(ApiError::MethodNotAllowed)
+            (&Method::GET, "jwks") => Ok(self.jwks()),
+            (&Method::GET, "healthz") => Ok(text(StatusCode::OK, "ok\n")),
+            (&Method::GET, "readyz") => Ok(self.readiness().await),
+            (&Method::GET, "metrics") => {
+                let mut response = Response::new(full(self.metrics.encode()));
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+                );
+                Ok(response)
             }
-            _ => Err(ApiError::NotFound),
+            (&Method::GET, "status") => Ok(json(StatusCode::OK, &self.status())),
+            (_, "registry" | "unknown") => Err(ApiError::NotFound),
+            _ => Err(ApiError::MethodNotAllowed),
         };
         let mut response = response.unwrap_or_else(ApiError::into_response);
         response
             .headers_mut()
             .entry(API_VERSION)
             .or_insert(HeaderValue::from_static("registry/2.0"));
+        self.metrics
+            .request(route, response.status().as_u16(), started.elapsed());
         response
+    }
+
+    /// Ready to serve: everything loaded (or the process would not run), and in gateway mode
+    /// the registry answering.
+    async fn readiness(&self) -> Response<Body> {
+        let upstream = match &self.upstream {
+            None => None,
+            Some(upstream) => Some(upstream.probe().await),
+        };
+        let ready = upstream.as_ref().is_none_or(Result::is_ok);
+        let body = serde_json::json!({
+            "ready": ready,
+            "policies": self.policies.current().policies().len(),
+            "upstream": upstream.map(|probe| match probe {
+                Ok(()) => "reachable".to_string(),
+                Err(e) => e.to_string(),
+            }),
+        });
+        let status = if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        json(status, &body)
+    }
+
+    /// What is serving: policies with their digests and reload errors, keys, users.
+    fn status(&self) -> serde_json::Value {
+        let ring = self.keys.load();
+        let policies: Vec<serde_json::Value> = self
+            .policies
+            .status()
+            .into_iter()
+            .map(|p| {
+                serde_json::json!({
+                    "name": p.name,
+                    "module": p.module.display().to_string(),
+                    "digest": p.digest,
+                    "settings_digest": p.settings_digest,
+                    "loaded_at": humantime::format_rfc3339_seconds(p.loaded_at).to_string(),
+                    "last_reload_error": p.last_error,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "mode": if self.upstream.is_some() { "gateway" } else { "token-server" },
+            "service": self.issuer.service,
+            "issuer": self.issuer.issuer,
+            "upstream": self.upstream.as_ref().map(Upstream::origin),
+            "policies": policies,
+            "keys": {
+                "current": ring.current.kid,
+                "previous": ring.previous.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
+            },
+            "users": self.users.load().len(),
+        })
     }
 
     fn jwks(&self) -> Response<Body> {

@@ -478,9 +478,18 @@ fn an_unreachable_registry_is_a_503_until_it_comes_back() {
         header(&head, "docker-distribution-api-version"),
         Some("registry/2.0")
     );
+    assert_eq!(
+        g.request("GET", "/readyz", "", b"").0,
+        503,
+        "not ready without the registry"
+    );
     g.registry = Some(g.setup.start_plain_registry());
     let (status, _, _) = g.request("GET", "/v2/alice/app/tags/list", &basic_auth("alice"), b"");
     assert_eq!(status, 200, "the gateway recovers by itself");
+    let (status, _, body) = g.request("GET", "/readyz", "", b"");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let ready: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(ready["upstream"], "reachable");
 }
 
 #[test]

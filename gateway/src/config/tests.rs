@@ -118,6 +118,26 @@ fn defaults_are_safe() {
 }
 
 #[test]
+fn the_log_section() {
+    let config = parse(MINIMAL).expect("parses");
+    assert_eq!(config.log.format, LogFormat::Text);
+    assert_eq!(config.log.decisions, None);
+    let config = parse(&format!(
+        "{MINIMAL}[log]\nformat = \"json\"\ndecisions = \"stdout\"\n"
+    ))
+    .expect("parses");
+    assert_eq!(config.log.format, LogFormat::Json);
+    assert_eq!(config.log.decisions, Some(PathBuf::from("stdout")));
+    let config = parse(&format!("{MINIMAL}[log]\ndecisions = \"d.jsonl\"\n")).expect("parses");
+    assert_eq!(
+        config.log.decisions,
+        Some(PathBuf::from("/etc/portcullis/d.jsonl"))
+    );
+    let e = error(&format!("{MINIMAL}[log]\nformat = \"xml\"\n"));
+    assert!(e.contains("unknown variant `xml`"), "{e}");
+}
+
+#[test]
 fn absolute_paths_stay_absolute() {
     let config = parse(&MINIMAL.replace("k.pem", "/keys/k.pem")).expect("parses");
     assert_eq!(config.token.key, Path::new("/keys/k.pem"));

@@ -194,6 +194,21 @@ pub enum Fault {
     Instantiate(String),
 }
 
+impl Fault {
+    /// A short name for metrics and logs: `deadline`, `memory`, `stack_overflow`, `trap`,
+    /// `overgrant` or `instantiate`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Deadline(_) => "deadline",
+            Fault::Memory(_) => "memory",
+            Fault::StackOverflow => "stack_overflow",
+            Fault::Trap(_) => "trap",
+            Fault::Overgrant(_) => "overgrant",
+            Fault::Instantiate(_) => "instantiate",
+        }
+    }
+}
+
 /// Compiled modules by digest, least recently used first.
 type CompiledCache = Vec<(String, PolicyPre<StoreState>)>;
 

@@ -128,8 +128,12 @@ impl Policies {
         }
     }
 
-    /// Reloads whenever a module or settings file changes, until the watcher is dropped.
-    pub fn watch(self: &Arc<Self>) -> Result<FileWatcher, notify::Error> {
+    /// Reloads whenever a module or settings file changes, until the watcher is dropped;
+    /// `observe` sees the failures of each reload (none when all went well).
+    pub fn watch(
+        self: &Arc<Self>,
+        observe: impl Fn(&[LoadError]) + Send + 'static,
+    ) -> Result<FileWatcher, notify::Error> {
         let files: Vec<&Path> = self
             .specs
             .iter()
@@ -138,7 +142,7 @@ impl Policies {
         let policies = Arc::downgrade(self);
         crate::watch::watch("policy", &files, move || {
             if let Some(policies) = policies.upgrade() {
-                policies.reload();
+                observe(&policies.reload());
             }
         })
     }

@@ -4,6 +4,7 @@
 
 use super::credentials::{Credentials, client_ip, credentials};
 use super::{ApiError, App, Body, json};
+use crate::decision_log::Source;
 use crate::policy::{Account, Operation, Outcome, Request as PolicyRequest, Scope};
 use crate::proxy::{
     CatalogPage, CatalogQuery, Forwarded, Route, Target, UpstreamError, next_link, without_mount,
@@ -216,7 +217,9 @@ impl App {
                 })
             }
             Credentials::Basic { user, password } => {
-                if !self.cache.remembers(&user, &password) {
+                let cached = self.cache.remembers(&user, &password);
+                self.metrics.credential_check(cached);
+                if !cached {
                     let app = self.clone();
                     let (name, pw) = (user.clone(), password);
                     let ok =
@@ -317,30 +320,38 @@ impl App {
         if scope.actions.iter().all(|a| outcome.granted.contains(a)) {
             Ok(())
         } else {
-            Err(Denial::Policy(outcome.withheld_by.clone()))
+            Err(Denial::Policy(outcome.withheld_by(&scope.actions)))
         }
     }
 
-    /// The policies' answer, from memory when possible, else off the async workers.
+    /// The policies' answer, from memory when possible, else off the async workers; every
+    /// decision is counted and logged.
     async fn decide(self: &Arc<Self>, request: PolicyRequest) -> Arc<Outcome> {
+        let started = Instant::now();
         let policies = self.policies.current();
         if let Some(outcome) = policies.recall(&request) {
+            self.observe(Source::Gateway, &request, &outcome, true, started.elapsed());
             return outcome;
         }
+        let app = self.clone();
         let decided = tokio::task::spawn_blocking(move || {
-            let (outcome, verdict) = policies.decide_remembered(&request);
-            for answer in verdict.iter().flat_map(|v| &v.answers) {
-                if let Err(fault) = &answer.outcome {
-                    tracing::warn!(policy = %answer.policy, %fault, scope = %scope_text(&request.scope), "policy fault: denied");
-                }
-            }
+            let (outcome, remembered) = policies.decide_remembered(&request);
+            app.observe(
+                Source::Gateway,
+                &request,
+                &outcome,
+                remembered,
+                started.elapsed(),
+            );
             outcome
         })
         .await;
+        // A decision task that died grants nothing.
         decided.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "decision task failed");
             Arc::new(Outcome {
                 granted: Vec::new(),
-                withheld_by: Some(format!("the decision failed: {e}")),
+                answers: Vec::new(),
             })
         })
     }

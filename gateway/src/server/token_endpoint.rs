@@ -3,6 +3,7 @@
 
 use super::credentials::{Credentials, client_ip, credentials};
 use super::{ApiError, App, Body, json};
+use crate::decision_log::Source;
 use crate::policy::{Account, Request as PolicyRequest};
 use crate::scope::Scope;
 use crate::token::Access;
@@ -164,7 +165,9 @@ impl App {
                 self.throttle
                     .check(client_ip, &user, now)
                     .map_err(ApiError::TooManyRequests)?;
-                if !self.cache.verify(&self.users.load(), &user, &password) {
+                let cached = self.cache.remembers(&user, &password);
+                self.metrics.credential_check(cached);
+                if !cached && !self.cache.verify(&self.users.load(), &user, &password) {
                     self.throttle.failed(client_ip, &user, now);
                     return Err(ApiError::Unauthorized(
                         "invalid username or password".into(),
@@ -203,18 +206,22 @@ impl App {
             .scopes
             .iter()
             .map(|scope| {
-                let mut policy_request = PolicyRequest::new(account.clone(), scope.into(), &self.issuer.service);
+                let mut policy_request =
+                    PolicyRequest::new(account.clone(), scope.into(), &self.issuer.service);
                 policy_request.client_ip = Some(client_ip.to_string());
-                let verdict = policies.decide(&policy_request);
-                for answer in &verdict.answers {
-                    if let Err(fault) = &answer.outcome {
-                        tracing::warn!(policy = %answer.policy, %fault, scope = %scope, "policy fault: denied");
-                    }
-                }
+                let started = Instant::now();
+                let outcome = policies.decide(&policy_request).outcome();
+                self.observe(
+                    Source::Token,
+                    &policy_request,
+                    &outcome,
+                    false,
+                    started.elapsed(),
+                );
                 Access {
                     resource_type: scope.resource_type.clone(),
                     name: scope.name.clone(),
-                    actions: verdict.granted,
+                    actions: outcome.granted,
                 }
             })
             .collect();

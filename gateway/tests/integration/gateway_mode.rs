@@ -1,6 +1,7 @@
-//! Gateway mode in process, where no registry is needed: the realm clients are sent to, and
-//! a registry that is not there. Forwarding itself is proven against the real registry in
-//! the end-to-end suite.
+//! The server in process, where no registry is needed: the realm clients are sent to, a
+//! registry that is not there, and the operator's endpoints (/status, /readyz, /metrics)
+//! and decision log. Forwarding itself is proven against the real registry in the
+//! end-to-end suite.
 
 use crate::util::wasm;
 use portcullis::config::Config;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 /// A running gateway whose upstream port has nothing listening.
 struct Running {
     port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -24,6 +25,10 @@ fn closed_port() -> u16 {
 }
 
 fn start(server_extra: &str) -> Running {
+    start_with(server_extra, "")
+}
+
+fn start_with(server_extra: &str, extra: &str) -> Running {
     let dir = tempfile::tempdir().expect("tempdir");
     portcullis::token::generate(&dir.path().join("keys"), false).expect("keygen");
     let htpasswd = format!("alice:{}\n", bcrypt::hash("pw", 4).expect("hash"));
@@ -46,6 +51,7 @@ url = "http://127.0.0.1:{upstream}"
 name = "acl"
 module = "{module}"
 settings = {{ rules = [{{ match = {{ account = "alice" }}, actions = ["*"] }}] }}
+{extra}
 "#,
         upstream = closed_port(),
         module = wasm("acl").display(),
@@ -61,7 +67,7 @@ settings = {{ rules = [{{ match = {{ account = "alice" }}, actions = ["*"] }}] }
     runtime.spawn(serve(app, listener, std::future::pending()));
     Running {
         port,
-        _dir: dir,
+        dir,
         _runtime: runtime,
     }
 }
@@ -134,5 +140,128 @@ fn a_registry_that_is_not_there_is_a_registry_style_503() {
     assert!(
         !body.contains("127.0.0.1"),
         "the registry's address stays in the log: {body}"
+    );
+}
+
+fn alice() -> String {
+    format!(
+        "Host: x\r\nAuthorization: Basic {}\r\n",
+        data_encoding::BASE64.encode(b"alice:pw")
+    )
+}
+
+#[test]
+fn status_says_what_is_serving() {
+    let gateway = start("");
+    let (status, head, body) = get(gateway.port, "/status", "Host: x\r\n");
+    assert_eq!(status, 200, "{head}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(json["mode"], "gateway");
+    assert_eq!(json["service"], "registry.test");
+    assert_eq!(json["users"], 1);
+    assert_eq!(json["policies"][0]["name"], "acl");
+    assert!(
+        json["policies"][0]["digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:"))
+    );
+    assert_eq!(
+        json["policies"][0]["last_reload_error"],
+        serde_json::Value::Null
+    );
+    let kid = json["keys"]["current"].as_str().expect("a kid");
+    assert_eq!(kid.len(), 59, "libtrust form: 12 groups of 4 and 11 colons");
+    assert_eq!(json["keys"]["previous"], serde_json::json!([]));
+    assert!(
+        json["upstream"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("http://127.0.0.1:"))
+    );
+}
+
+#[test]
+fn readyz_needs_the_registry_in_gateway_mode() {
+    let gateway = start("");
+    let (status, _, body) = get(gateway.port, "/readyz", "Host: x\r\n");
+    assert_eq!(status, 503);
+    let json: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(json["ready"], false);
+    assert!(
+        json["upstream"]
+            .as_str()
+            .is_some_and(|u| u.contains("unavailable")),
+        "{body}"
+    );
+    assert_eq!(
+        get(gateway.port, "/healthz", "Host: x\r\n").0,
+        200,
+        "alive all the same"
+    );
+}
+
+#[test]
+fn metrics_count_requests_decisions_cache_hits_and_upstream_errors() {
+    let gateway = start("");
+    for _ in 0..2 {
+        assert_eq!(get(gateway.port, "/v2/a/b/tags/list", &alice()).0, 503);
+    }
+    assert_eq!(get(gateway.port, "/nowhere", "Host: x\r\n").0, 404);
+    let (status, head, body) = get(gateway.port, "/metrics", "Host: x\r\n");
+    assert_eq!(status, 200);
+    assert!(
+        head.contains("content-type: application/openmetrics-text"),
+        "{head}"
+    );
+    for line in [
+        "portcullis_http_requests_total{route=\"registry\",status=\"503\"} 2",
+        "portcullis_http_requests_total{route=\"unknown\",status=\"404\"} 1",
+        "portcullis_http_request_duration_seconds_count{route=\"registry\"} 2",
+        "portcullis_policy_decisions_total{policy=\"acl\",result=\"granted\"} 2",
+        "portcullis_credential_cache_total{result=\"miss\"} 1",
+        "portcullis_credential_cache_total{result=\"hit\"} 1",
+        "portcullis_upstream_errors_total{kind=\"unavailable\"} 2",
+    ] {
+        assert!(body.contains(line), "missing {line:?} in\n{body}");
+    }
+}
+
+#[test]
+fn the_decision_log_has_a_line_per_decision_and_no_secret() {
+    let gateway = start_with("", "[log]\ndecisions = \"decisions.jsonl\"\n");
+    let bearer_like = "Bearer eyJhbGciOiJFUzI1NiJ9.e30.c2ln";
+    get(gateway.port, "/v2/a/b/tags/list", &alice());
+    get(
+        gateway.port,
+        "/v2/a/b/tags/list",
+        &format!("Host: x\r\nAuthorization: {bearer_like}\r\n"),
+    );
+    let path = gateway.dir.path().join("decisions.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let text = loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if !text.is_empty() || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON lines"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "one decision (the forged token never reached the policies)"
+    );
+    let line = &lines[0];
+    assert_eq!(line["source"], "gateway");
+    assert_eq!(line["account"], "alice");
+    assert_eq!(line["scope"], "repository:a/b:pull");
+    assert_eq!(line["operation"]["kind"], "tags");
+    assert_eq!(line["granted"], serde_json::json!(["pull"]));
+    assert_eq!(line["answers"][0]["policy"], "acl");
+    assert!(
+        !text.contains("pw") && !text.contains("eyJ"),
+        "a secret leaked: {text}"
     );
 }

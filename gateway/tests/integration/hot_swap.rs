@@ -119,7 +119,7 @@ fn acl_with_settings_file() -> (tempfile::TempDir, std::path::PathBuf, PolicySpe
 fn settings_swaps_under_load_never_fail_a_decision() {
     let (_dir, settings, spec) = acl_with_settings_file();
     let policies = Arc::new(Policies::load(host(), vec![spec]).expect("loads"));
-    let _watcher = policies.watch().expect("watch");
+    let _watcher = policies.watch(|_| {}).expect("watch");
     let load = Load::start(&policies, 3, &[&["pull", "push"], &["pull"]]);
     load.wait_for(&["pull", "push"], Duration::from_secs(1));
     let mut slowest = Duration::ZERO;
@@ -157,7 +157,7 @@ fn module_swaps_under_load_keep_the_last_good_version_and_report_failures() {
     };
     let policies = Arc::new(Policies::load(host(), vec![spec]).expect("loads"));
     let first_digest = policies.status()[0].digest.clone();
-    let _watcher = policies.watch().expect("watch");
+    let _watcher = policies.watch(|_| {}).expect("watch");
     let load = Load::start(&policies, 3, &[&["pull", "push"], &["pull"]]);
     load.wait_for(&["pull", "push"], Duration::from_secs(1));
     let mut slowest = Duration::ZERO;
