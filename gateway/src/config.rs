@@ -70,6 +70,13 @@ pub struct Server {
     /// Peers allowed to set `X-Forwarded-For`.
     #[serde(default)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// On SIGTERM, how long requests in flight may take to finish.
+    #[serde(default = "default_drain_seconds")]
+    pub drain_seconds: u64,
+}
+
+fn default_drain_seconds() -> u64 {
+    30
 }
 
 impl Default for Server {
@@ -80,6 +87,7 @@ impl Default for Server {
             tls_cert: None,
             tls_key: None,
             trusted_proxies: Vec::new(),
+            drain_seconds: default_drain_seconds(),
         }
     }
 }

@@ -143,6 +143,7 @@ fn serve(path: &Path) -> Result<ExitCode, String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
     init_logging(config.log.format);
     let listen = config.server.listen;
+    let drain = Duration::from_secs(config.server.drain_seconds);
     let app = Arc::new(App::new(config).map_err(|e| e.to_string())?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -158,9 +159,26 @@ fn serve(path: &Path) -> Result<ExitCode, String> {
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         // On stdout so scripts and tests started with port 0 learn the port.
         println!("portcullis listening on http://{local}");
-        server::serve(app, listener, shutdown_signal()).await;
+        reload_on_hangup(app.clone())?;
+        server::serve(app, listener, shutdown_signal(), drain).await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// SIGHUP re-reads every file, as a watcher would on a change.
+fn reload_on_hangup(app: Arc<App>) -> Result<(), String> {
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading every file");
+            let app = app.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || app.reload_all()).await {
+                tracing::error!(error = %e, "reload task failed");
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Ctrl-C or SIGTERM.

@@ -191,6 +191,14 @@ impl App {
         self.metrics.reload("identity", ok);
     }
 
+    /// Re-reads every file the config names (SIGHUP: for file systems whose changes the
+    /// watchers do not see).
+    pub fn reload_all(&self) {
+        self.reload_files();
+        let failures = self.policies.reload();
+        self.metrics.reload("policies", failures.is_empty());
+    }
+
     /// Each policy's serving version and last reload error.
     pub fn policy_status(&self) -> Vec<crate::policy::PolicyStatus> {
         self.policies.status()
@@ -372,12 +380,16 @@ impl App {
     }
 }
 
-/// Serves until `shutdown` resolves. One failed connection never stops the loop.
+/// Serves until `shutdown` resolves, then stops accepting and lets the connections in flight
+/// finish their requests for at most `drain` (keep-alive ends after the current response).
+/// One failed connection never stops the loop.
 pub async fn serve(
     app: Arc<App>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
+    drain: Duration,
 ) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -390,28 +402,35 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => return,
+            () = &mut shutdown => break,
         };
         // Responses are written as they stream from the registry: no waiting for ACKs.
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, %peer, "cannot set TCP_NODELAY");
         }
         let app = app.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let app = app.clone();
+            async move { Ok::<_, std::convert::Infallible>(app.handle(request, peer).await) }
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30))
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let app = app.clone();
-                async move { Ok::<_, std::convert::Infallible>(app.handle(request, peer).await) }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
-                .serve_connection(io, service)
-                .await
-            {
+            if let Err(e) = connection.await {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
         });
+    }
+    drop(listener);
+    tracing::info!(seconds = drain.as_secs(), "draining the requests in flight");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("drained"),
+        () = tokio::time::sleep(drain) => {
+            tracing::warn!("requests still in flight after the drain time; stopping anyway");
+        }
     }
 }
 

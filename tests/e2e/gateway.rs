@@ -556,3 +556,75 @@ fn a_removed_user_is_refused_at_once_even_with_a_live_token() {
     let (status, _, _) = g.request("GET", "/v2/alice/app/tags/list", &basic_auth("alice"), b"");
     assert_eq!(status, 401, "her password is gone too");
 }
+
+#[test]
+fn sigterm_lets_a_blob_download_in_flight_finish_then_exits_0() {
+    use std::io::{Read, Write};
+    let mut g = Gateway::with_payload(&noise(32 << 20));
+    assert!(g.push("alice:alice-pw", "alice/big:latest").0);
+    let layer = g.layer_of("alice/big");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", g.gateway.port)).expect("connect");
+    write!(
+        stream,
+        "GET /v2/alice/big/blobs/{layer} HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\r\n",
+        basic_auth("alice")
+    )
+    .expect("request");
+    // Read the head and a first piece, then stop reading: the transfer is in flight.
+    let mut first = vec![0u8; 64 * 1024];
+    let n = stream.read(&mut first).expect("a first piece");
+    let head_end = first[..n]
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("the head arrives first");
+    let head = String::from_utf8_lossy(&first[..head_end]).into_owned();
+    let length: usize = header(&head, "content-length")
+        .expect("a length")
+        .parse()
+        .expect("a number");
+
+    g.gateway.signal("TERM");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", g.gateway.port)).is_err(),
+        "no new connections while draining"
+    );
+    let mut body = first[head_end + 4..n].to_vec();
+    stream.read_to_end(&mut body).expect("the rest");
+    assert_eq!(body.len(), length, "the whole blob arrived");
+    assert_eq!(
+        format!("sha256:{}", hex::encode(Sha256::digest(&body))),
+        layer
+    );
+    let status = g
+        .gateway
+        .wait_exit(std::time::Duration::from_secs(10))
+        .expect("it exits");
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn sighup_reloads_every_file() {
+    let g = Gateway::start();
+    let reloads = || {
+        let (_, _, body) = g.request("GET", "/metrics", "", b"");
+        String::from_utf8_lossy(&body)
+            .lines()
+            .find(|l| l.starts_with("portcullis_reloads_total{files=\"policies\",result=\"ok\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = reloads();
+    g.gateway.signal("HUP");
+    let seen = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        reloads() > before
+    });
+    assert!(seen, "SIGHUP did not reload");
+    assert_eq!(
+        g.request("GET", "/healthz", "", b"").0,
+        200,
+        "and the gateway keeps serving"
+    );
+}

@@ -64,7 +64,12 @@ settings = {{ rules = [{{ match = {{ account = "alice" }}, actions = ["*"] }}] }
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    runtime.spawn(serve(app, listener, std::future::pending()));
+    runtime.spawn(serve(
+        app,
+        listener,
+        std::future::pending(),
+        std::time::Duration::from_secs(1),
+    ));
     Running {
         port,
         dir,
