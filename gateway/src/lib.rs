@@ -11,5 +11,6 @@ pub mod policy;
 pub mod proxy;
 pub mod scope;
 pub mod server;
+pub mod tls;
 pub mod token;
 pub mod watch;

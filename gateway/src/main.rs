@@ -144,6 +144,7 @@ fn serve(path: &Path) -> Result<ExitCode, String> {
     init_logging(config.log.format);
     let listen = config.server.listen;
     let drain = Duration::from_secs(config.server.drain_seconds);
+    let tls = config.server.tls_cert.is_some();
     let app = Arc::new(App::new(config).map_err(|e| e.to_string())?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -158,9 +159,12 @@ fn serve(path: &Path) -> Result<ExitCode, String> {
             .map_err(|e| format!("cannot watch the config's files: {e}"))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         // On stdout so scripts and tests started with port 0 learn the port.
-        println!("portcullis listening on http://{local}");
+        let scheme = if tls { "https" } else { "http" };
+        println!("portcullis listening on {scheme}://{local}");
         reload_on_hangup(app.clone())?;
-        server::serve(app, listener, shutdown_signal(), drain).await;
+        server::serve(app, listener, shutdown_signal(), drain)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(ExitCode::SUCCESS)
     })
 }

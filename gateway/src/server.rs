@@ -11,6 +11,7 @@ use crate::identity::{CredentialCache, Groups, Htpasswd, Throttle};
 use crate::metrics::Metrics;
 use crate::policy::{Host, Outcome, Policies, Request as PolicyRequest};
 use crate::proxy::{Body, RouteError, Upstream, UpstreamError};
+use crate::tls::Certificate;
 use crate::token::{Issuer, SigningKey, Verified};
 use crate::watch::FileWatcher;
 use arc_swap::ArcSwap;
@@ -36,6 +37,7 @@ pub struct App {
     throttle: Throttle,
     policies: Arc<Policies>,
     upstream: Option<Upstream>,
+    tls: Option<Arc<Certificate>>,
     metrics: Metrics,
     decisions: DecisionLog,
     reload_lock: Mutex<()>,
@@ -70,6 +72,9 @@ impl KeyRing {
     }
 }
 
+/// A client must send its request head (and finish a TLS handshake) within this time.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Rotated-out keys kept for verifying refresh tokens (and listed in the JWKS).
 const MAX_PREVIOUS_KEYS: usize = 4;
 
@@ -82,14 +87,12 @@ impl App {
     /// Loads every file the config names; any failure stops the start.
     pub fn new(config: Config) -> Result<App, StartError> {
         let fail = |e: &dyn std::fmt::Display| StartError(e.to_string());
-        // Refuse rather than quietly serve plain HTTP.
-        if config.server.tls_cert.is_some() {
-            return Err(StartError(
-                "[server] tls_cert/tls_key are not available in this version: terminate TLS in \
-                 front of Portcullis, or remove them"
-                    .into(),
-            ));
-        }
+        let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+            (Some(cert), Some(key)) => Some(Arc::new(
+                Certificate::load(cert, key).map_err(|e| fail(&e))?,
+            )),
+            _ => None,
+        };
         let key =
             SigningKey::load(&config.token.key, &config.token.certificate).map_err(|e| fail(&e))?;
         let users = match &config.identity.htpasswd {
@@ -132,6 +135,7 @@ impl App {
             throttle: Throttle::default(),
             policies: Arc::new(policies),
             upstream,
+            tls,
             metrics: Metrics::default(),
             decisions,
             reload_lock: Mutex::new(()),
@@ -187,6 +191,12 @@ impl App {
                 ok = false;
                 tracing::warn!(error = %e, "signing key reload failed; keeping the last good key")
             }
+        }
+        if let Some(tls) = &self.tls
+            && let Err(e) = tls.reload()
+        {
+            ok = false;
+            tracing::warn!(error = %e, "TLS certificate reload failed; keeping the last good one");
         }
         self.metrics.reload("identity", ok);
     }
@@ -246,6 +256,7 @@ impl App {
             .chain([identity.htpasswd.as_ref(), identity.groups.as_ref()])
             .flatten()
             .map(|p| p.as_path())
+            .chain(self.tls.iter().flat_map(|tls| tls.files()))
             .collect();
         let app = Arc::downgrade(self);
         let files_watcher = crate::watch::watch("identity", &files, move || {
@@ -382,13 +393,20 @@ impl App {
 
 /// Serves until `shutdown` resolves, then stops accepting and lets the connections in flight
 /// finish their requests for at most `drain` (keep-alive ends after the current response).
+/// With TLS configured, connections are TLS (HTTP/2 or HTTP/1.1, as the client offers).
 /// One failed connection never stops the loop.
 pub async fn serve(
     app: Arc<App>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
     drain: Duration,
-) {
+) -> Result<(), StartError> {
+    let tls = match &app.tls {
+        Some(certificate) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+            certificate.server_config().map_err(StartError)?,
+        ))),
+        None => None,
+    };
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -413,13 +431,48 @@ pub async fn serve(
             let app = app.clone();
             async move { Ok::<_, std::convert::Infallible>(app.handle(request, peer).await) }
         });
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
-            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let served = match tls {
+                None => {
+                    let connection = hyper::server::conn::http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(HEADER_READ_TIMEOUT)
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    watcher
+                        .watch(connection)
+                        .await
+                        .map_err(|e| Box::new(e) as crate::proxy::BoxError)
+                }
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await;
+                    let stream = match handshake {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let mut builder = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    );
+                    builder
+                        .http1()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(HEADER_READ_TIMEOUT);
+                    builder.http2().timer(hyper_util::rt::TokioTimer::new());
+                    let connection =
+                        builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    watcher.watch(connection).await
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
         });
@@ -432,6 +485,7 @@ pub async fn serve(
             tracing::warn!("requests still in flight after the drain time; stopping anyway");
         }
     }
+    Ok(())
 }
 
 /// Everything that can go wrong in a request, mapped to a status and a registry-style body

@@ -628,3 +628,64 @@ fn sighup_reloads_every_file() {
         "and the gateway keeps serving"
     );
 }
+
+#[test]
+fn skopeo_works_through_a_tls_gateway() {
+    require("docker-registry");
+    require("skopeo");
+    let setup = Setup::gateway_tls(ACL, USERS);
+    let _registry = setup.start_plain_registry();
+    let gateway = setup.start_gateway();
+    let home = tempfile::tempdir().expect("tempdir");
+    let certs = home.path().join("certs");
+    std::fs::create_dir_all(&certs).expect("mkdir");
+    std::fs::copy(setup.path("gateway.crt"), certs.join("ca.crt")).expect("trust the gateway");
+    let certs = certs.to_str().expect("utf-8");
+    let image = home.path().join("image");
+    oci_image(&image, b"over tls to the gateway");
+    let src = format!("oci:{}:latest", image.display());
+    let dest = format!("docker://127.0.0.1:{}/alice/tls:latest", gateway.port);
+    let (ok, err) = skopeo(
+        home.path(),
+        &[
+            "copy",
+            "--retry-times",
+            "0",
+            "--dest-cert-dir",
+            certs,
+            "--dest-creds",
+            "alice:alice-pw",
+            &src,
+            &dest,
+        ],
+    );
+    assert!(ok, "push over TLS, the certificate verified: {err}");
+    let (ok, err) = skopeo(
+        home.path(),
+        &[
+            "inspect",
+            "--retry-times",
+            "0",
+            "--cert-dir",
+            certs,
+            "--creds",
+            "alice:alice-pw",
+            &dest,
+        ],
+    );
+    assert!(ok, "inspect over TLS: {err}");
+    let (ok, _) = skopeo(
+        home.path(),
+        &[
+            "inspect",
+            "--retry-times",
+            "0",
+            "--cert-dir",
+            certs,
+            "--creds",
+            "bob:bob-pw",
+            &dest,
+        ],
+    );
+    assert!(!ok, "bob is still refused");
+}

@@ -138,21 +138,35 @@ pub struct Setup {
 impl Setup {
     /// Token-server mode: the registry will run with `auth.token`.
     pub fn new(acl_settings: &str, users: &[(&str, &str)]) -> Setup {
-        Setup::build(acl_settings, users, |_| String::new())
+        Setup::build(acl_settings, users, "", |_| String::new())
     }
 
     /// Gateway mode: `[upstream]` points at the registry's port; `extra` is appended to the
     /// config (more policies).
     pub fn gateway(acl_settings: &str, users: &[(&str, &str)], extra: &str) -> Setup {
-        Setup::build(acl_settings, users, |registry_port| {
+        Setup::build(acl_settings, users, "", |registry_port| {
             format!("\n[upstream]\nurl = \"http://127.0.0.1:{registry_port}\"\n{extra}")
         })
+    }
+
+    /// Gateway mode served over TLS with a certificate for 127.0.0.1 (`gateway.crt`, also
+    /// the CA clients must trust).
+    pub fn gateway_tls(acl_settings: &str, users: &[(&str, &str)]) -> Setup {
+        let server = "tls_cert = \"gateway.crt\"\ntls_key = \"gateway.key\"\n";
+        let setup = Setup::build(acl_settings, users, server, |registry_port| {
+            format!("\n[upstream]\nurl = \"http://127.0.0.1:{registry_port}\"\n")
+        });
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
+            .expect("a certificate");
+        std::fs::write(setup.path("gateway.crt"), cert.cert.pem()).expect("cert");
+        std::fs::write(setup.path("gateway.key"), cert.signing_key.serialize_pem()).expect("key");
+        setup
     }
 
     /// Gateway mode with the registry serving https, its certificate (for 127.0.0.1) made
     /// here and trusted through `[upstream] ca`.
     pub fn gateway_https(acl_settings: &str, users: &[(&str, &str)]) -> Setup {
-        let setup = Setup::build(acl_settings, users, |registry_port| {
+        let setup = Setup::build(acl_settings, users, "", |registry_port| {
             format!(
                 "\n[upstream]\nurl = \"https://127.0.0.1:{registry_port}\"\nca = \"registry.crt\"\n"
             )
@@ -167,6 +181,7 @@ impl Setup {
     fn build(
         acl_settings: &str,
         users: &[(&str, &str)],
+        server: &str,
         extra: impl FnOnce(u16) -> String,
     ) -> Setup {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -215,7 +230,7 @@ impl Setup {
             r#"
 [server]
 listen = "127.0.0.1:{gateway_port}"
-
+{server}
 [token]
 issuer = "portcullis"
 service = "{SERVICE}"

@@ -43,7 +43,7 @@ pub(super) async fn handle(
     let Some(upstream) = &app.upstream else {
         return Err(ApiError::NotFound);
     };
-    let forwarded = app.forwarded(request.headers(), peer.ip());
+    let forwarded = app.forwarded(&request, peer.ip());
     let realm = app.realm(&forwarded);
     let route = Route::parse(
         request.method(),
@@ -148,20 +148,24 @@ enum Denial {
 impl App {
     /// How the client reached us: `public_url` when set (a client's Host header then
     /// changes nothing), else the Host it used.
-    fn forwarded(&self, headers: &HeaderMap, peer: IpAddr) -> Forwarded {
+    fn forwarded(&self, request: &Request<Incoming>, peer: IpAddr) -> Forwarded {
+        let headers = request.headers();
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         let (proto, host) = match &self.config.server.public_url {
             Some(url) => match crate::config::origin(url) {
                 Ok(uri) => (
                     uri.scheme_str().unwrap_or("https").to_string(),
                     uri.authority().map(|a| a.to_string()).unwrap_or_default(),
                 ),
-                Err(_) => ("http".to_string(), self.config.server.listen.to_string()),
+                Err(_) => (scheme.to_string(), self.config.server.listen.to_string()),
             },
+            // HTTP/2 carries the host in the URI (`:authority`), HTTP/1.1 in `Host`.
             None => (
-                "http".to_string(),
+                scheme.to_string(),
                 headers
                     .get(HOST)
                     .and_then(|h| h.to_str().ok())
+                    .or_else(|| request.uri().authority().map(|a| a.as_str()))
                     .filter(|h| is_host(h))
                     .map(str::to_string)
                     .unwrap_or_else(|| self.config.server.listen.to_string()),

@@ -265,15 +265,15 @@ fn the_gateway_example_loads_its_policies() {
 }
 
 #[test]
-fn check_refuses_what_this_version_cannot_serve_and_unusable_upstreams() {
+fn check_refuses_unusable_tls_files_and_upstreams() {
     for (extra, expected) in [
         (
             "[upstream]\nurl = \"https://127.0.0.1:5000\"\nca = \"missing-ca.pem\"\n",
             "missing-ca.pem",
         ),
         (
-            "[server]\ntls_cert = \"token.crt\"\ntls_key = \"token.key\"\n",
-            "tls_cert/tls_key are not available",
+            "[server]\ntls_cert = \"missing.crt\"\ntls_key = \"missing.key\"\n",
+            "[server] tls_cert",
         ),
     ] {
         let dir = config_dir(ACL_DESIGN_EXAMPLE);

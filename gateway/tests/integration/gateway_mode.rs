@@ -14,7 +14,8 @@ use std::sync::Arc;
 struct Running {
     port: u16,
     dir: tempfile::TempDir,
-    _runtime: tokio::runtime::Runtime,
+    app: Arc<App>,
+    runtime: tokio::runtime::Runtime,
 }
 
 fn closed_port() -> u16 {
@@ -33,6 +34,7 @@ fn start_with(server_extra: &str, extra: &str) -> Running {
     portcullis::token::generate(&dir.path().join("keys"), false).expect("keygen");
     let htpasswd = format!("alice:{}\n", bcrypt::hash("pw", 4).expect("hash"));
     std::fs::write(dir.path().join("htpasswd"), htpasswd).expect("htpasswd");
+    write_tls_pair(dir.path(), "tls");
     let config = format!(
         r#"
 [server]
@@ -64,16 +66,21 @@ settings = {{ rules = [{{ match = {{ account = "alice" }}, actions = ["*"] }}] }
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    runtime.spawn(serve(
-        app,
-        listener,
-        std::future::pending(),
-        std::time::Duration::from_secs(1),
-    ));
+    let served = app.clone();
+    runtime.spawn(async {
+        let _ = serve(
+            served,
+            listener,
+            std::future::pending(),
+            std::time::Duration::from_secs(1),
+        )
+        .await;
+    });
     Running {
         port,
         dir,
-        _runtime: runtime,
+        app,
+        runtime,
     }
 }
 
@@ -269,4 +276,122 @@ fn the_decision_log_has_a_line_per_decision_and_no_secret() {
         !text.contains("pw") && !text.contains("eyJ"),
         "a secret leaked: {text}"
     );
+}
+
+/// A self-signed certificate for 127.0.0.1 as `<name>.crt` and `<name>.key`; returns its DER.
+fn write_tls_pair(dir: &std::path::Path, name: &str) -> Vec<u8> {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("cert");
+    let tmp = dir.join(format!("{name}.tmp"));
+    std::fs::write(&tmp, cert.cert.pem()).expect("cert");
+    std::fs::rename(&tmp, dir.join(format!("{name}.crt"))).expect("rename");
+    std::fs::write(&tmp, cert.signing_key.serialize_pem()).expect("key");
+    std::fs::rename(&tmp, dir.join(format!("{name}.key"))).expect("rename");
+    cert.cert.der().to_vec()
+}
+
+/// Connects over TLS trusting `trusted` (DER); returns the ALPN protocol and the served
+/// certificate.
+async fn tls_connect(
+    port: u16,
+    trusted: &[u8],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> (
+    Option<Vec<u8>>,
+    Vec<u8>,
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(trusted.to_vec()))
+        .expect("root");
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    let (_, session) = stream.get_ref();
+    let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+    let served = session.peer_certificates().expect("a certificate")[0].to_vec();
+    (alpn, served, stream)
+}
+
+#[test]
+fn tls_offers_http2_speaks_it_and_reloads_its_certificate() {
+    let gateway = start("tls_cert = \"tls.crt\"\ntls_key = \"tls.key\"");
+    let first = std::fs::read(gateway.dir.path().join("tls.crt")).expect("cert");
+    use rustls::pki_types::pem::PemObject;
+    let first_der = rustls::pki_types::CertificateDer::pem_slice_iter(&first)
+        .next()
+        .expect("a cert")
+        .expect("pem")
+        .to_vec();
+    let port = gateway.port;
+    gateway.runtime.block_on(async {
+        use rustls::version::{TLS12, TLS13};
+        let (alpn, served, stream) = tls_connect(port, &first_der, &[&TLS13]).await;
+        assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+        assert_eq!(served, first_der);
+        // An HTTP/2 request: the realm is built from `:authority`, with https.
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .expect("h2 handshake");
+        tokio::spawn(connection);
+        let request = hyper::Request::get(format!("https://127.0.0.1:{port}/v2/"))
+            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+            .expect("request");
+        let response = sender.send_request(request).await.expect("response");
+        assert_eq!(response.status(), 401);
+        assert_eq!(
+            response.headers()["www-authenticate"],
+            format!("Bearer realm=\"https://127.0.0.1:{port}/token\",service=\"registry.test\"")
+                .as_str()
+        );
+        // TLS 1.2 clients are served too.
+        let (_, served, _) = tls_connect(port, &first_der, &[&TLS12]).await;
+        assert_eq!(served, first_der);
+    });
+
+    // New files, one reload (the watcher calls the same), and the next handshake shows them.
+    let second_der = write_tls_pair(gateway.dir.path(), "tls");
+    gateway.app.reload_files();
+    gateway.runtime.block_on(async {
+        let (_, served, _) = tls_connect(port, &second_der, &[&rustls::version::TLS13]).await;
+        assert_eq!(served, second_der);
+    });
+    // A broken file keeps the certificate serving.
+    std::fs::write(gateway.dir.path().join("tls.key"), "not a key").expect("write");
+    gateway.app.reload_files();
+    gateway.runtime.block_on(async {
+        let (_, served, _) = tls_connect(port, &second_der, &[&rustls::version::TLS13]).await;
+        assert_eq!(served, second_der);
+    });
+}
+
+#[test]
+fn a_certificate_that_is_not_for_the_key_stops_the_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_tls_pair(dir.path(), "a");
+    write_tls_pair(dir.path(), "b");
+    let e =
+        portcullis::tls::Certificate::load(&dir.path().join("a.crt"), &dir.path().join("b.key"))
+            .expect_err("mismatch");
+    assert!(e.contains("do not fit together"), "{e}");
+    let e =
+        portcullis::tls::Certificate::load(&dir.path().join("a.crt"), &dir.path().join("none.key"))
+            .expect_err("missing");
+    assert!(e.starts_with("[server] tls_key"), "{e}");
 }
