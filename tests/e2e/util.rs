@@ -278,28 +278,7 @@ settings_file = "acl.json"
 
     /// Starts `portcullis serve` and waits for its "listening" line.
     pub fn start_gateway(&self) -> Running {
-        let mut child = Command::new(portcullis_bin())
-            .args(["serve", "--config"])
-            .arg(self.path("portcullis.toml"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("portcullis serve runs");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("listening line");
-        assert!(
-            line.starts_with("portcullis listening on"),
-            "unexpected: {line:?}"
-        );
-        wait_for_port(self.gateway_port, "portcullis", &mut child);
-        Running {
-            child,
-            port: self.gateway_port,
-        }
+        serve(&self.path("portcullis.toml"), self.gateway_port)
     }
 
     /// Starts docker-registry with `auth.token` pointing at the gateway, trusting `bundle`.
@@ -344,16 +323,52 @@ http: {{addr: 127.0.0.1:{port}, secret: e2e-secret{tls}}}
         );
         let file = self.path("registry.yml");
         std::fs::write(&file, config).expect("registry config");
-        let mut child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&file)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.path("registry.log")).expect("registry log"))
-            .spawn()
-            .expect("docker-registry runs");
-        wait_for_port(port, "docker-registry", &mut child);
-        Running { child, port }
+        registry(&file, port, &[], &self.path("registry.log"))
     }
+}
+
+/// Starts `portcullis serve --config <config>` (which must listen on `port`) and waits for
+/// its "listening" line.
+pub fn serve(config: &Path, port: u16) -> Running {
+    let mut child = Command::new(portcullis_bin())
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("portcullis serve runs");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("listening line");
+    assert!(
+        line.starts_with("portcullis listening on"),
+        "unexpected: {line:?}"
+    );
+    wait_for_port(port, "portcullis", &mut child);
+    Running { child, port }
+}
+
+/// Starts `docker-registry serve <config>` with `REGISTRY_*` overrides in `env`, listening
+/// on `port`.
+pub fn registry(config: &Path, port: u16, env: &[(&str, String)], log: &Path) -> Running {
+    let mut child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(config)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("registry log"))
+        .spawn()
+        .expect("docker-registry runs");
+    wait_for_port(port, "docker-registry", &mut child);
+    Running { child, port }
+}
+
+/// The directory holding the `portcullis` binary, for scripts that call it by name.
+pub fn bin_dir() -> PathBuf {
+    target_dir().join("debug")
 }
 
 /// Writes a one-layer OCI image layout with a `latest` tag; returns the layer digest.

@@ -1,0 +1,17 @@
+#!/bin/sh
+# The image's entry point. `init` prepares the state volume on first start: a signing key,
+# and an htpasswd with an `admin` user whose random password is printed once. Anything else
+# runs `portcullis` with those arguments.
+set -eu
+state=${PORTCULLIS_STATE:-/var/lib/portcullis}
+if [ "${1:-}" = init ]; then
+  [ -f "$state/keys/token.key" ] || portcullis keygen --out "$state/keys"
+  if [ ! -s "$state/auth/htpasswd" ]; then
+    password=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    echo "$password" | portcullis passwd "$state/auth/htpasswd" admin >/dev/null
+    echo "created user admin, password: $password"
+    echo "add users: docker compose run --rm portcullis passwd $state/auth/htpasswd NAME"
+  fi
+  exit 0
+fi
+exec portcullis "$@"
