@@ -7,7 +7,7 @@ use portcullis::policy::{
 };
 use portcullis::proxy::Route;
 use portcullis::scope::Scope;
-use portcullis::server::{self, App};
+use portcullis::server::{self, App, Live};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -143,9 +143,8 @@ fn serve(path: &Path) -> Result<ExitCode, String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
     init_logging(config.log.format);
     let listen = config.server.listen;
-    let drain = Duration::from_secs(config.server.drain_seconds);
     let tls = config.server.tls_cert.is_some();
-    let app = Arc::new(App::new(config).map_err(|e| e.to_string())?);
+    let live = Live::start(path).map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -154,30 +153,27 @@ fn serve(path: &Path) -> Result<ExitCode, String> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-        let _watchers = app
-            .watch()
-            .map_err(|e| format!("cannot watch the config's files: {e}"))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         // On stdout so scripts and tests started with port 0 learn the port.
         let scheme = if tls { "https" } else { "http" };
         println!("portcullis listening on {scheme}://{local}");
-        reload_on_hangup(app.clone())?;
-        server::serve(app, listener, shutdown_signal(), drain)
+        reload_on_hangup(live.clone())?;
+        server::serve(live, listener, shutdown_signal())
             .await
             .map_err(|e| e.to_string())?;
         Ok(ExitCode::SUCCESS)
     })
 }
 
-/// SIGHUP re-reads every file, as a watcher would on a change.
-fn reload_on_hangup(app: Arc<App>) -> Result<(), String> {
+/// SIGHUP re-reads the config file and every file it names, as the watchers would on a change.
+fn reload_on_hangup(live: Arc<Live>) -> Result<(), String> {
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading every file");
-            let app = app.clone();
-            if let Err(e) = tokio::task::spawn_blocking(move || app.reload_all()).await {
+            let live = live.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || live.reload()).await {
                 tracing::error!(error = %e, "reload task failed");
             }
         }

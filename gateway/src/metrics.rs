@@ -100,7 +100,7 @@ impl Default for Metrics {
         let reloads = Family::<Reload, Counter>::default();
         registry.register(
             "reloads",
-            "Reloads of watched files (policies, identity: htpasswd, groups, keys) by result",
+            "Reloads of watched files (config; policies; identity: htpasswd, groups, keys, TLS)",
             reloads.clone(),
         );
         let credential_cache = Family::<Outcome, Counter>::default();
@@ -164,7 +164,7 @@ impl Metrics {
         }
     }
 
-    /// A reload of `files` (`policies` or `identity`).
+    /// A reload of `files` (`config`, `policies` or `identity`).
     pub fn reload(&self, files: &'static str, ok: bool) {
         let result = if ok { "ok" } else { "failed" };
         self.reloads.get_or_create(&Reload { files, result }).inc();

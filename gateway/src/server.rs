@@ -3,7 +3,10 @@
 
 mod credentials;
 mod gateway;
+mod live;
 mod token_endpoint;
+
+pub use live::Live;
 
 use crate::config::Config;
 use crate::decision_log::{DecisionLog, Source};
@@ -26,20 +29,24 @@ use std::time::{Duration, Instant};
 
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
 
-/// Everything a request needs, swapped piecewise on reload.
+/// Everything a request needs for one config: files reload piecewise inside it, and an
+/// edited config builds a successor ([`Live`] swaps it in whole).
 pub struct App {
     config: Config,
     issuer: Issuer,
     keys: ArcSwap<KeyRing>,
     users: ArcSwap<Htpasswd>,
     groups: ArcSwap<Groups>,
-    cache: CredentialCache,
-    throttle: Throttle,
+    cache: Arc<CredentialCache>,
+    throttle: Arc<Throttle>,
     policies: Arc<Policies>,
+    host: Host,
     upstream: Option<Upstream>,
     tls: Option<Arc<Certificate>>,
-    metrics: Metrics,
-    decisions: DecisionLog,
+    metrics: Arc<Metrics>,
+    /// Why the last edit of the config file was refused, if it was.
+    config_error: Arc<Mutex<Option<String>>>,
+    decisions: Arc<DecisionLog>,
     reload_lock: Mutex<()>,
 }
 
@@ -86,15 +93,61 @@ pub struct StartError(String);
 impl App {
     /// Loads every file the config names; any failure stops the start.
     pub fn new(config: Config) -> Result<App, StartError> {
+        App::build(config, None)
+    }
+
+    /// The App for an edited config: everything loaded afresh from it, except what outlives
+    /// one config (the metrics, the wasm engine with its compiled modules, the login
+    /// throttle, the decision log, remembered credentials, and the key ring and TLS
+    /// certificate while their files stay the same). On any failure this App keeps serving.
+    pub fn successor(&self, config: Config) -> Result<App, StartError> {
+        let (old, new) = (&self.config.server, &config.server);
+        if old.listen != new.listen || old.tls_cert.is_some() != new.tls_cert.is_some() {
+            tracing::warn!(
+                "[server] listen and turning TLS on or off take effect at the next restart"
+            );
+        }
+        if self.config.log.format != config.log.format {
+            tracing::warn!("[log] format takes effect at the next restart");
+        }
+        App::build(config, Some(self))
+    }
+
+    fn build(config: Config, previous: Option<&App>) -> Result<App, StartError> {
         let fail = |e: &dyn std::fmt::Display| StartError(e.to_string());
         let tls = match (&config.server.tls_cert, &config.server.tls_key) {
-            (Some(cert), Some(key)) => Some(Arc::new(
-                Certificate::load(cert, key).map_err(|e| fail(&e))?,
-            )),
+            (Some(cert), Some(key)) => Some(
+                match previous
+                    .and_then(|p| p.tls.clone())
+                    .filter(|tls| tls.files() == [cert.as_path(), key.as_path()])
+                {
+                    Some(tls) => tls,
+                    None => Arc::new(Certificate::load(cert, key).map_err(|e| fail(&e))?),
+                },
+            ),
             _ => None,
         };
-        let key =
-            SigningKey::load(&config.token.key, &config.token.certificate).map_err(|e| fail(&e))?;
+        let token = &config.token;
+        let keys = match previous.filter(|p| {
+            p.config.token.key == token.key && p.config.token.certificate == token.certificate
+        }) {
+            Some(previous) => previous.keys.load_full(),
+            None => {
+                let key = SigningKey::load(&token.key, &token.certificate).map_err(|e| fail(&e))?;
+                // Pointing the config at another key is a rotation: the old one still verifies.
+                let rotated = previous
+                    .map(|p| {
+                        let ring = p.keys.load();
+                        std::iter::once(ring.current.clone())
+                            .chain(ring.previous.iter().cloned())
+                            .filter(|k| k.kid != key.kid)
+                            .take(MAX_PREVIOUS_KEYS)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Arc::new(KeyRing::new(Arc::new(key), rotated))
+            }
+        };
         let users = match &config.identity.htpasswd {
             Some(path) => Htpasswd::load(path).map_err(|e| fail(&e))?,
             None => Htpasswd::default(),
@@ -103,23 +156,39 @@ impl App {
             Some(path) => Groups::load(path).map_err(|e| fail(&e))?,
             None => Groups::default(),
         };
-        let host =
-            Host::new().map_err(|e| fail(&format!("cannot start the wasm engine: {e:#}")))?;
-        let policies = Policies::load(host, config.policy_specs()).map_err(|e| fail(&e))?;
+        let host = match previous {
+            Some(previous) => previous.host.clone(),
+            None => {
+                Host::new().map_err(|e| fail(&format!("cannot start the wasm engine: {e:#}")))?
+            }
+        };
+        let policies = Policies::load(host.clone(), config.policy_specs()).map_err(|e| fail(&e))?;
         let upstream = match &config.upstream {
             Some(upstream) => Some(Upstream::new(upstream).map_err(|e| fail(&e))?),
             None => None,
         };
-        let decisions = match &config.log.decisions {
-            Some(path) => DecisionLog::open(path).map_err(|e| {
+        let decisions = match (&config.log.decisions, previous) {
+            (Some(path), Some(p)) if p.config.log.decisions.as_ref() == Some(path) => {
+                p.decisions.clone()
+            }
+            (Some(path), _) => Arc::new(DecisionLog::open(path).map_err(|e| {
                 fail(&format!(
                     "[log] decisions: cannot open {}: {e}",
                     path.display()
                 ))
-            })?,
-            None => DecisionLog::disabled(),
+            })?),
+            (None, _) => Arc::new(DecisionLog::disabled()),
         };
-        let token = &config.token;
+        let cache = match previous {
+            Some(previous) => {
+                // Remembered logins were checked against the previous users.
+                previous.cache.clear();
+                previous.cache.clone()
+            }
+            None => Arc::new(
+                CredentialCache::new().map_err(|e| fail(&format!("no random source: {e}")))?,
+            ),
+        };
         let issuer = Issuer::new(
             &token.issuer,
             &token.service,
@@ -128,15 +197,17 @@ impl App {
         );
         Ok(App {
             issuer,
-            keys: ArcSwap::from_pointee(KeyRing::new(Arc::new(key), Vec::new())),
+            keys: ArcSwap::new(keys),
             users: ArcSwap::from_pointee(users),
             groups: ArcSwap::from_pointee(groups),
-            cache: CredentialCache::new().map_err(|e| fail(&format!("no random source: {e}")))?,
-            throttle: Throttle::default(),
+            cache,
+            throttle: previous.map(|p| p.throttle.clone()).unwrap_or_default(),
             policies: Arc::new(policies),
+            host,
             upstream,
             tls,
-            metrics: Metrics::default(),
+            metrics: previous.map(|p| p.metrics.clone()).unwrap_or_default(),
+            config_error: previous.map(|p| p.config_error.clone()).unwrap_or_default(),
             decisions,
             reload_lock: Mutex::new(()),
             config,
@@ -381,6 +452,7 @@ impl App {
                 "previous": ring.previous.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
             },
             "users": self.users.load().len(),
+            "config_reload_error": *self.config_error.lock().unwrap_or_else(PoisonError::into_inner),
         })
     }
 
@@ -392,18 +464,19 @@ impl App {
 }
 
 /// Serves until `shutdown` resolves, then stops accepting and lets the connections in flight
-/// finish their requests for at most `drain` (keep-alive ends after the current response).
+/// finish their requests for at most `[server] drain_seconds` (keep-alive ends after the
+/// current response).
 /// With TLS configured, connections are TLS (HTTP/2 or HTTP/1.1, as the client offers).
 /// One failed connection never stops the loop.
 pub async fn serve(
-    app: Arc<App>,
+    live: Arc<Live>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
-    drain: Duration,
 ) -> Result<(), StartError> {
-    let tls = match &app.tls {
-        Some(certificate) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
-            certificate.server_config().map_err(StartError)?,
+    // The certificate is looked up at each handshake, in whatever App serves then.
+    let tls = match &live.current().tls {
+        Some(_) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+            crate::tls::server_config(live.clone()).map_err(StartError)?,
         ))),
         None => None,
     };
@@ -426,9 +499,10 @@ pub async fn serve(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, %peer, "cannot set TCP_NODELAY");
         }
-        let app = app.clone();
+        let live = live.clone();
         let service = hyper::service::service_fn(move |request| {
-            let app = app.clone();
+            // Each request takes the App serving when it arrives, and finishes on it.
+            let app = live.current();
             async move { Ok::<_, std::convert::Infallible>(app.handle(request, peer).await) }
         });
         let watcher = graceful.watcher();
@@ -478,6 +552,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    let drain = Duration::from_secs(live.current().config.server.drain_seconds);
     tracing::info!(seconds = drain.as_secs(), "draining the requests in flight");
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("drained"),

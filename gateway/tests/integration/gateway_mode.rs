@@ -4,8 +4,7 @@
 //! end-to-end suite.
 
 use crate::util::wasm;
-use portcullis::config::Config;
-use portcullis::server::{App, serve};
+use portcullis::server::{Live, serve};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
@@ -14,7 +13,7 @@ use std::sync::Arc;
 struct Running {
     port: u16,
     dir: tempfile::TempDir,
-    app: Arc<App>,
+    live: Arc<Live>,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -60,26 +59,17 @@ settings = {{ rules = [{{ match = {{ account = "alice" }}, actions = ["*"] }}] }
     );
     let path = dir.path().join("portcullis.toml");
     std::fs::write(&path, config).expect("config");
-    let app = Arc::new(App::new(Config::load(&path).expect("config loads")).expect("app starts"));
+    let live = Live::start(&path).expect("the gateway starts");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let served = app.clone();
-    runtime.spawn(async {
-        let _ = serve(
-            served,
-            listener,
-            std::future::pending(),
-            std::time::Duration::from_secs(1),
-        )
-        .await;
-    });
+    runtime.spawn(serve(live.clone(), listener, std::future::pending()));
     Running {
         port,
         dir,
-        app,
+        live,
         runtime,
     }
 }
@@ -367,14 +357,14 @@ fn tls_offers_http2_speaks_it_and_reloads_its_certificate() {
 
     // New files, one reload (the watcher calls the same), and the next handshake shows them.
     let second_der = write_tls_pair(gateway.dir.path(), "tls");
-    gateway.app.reload_files();
+    gateway.live.current().reload_files();
     gateway.runtime.block_on(async {
         let (_, served, _) = tls_connect(port, &second_der, &[&rustls::version::TLS13]).await;
         assert_eq!(served, second_der);
     });
     // A broken file keeps the certificate serving.
     std::fs::write(gateway.dir.path().join("tls.key"), "not a key").expect("write");
-    gateway.app.reload_files();
+    gateway.live.current().reload_files();
     gateway.runtime.block_on(async {
         let (_, served, _) = tls_connect(port, &second_der, &[&rustls::version::TLS13]).await;
         assert_eq!(served, second_der);
@@ -394,4 +384,98 @@ fn a_certificate_that_is_not_for_the_key_stops_the_start() {
         portcullis::tls::Certificate::load(&dir.path().join("a.crt"), &dir.path().join("none.key"))
             .expect_err("missing");
     assert!(e.starts_with("[server] tls_key"), "{e}");
+}
+
+/// Polls `check` for up to 5 s.
+fn eventually(check: impl Fn() -> bool) -> bool {
+    (0..250).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        check()
+    })
+}
+
+fn replace_config(dir: &std::path::Path, edit: impl Fn(&str) -> String) {
+    let path = dir.join("portcullis.toml");
+    let text = edit(&std::fs::read_to_string(&path).expect("config"));
+    let tmp = dir.join("portcullis.toml.new");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, &path).expect("rename");
+}
+
+fn status(port: u16) -> serde_json::Value {
+    serde_json::from_str(&get(port, "/status", "Host: x\r\n").2).expect("json")
+}
+
+#[test]
+fn an_edited_config_is_swapped_in_whole_and_a_broken_one_is_refused() {
+    let gateway = start("");
+    let port = gateway.port;
+    let anonymous = || get(port, "/v2/public/x/tags/list", "Host: x\r\n").0;
+    assert_eq!(anonymous(), 401, "anonymous access is off");
+    let (status_code, _, body) = get(
+        port,
+        "/token?service=registry.test&scope=repository:a/b:pull",
+        &alice(),
+    );
+    assert_eq!(status_code, 200);
+    let token: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let bearer = format!(
+        "Host: x\r\nAuthorization: Bearer {}\r\n",
+        token["token"].as_str().expect("a token")
+    );
+
+    // Turn anonymous pulls on: a new App with new policy settings serves (503: allowed, and
+    // the registry is not there).
+    replace_config(gateway.dir.path(), |text| {
+        text.replace(
+            "htpasswd = \"htpasswd\"",
+            "htpasswd = \"htpasswd\"\nanonymous = true",
+        )
+        .replace(
+            "rules = [{ match = { account = \"alice\" }, actions = [\"*\"] }]",
+            "rules = [{ match = { account = \"alice\" }, actions = [\"*\"] }, { match = { account = \"\" }, actions = [\"pull\"] }]",
+        )
+    });
+    assert!(
+        eventually(|| anonymous() == 503),
+        "the edit did not take effect"
+    );
+    assert_eq!(
+        get(port, "/v2/a/b/tags/list", &bearer).0,
+        503,
+        "a token issued before the edit still verifies: the key ring carried over"
+    );
+    assert_eq!(status(port)["config_reload_error"], serde_json::Value::Null);
+
+    // A broken edit: refused with the reason, the running config keeps serving.
+    replace_config(gateway.dir.path(), |_| "[token\n".into());
+    assert!(
+        eventually(|| status(port)["config_reload_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("TOML parse error at line 1"))),
+        "{}",
+        status(port)
+    );
+    assert_eq!(anonymous(), 503, "still the last good config");
+
+    // One that parses but cannot load (a module that is not there) is refused too.
+    let good = "[server]\nlisten = \"127.0.0.1:0\"\n[token]\nissuer = \"portcullis\"\nservice = \"registry.test\"\nkey = \"keys/token.key\"\ncertificate = \"keys/token.crt\"\n[[policy]]\nname = \"gone\"\nmodule = \"gone.wasm\"\n";
+    replace_config(gateway.dir.path(), |_| good.into());
+    assert!(
+        eventually(|| status(port)["config_reload_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("gone.wasm"))),
+        "{}",
+        status(port)
+    );
+    assert_eq!(anonymous(), 503, "still the last good config");
+    let metrics = get(port, "/metrics", "Host: x\r\n").2;
+    assert!(
+        metrics.contains("portcullis_reloads_total{files=\"config\",result=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portcullis_reloads_total{files=\"config\",result=\"failed\"}"),
+        "{metrics}"
+    );
 }
