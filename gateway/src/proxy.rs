@@ -217,17 +217,7 @@ impl Upstream {
         &self,
         path_and_query: &str,
     ) -> Result<(serde_json::Value, Option<String>), UpstreamError> {
-        let uri = self.uri(path_and_query, None)?;
-        let request = Request::get(uri)
-            .body(
-                Empty::<Bytes>::new()
-                    .map_err(|never| match never {})
-                    .boxed(),
-            )
-            .map_err(|e| self.failed(e))?;
-        let (sent, answered) = oneshot::channel();
-        drop(sent);
-        let response = self.send(request, answered).await?;
+        let response = self.get(path_and_query).await?;
         if !response.status().is_success() {
             return Err(self.failed(format!(
                 "GET {path_and_query} answered {}",
@@ -255,17 +245,7 @@ impl Upstream {
     /// Asks the registry's `/v2/` and accepts any HTTP answer (200, or 401 from a registry
     /// with auth of its own): it is up and speaking HTTP.
     pub async fn probe(&self) -> Result<(), UpstreamError> {
-        let uri = self.uri("/v2/", None)?;
-        let request = Request::get(uri)
-            .body(
-                Empty::<Bytes>::new()
-                    .map_err(|never| match never {})
-                    .boxed(),
-            )
-            .map_err(|e| self.failed(e))?;
-        let (sent, answered) = oneshot::channel();
-        drop(sent);
-        let answer = tokio::time::timeout(PROBE_TIMEOUT, self.send(request, answered)).await;
+        let answer = tokio::time::timeout(PROBE_TIMEOUT, self.get("/v2/")).await;
         match answer {
             Ok(Ok(response)) => {
                 // Read the small body so the connection goes back to the pool.
@@ -279,6 +259,21 @@ impl Upstream {
                 origin: self.origin.clone(),
             }),
         }
+    }
+
+    /// A GET of the gateway's own, with no body.
+    async fn get(&self, path_and_query: &str) -> Result<Response<Incoming>, UpstreamError> {
+        let request = Request::get(self.uri(path_and_query, None)?)
+            .body(
+                Empty::<Bytes>::new()
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+            .map_err(|e| self.failed(e))?;
+        let (sent, answered) = oneshot::channel();
+        // Nothing to send: the answer timeout starts now.
+        drop(sent);
+        self.send(request, answered).await
     }
 
     fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, UpstreamError> {

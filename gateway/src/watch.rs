@@ -44,7 +44,12 @@ where
                     match received.recv_timeout(DEBOUNCE) {
                         Ok(()) => continue,
                         Err(RecvTimeoutError::Timeout) => break,
-                        Err(RecvTimeoutError::Disconnected) => return,
+                        // The watcher was dropped (replaced by a newer one) after this change
+                        // arrived, maybe before the newer one saw it: act on it, then stop.
+                        Err(RecvTimeoutError::Disconnected) => {
+                            on_change();
+                            return;
+                        }
                     }
                 }
                 on_change();

@@ -660,32 +660,22 @@ fn skopeo_works_through_a_tls_gateway() {
         ],
     );
     assert!(ok, "push over TLS, the certificate verified: {err}");
-    let (ok, err) = skopeo(
-        home.path(),
-        &[
-            "inspect",
-            "--retry-times",
-            "0",
-            "--cert-dir",
-            certs,
-            "--creds",
-            "alice:alice-pw",
-            &dest,
-        ],
-    );
+    let inspect = |creds: &str| {
+        skopeo(
+            home.path(),
+            &[
+                "inspect",
+                "--retry-times",
+                "0",
+                "--cert-dir",
+                certs,
+                "--creds",
+                creds,
+                &dest,
+            ],
+        )
+    };
+    let (ok, err) = inspect("alice:alice-pw");
     assert!(ok, "inspect over TLS: {err}");
-    let (ok, _) = skopeo(
-        home.path(),
-        &[
-            "inspect",
-            "--retry-times",
-            "0",
-            "--cert-dir",
-            certs,
-            "--creds",
-            "bob:bob-pw",
-            &dest,
-        ],
-    );
-    assert!(!ok, "bob is still refused");
+    assert!(!inspect("bob:bob-pw").0, "bob is still refused");
 }
