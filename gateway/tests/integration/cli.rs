@@ -311,3 +311,51 @@ fn check_refuses_unusable_tls_files_and_upstreams() {
         assert!(stderr.contains(expected), "{stderr}");
     }
 }
+
+#[test]
+fn serve_writes_json_logs_when_asked_and_exits_0_on_sigterm() {
+    let dir = config_dir(ACL_DESIGN_EXAMPLE);
+    let config = dir.path().join("portcullis.toml");
+    let text = std::fs::read_to_string(&config).expect("read");
+    std::fs::write(
+        &config,
+        format!("[server]\nlisten = \"127.0.0.1:0\"\n{text}[log]\nformat = \"json\"\n"),
+    )
+    .expect("write");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("portcullis runs");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("the listening line");
+    assert!(
+        line.starts_with("portcullis listening on http://127.0.0.1:"),
+        "{line}"
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let out = child.wait_with_output().expect("exits");
+    assert!(out.status.success(), "{:?}", out.status);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "shutting down" && l["level"] == "INFO"),
+        "{stderr}"
+    );
+}
