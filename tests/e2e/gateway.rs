@@ -679,3 +679,61 @@ fn skopeo_works_through_a_tls_gateway() {
     assert!(ok, "inspect over TLS: {err}");
     assert!(!inspect("bob:bob-pw").0, "bob is still refused");
 }
+
+#[test]
+fn the_drain_is_bounded_by_drain_seconds() {
+    use std::io::{Read, Write};
+    require("docker-registry");
+    require("skopeo");
+    let setup = Setup::gateway_with(ACL, USERS, "drain_seconds = 1\n", "");
+    let _registry = setup.start_plain_registry();
+    let mut gateway = setup.start_gateway();
+    let home = tempfile::tempdir().expect("tempdir");
+    let image = home.path().join("image");
+    oci_image(&image, &noise(32 << 20));
+    let (ok, err) = skopeo(
+        home.path(),
+        &[
+            "copy",
+            "--retry-times",
+            "0",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            "admin:admin-pw",
+            &format!("oci:{}:latest", image.display()),
+            &format!("docker://127.0.0.1:{}/admin/big:latest", gateway.port),
+        ],
+    );
+    assert!(ok, "{err}");
+    let manifest = format!(
+        "GET /v2/admin/big/manifests/latest HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nAccept: application/vnd.oci.image.manifest.v1+json\r\nConnection: close\r\n\r\n",
+        basic_auth("admin")
+    );
+    let (_, _, body) = http(gateway.port, &manifest, b"");
+    let manifest: serde_json::Value = serde_json::from_slice(&body).expect("manifest");
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .expect("a layer")
+        .to_string();
+    // A client that reads the head and then nothing more.
+    let mut stalled = std::net::TcpStream::connect(("127.0.0.1", gateway.port)).expect("connect");
+    write!(
+        stalled,
+        "GET /v2/admin/big/blobs/{layer} HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\r\n",
+        basic_auth("admin")
+    )
+    .expect("request");
+    let mut first = [0u8; 1024];
+    assert!(stalled.read(&mut first).expect("the head") > 0);
+    let started = std::time::Instant::now();
+    gateway.signal("TERM");
+    let status = gateway
+        .wait_exit(std::time::Duration::from_secs(10))
+        .expect("it exits although the download never finishes");
+    assert!(status.success(), "{status}");
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(900) && took < std::time::Duration::from_secs(5),
+        "drain_seconds = 1, exited after {took:?}"
+    );
+}

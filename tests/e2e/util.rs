@@ -144,7 +144,17 @@ impl Setup {
     /// Gateway mode: `[upstream]` points at the registry's port; `extra` is appended to the
     /// config (more policies).
     pub fn gateway(acl_settings: &str, users: &[(&str, &str)], extra: &str) -> Setup {
-        Setup::build(acl_settings, users, "", |registry_port| {
+        Setup::gateway_with(acl_settings, users, "", extra)
+    }
+
+    /// Gateway mode with `server` added to the `[server]` section.
+    pub fn gateway_with(
+        acl_settings: &str,
+        users: &[(&str, &str)],
+        server: &str,
+        extra: &str,
+    ) -> Setup {
+        Setup::build(acl_settings, users, server, |registry_port| {
             format!("\n[upstream]\nurl = \"http://127.0.0.1:{registry_port}\"\n{extra}")
         })
     }
