@@ -10,7 +10,7 @@ if [ "${1:-}" = init ]; then
     password=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
     echo "$password" | portcullis passwd "$state/auth/htpasswd" admin >/dev/null
     echo "created user admin, password: $password"
-    echo "add users: docker compose run --rm portcullis passwd $state/auth/htpasswd NAME"
+    echo "add users: docker compose run --rm <portcullis or gateway> passwd $state/auth/htpasswd NAME"
   fi
   exit 0
 fi
