@@ -42,6 +42,8 @@ pub struct App {
     policies: Arc<Policies>,
     host: Host,
     upstream: Option<Upstream>,
+    /// `public_url` as (scheme, host[:port]), parsed once.
+    public_origin: Option<(String, String)>,
     tls: Option<Arc<Certificate>>,
     metrics: Arc<Metrics>,
     /// Why the last edit of the config file was refused, if it was.
@@ -189,6 +191,14 @@ impl App {
                 CredentialCache::new().map_err(|e| fail(&format!("no random source: {e}")))?,
             ),
         };
+        let public_origin = match &config.server.public_url {
+            Some(url) => {
+                let uri = crate::config::origin(url).map_err(|e| fail(&e))?;
+                let host = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+                Some((uri.scheme_str().unwrap_or("https").to_string(), host))
+            }
+            None => None,
+        };
         let issuer = Issuer::new(
             &token.issuer,
             &token.service,
@@ -205,6 +215,7 @@ impl App {
             policies: Arc::new(policies),
             host,
             upstream,
+            public_origin,
             tls,
             metrics: previous.map(|p| p.metrics.clone()).unwrap_or_default(),
             config_error: previous.map(|p| p.config_error.clone()).unwrap_or_default(),

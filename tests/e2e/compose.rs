@@ -4,7 +4,7 @@
 //! container gets from its mounts and network differs: the state directory, the policies'
 //! directory and the addresses are substituted.
 
-use crate::util::{bin_dir, free_port, oci_image, registry, require, serve, skopeo, wasm};
+use crate::util::{bin_dir, free_port, oci_image, push, registry, require, serve, wasm};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -116,25 +116,8 @@ fn the_compose_gateway_configs_serve_pushes_and_log_decisions() {
     let _gateway = serve(&config, gateway_port);
     let image = tmp.path().join("image");
     oci_image(&image, b"compose, gateway mode");
-    let src = format!("oci:{}:latest", image.display());
     let creds = format!("admin:{password}");
-    let push = |tag: &str| {
-        let dest = format!("docker://127.0.0.1:{gateway_port}/apps/web:{tag}");
-        skopeo(
-            tmp.path(),
-            &[
-                "copy",
-                "--retry-times",
-                "0",
-                "--dest-tls-verify=false",
-                "--dest-creds",
-                &creds,
-                &src,
-                &dest,
-            ],
-        )
-    };
-    let (ok, err) = push("v1");
+    let (ok, err) = push(tmp.path(), &image, &creds, gateway_port, "apps/web:v1");
     assert!(ok, "admin (in release) pushes a release tag: {err}");
     let log_file = tmp.path().join("etc/gateway/decisions.jsonl");
     let mut log = String::new();
@@ -192,21 +175,7 @@ fn the_compose_token_server_configs_issue_tokens_the_registry_accepts() {
     );
     let image = tmp.path().join("image");
     oci_image(&image, b"compose, token-server mode");
-    let src = format!("oci:{}:latest", image.display());
-    let dest = format!("docker://127.0.0.1:{registry_port}/apps/web:latest");
     let creds = format!("admin:{password}");
-    let (ok, err) = skopeo(
-        tmp.path(),
-        &[
-            "copy",
-            "--retry-times",
-            "0",
-            "--dest-tls-verify=false",
-            "--dest-creds",
-            &creds,
-            &src,
-            &dest,
-        ],
-    );
+    let (ok, err) = push(tmp.path(), &image, &creds, registry_port, "apps/web:latest");
     assert!(ok, "push with a token from the compose token server: {err}");
 }

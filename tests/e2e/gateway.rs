@@ -1,7 +1,7 @@
 //! End to end, gateway mode: Debian's docker-registry with no auth at all behind
 //! `portcullis serve` with `[upstream]`; skopeo and raw HTTP talk only to the gateway.
 
-use crate::util::{Running, SERVICE, Setup, basic, header, http, oci_image, require, skopeo};
+use crate::util::{Running, SERVICE, Setup, basic, header, http, oci_image, push, require, skopeo};
 use sha2::{Digest, Sha256};
 
 const ACL: &str = r#"{"rules": [
@@ -75,20 +75,12 @@ impl Gateway {
 
     /// skopeo copy of the local image to `repo:tag` through the gateway.
     fn push(&self, creds: &str, reference: &str) -> (bool, String) {
-        let src = format!("oci:{}:latest", self.image.display());
-        let dest = format!("docker://127.0.0.1:{}/{reference}", self.gateway.port);
-        skopeo(
+        push(
             self.home.path(),
-            &[
-                "copy",
-                "--retry-times",
-                "0",
-                "--dest-tls-verify=false",
-                "--dest-creds",
-                creds,
-                &src,
-                &dest,
-            ],
+            &self.image,
+            creds,
+            self.gateway.port,
+            reference,
         )
     }
 
@@ -502,20 +494,12 @@ fn an_https_registry_is_reached_with_its_own_ca() {
     let home = tempfile::tempdir().expect("tempdir");
     let image = home.path().join("image");
     oci_image(&image, b"over tls");
-    let src = format!("oci:{}:latest", image.display());
-    let dest = format!("docker://127.0.0.1:{}/alice/tls:latest", gateway.port);
-    let (ok, err) = skopeo(
+    let (ok, err) = push(
         home.path(),
-        &[
-            "copy",
-            "--retry-times",
-            "0",
-            "--dest-tls-verify=false",
-            "--dest-creds",
-            "alice:alice-pw",
-            &src,
-            &dest,
-        ],
+        &image,
+        "alice:alice-pw",
+        gateway.port,
+        "alice/tls:latest",
     );
     assert!(ok, "push through the gateway to an https registry: {err}");
     // The registry really is https only: plain http to it fails.
@@ -691,18 +675,12 @@ fn the_drain_is_bounded_by_drain_seconds() {
     let home = tempfile::tempdir().expect("tempdir");
     let image = home.path().join("image");
     oci_image(&image, &noise(32 << 20));
-    let (ok, err) = skopeo(
+    let (ok, err) = push(
         home.path(),
-        &[
-            "copy",
-            "--retry-times",
-            "0",
-            "--dest-tls-verify=false",
-            "--dest-creds",
-            "admin:admin-pw",
-            &format!("oci:{}:latest", image.display()),
-            &format!("docker://127.0.0.1:{}/admin/big:latest", gateway.port),
-        ],
+        &image,
+        "admin:admin-pw",
+        gateway.port,
+        "admin/big:latest",
     );
     assert!(ok, "{err}");
     let manifest = format!(

@@ -4,7 +4,7 @@
 //! edit reaches both.
 
 use crate::util::{
-    SERVICE, Setup, basic, free_port, http, oci_image, registry, require, serve, skopeo,
+    SERVICE, Setup, basic, free_port, http, oci_image, push, registry, require, serve,
 };
 
 const ACL: &str = r#"{"rules": [
@@ -64,18 +64,12 @@ fn two_replicas_with_one_key_act_as_one() {
     let home = tempfile::tempdir().expect("tempdir");
     let image = home.path().join("image");
     oci_image(&image, b"two replicas");
-    let (ok, err) = skopeo(
+    let (ok, err) = push(
         home.path(),
-        &[
-            "copy",
-            "--retry-times",
-            "0",
-            "--dest-tls-verify=false",
-            "--dest-creds",
-            "alice:alice-pw",
-            &format!("oci:{}:latest", image.display()),
-            &format!("docker://127.0.0.1:{}/alice/app:latest", a.port),
-        ],
+        &image,
+        "alice:alice-pw",
+        a.port,
+        "alice/app:latest",
     );
     assert!(ok, "push through replica A: {err}");
     let alice = format!("Basic {}", basic("alice", "alice-pw"));

@@ -455,6 +455,26 @@ pub fn skopeo(home: &Path, args: &[&str]) -> (bool, String) {
     )
 }
 
+/// Pushes the OCI layout `image` (tag `latest`) to `127.0.0.1:<port>/<reference>` with skopeo
+/// over plain HTTP; returns (success, stderr).
+pub fn push(home: &Path, image: &Path, creds: &str, port: u16, reference: &str) -> (bool, String) {
+    let src = format!("oci:{}:latest", image.display());
+    let dest = format!("docker://127.0.0.1:{port}/{reference}");
+    skopeo(
+        home,
+        &[
+            "copy",
+            "--retry-times",
+            "0",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            creds,
+            &src,
+            &dest,
+        ],
+    )
+}
+
 /// A minimal HTTP/1.1 request over loopback: (status, headers, body).
 pub fn http(port: u16, request_head: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");

@@ -151,14 +151,8 @@ impl App {
     fn forwarded(&self, request: &Request<Incoming>, peer: IpAddr) -> Forwarded {
         let headers = request.headers();
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let (proto, host) = match &self.config.server.public_url {
-            Some(url) => match crate::config::origin(url) {
-                Ok(uri) => (
-                    uri.scheme_str().unwrap_or("https").to_string(),
-                    uri.authority().map(|a| a.to_string()).unwrap_or_default(),
-                ),
-                Err(_) => (scheme.to_string(), self.config.server.listen.to_string()),
-            },
+        let (proto, host) = match &self.public_origin {
+            Some((proto, host)) => (proto.clone(), host.clone()),
             // HTTP/2 carries the host in the URI (`:authority`), HTTP/1.1 in `Host`.
             None => (
                 scheme.to_string(),
