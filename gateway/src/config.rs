@@ -73,10 +73,25 @@ pub struct Server {
     /// On SIGTERM, how long requests in flight may take to finish.
     #[serde(default = "default_drain_seconds")]
     pub drain_seconds: u64,
+    /// A client must send a request head (and finish a TLS handshake, and send a token
+    /// request's form) within this time; a kept-alive connection may idle as long.
+    #[serde(default = "default_header_timeout_seconds")]
+    pub header_timeout_seconds: u64,
+    /// Connections open at once; more are refused with a 503 instead of using more memory.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 fn default_drain_seconds() -> u64 {
     30
+}
+
+fn default_header_timeout_seconds() -> u64 {
+    30
+}
+
+fn default_max_connections() -> usize {
+    4096
 }
 
 impl Default for Server {
@@ -88,6 +103,8 @@ impl Default for Server {
             tls_key: None,
             trusted_proxies: Vec::new(),
             drain_seconds: default_drain_seconds(),
+            header_timeout_seconds: default_header_timeout_seconds(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -145,6 +162,29 @@ pub struct Upstream {
     pub url: String,
     /// PEM certificates trusted for an `https` upstream besides the system's roots.
     pub ca: Option<PathBuf>,
+    /// Connecting to the registry may take this long.
+    #[serde(default = "default_connect_timeout_seconds")]
+    pub connect_timeout_seconds: u64,
+    /// Once a request is sent, the registry must start answering within this time (it
+    /// verifies a pushed layer's digest before answering the final PUT).
+    #[serde(default = "default_answer_timeout_seconds")]
+    pub answer_timeout_seconds: u64,
+    /// A body, either way, may pause this long between two chunks: a layer of any size
+    /// streams, a stalled client or registry does not hold a connection for ever.
+    #[serde(default = "default_idle_timeout_seconds")]
+    pub idle_timeout_seconds: u64,
+}
+
+fn default_connect_timeout_seconds() -> u64 {
+    10
+}
+
+fn default_answer_timeout_seconds() -> u64 {
+    300
+}
+
+fn default_idle_timeout_seconds() -> u64 {
+    60
 }
 
 /// One `[[policy]]`.
@@ -237,9 +277,36 @@ impl Config {
         if let Some(url) = &self.server.public_url {
             origin(url).map_err(|e| format!("[server] public_url = {url:?}: {e}"))?;
         }
+        let mut positive = vec![
+            (
+                "[server] header_timeout_seconds",
+                self.server.header_timeout_seconds,
+            ),
+            (
+                "[server] max_connections",
+                u64::try_from(self.server.max_connections).unwrap_or(u64::MAX),
+            ),
+        ];
         if let Some(upstream) = &self.upstream {
             origin(&upstream.url)
                 .map_err(|e| format!("[upstream] url = {:?}: {e}", upstream.url))?;
+            positive.extend([
+                (
+                    "[upstream] connect_timeout_seconds",
+                    upstream.connect_timeout_seconds,
+                ),
+                (
+                    "[upstream] answer_timeout_seconds",
+                    upstream.answer_timeout_seconds,
+                ),
+                (
+                    "[upstream] idle_timeout_seconds",
+                    upstream.idle_timeout_seconds,
+                ),
+            ]);
+        }
+        if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(format!("{key} must be above 0"));
         }
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             return Err("[server] tls_cert and tls_key go together: set both or neither".into());

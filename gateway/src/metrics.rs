@@ -4,6 +4,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::time::Duration;
@@ -63,6 +64,8 @@ pub struct Metrics {
     credential_cache: Family<Outcome, Counter>,
     upstream_errors: Family<Kind, Counter>,
     decision_log_dropped: Counter,
+    connections: Gauge,
+    connections_refused: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -121,6 +124,18 @@ impl Default for Metrics {
             "Decision log lines dropped because the writer fell behind",
             decision_log_dropped.clone(),
         );
+        let connections = Gauge::default();
+        registry.register(
+            "connections",
+            "Client connections open now",
+            connections.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Client connections refused because [server] max_connections were open",
+            connections_refused.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -131,11 +146,23 @@ impl Default for Metrics {
             credential_cache,
             upstream_errors,
             decision_log_dropped,
+            connections,
+            connections_refused,
         }
     }
 }
 
 impl Metrics {
+    /// A client connection opened (+1) or ended (-1).
+    pub fn connections(&self, change: i64) {
+        self.connections.inc_by(change);
+    }
+
+    /// A client connection refused for want of room.
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
+    }
+
     /// One answered request.
     pub fn request(&self, route: &'static str, status: u16, elapsed: Duration) {
         self.requests

@@ -30,13 +30,6 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body of every request and response the gateway handles.
 pub type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 
-/// A body may pause this long between two chunks before the transfer is abandoned: a
-/// layer of any size streams, a stalled peer does not hold a connection forever.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// After the request is sent, the registry must start answering within this time (it
-/// verifies a pushed layer's digest before answering the final PUT).
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(300);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Readiness probes answer quickly or not at all.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Catalog pages are a few hundred KiB at most.
@@ -92,10 +85,12 @@ pub enum UpstreamError {
         reason: String,
     },
     /// It took too long to start answering.
-    #[error("the registry at {origin} did not answer within {} s", ANSWER_TIMEOUT.as_secs())]
+    #[error("the registry at {origin} did not answer within {} s", waited.as_secs())]
     Timeout {
         /// The upstream origin.
         origin: String,
+        /// How long it was given.
+        waited: Duration,
     },
     /// The exchange broke or the answer was unusable.
     #[error("the registry at {origin} failed: {reason}")]
@@ -123,6 +118,10 @@ pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Body>,
     /// `scheme://host:port`, no trailing slash.
     origin: String,
+    /// `[upstream] idle_timeout_seconds`.
+    idle: Duration,
+    /// `[upstream] answer_timeout_seconds`.
+    answer: Duration,
 }
 
 impl Upstream {
@@ -168,7 +167,7 @@ impl Upstream {
         .with_no_client_auth();
         let mut http = HttpConnector::new();
         http.enforce_http(false);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        http.set_connect_timeout(Some(Duration::from_secs(config.connect_timeout_seconds)));
         http.set_nodelay(true);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
@@ -178,7 +177,12 @@ impl Upstream {
         let client = Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);
-        Ok(Upstream { client, origin })
+        Ok(Upstream {
+            client,
+            origin,
+            idle: Duration::from_secs(config.idle_timeout_seconds),
+            answer: Duration::from_secs(config.answer_timeout_seconds),
+        })
     }
 
     /// The registry's origin, `scheme://host:port`.
@@ -203,13 +207,13 @@ impl Upstream {
         set(&mut parts.headers, "x-forwarded-host", &forwarded.host);
         set(&mut parts.headers, "x-forwarded-for", &forwarded.chain);
         let (sent, answered) = oneshot::channel();
-        let body = Sent::new(TimeoutBody::new(IDLE_TIMEOUT, body).boxed(), sent).boxed();
+        let body = Sent::new(TimeoutBody::new(self.idle, body).boxed(), sent).boxed();
         let mut response = self
             .send(Request::from_parts(parts, body), answered)
             .await?;
         strip(response.headers_mut());
         self.rewrite_location(response.headers_mut(), &forwarded.origin());
-        Ok(response.map(|body| TimeoutBody::new(IDLE_TIMEOUT, body).boxed()))
+        Ok(response.map(|body| TimeoutBody::new(self.idle, body).boxed()))
     }
 
     /// GETs a JSON document from the registry (the catalog), with the `Link` header.
@@ -230,7 +234,7 @@ impl Upstream {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let bytes = Limited::new(
-            TimeoutBody::new(IDLE_TIMEOUT, response.into_body()),
+            TimeoutBody::new(self.idle, response.into_body()),
             MAX_JSON_BYTES,
         )
         .collect()
@@ -257,6 +261,7 @@ impl Upstream {
             Ok(Err(e)) => Err(e),
             Err(_) => Err(UpstreamError::Timeout {
                 origin: self.origin.clone(),
+                waited: PROBE_TIMEOUT,
             }),
         }
     }
@@ -295,7 +300,7 @@ impl Upstream {
         let response = self.client.request(request);
         let deadline = async {
             let _ = answered.await;
-            tokio::time::sleep(ANSWER_TIMEOUT).await;
+            tokio::time::sleep(self.answer).await;
         };
         tokio::select! {
             result = response => result.map_err(|e| {
@@ -305,7 +310,10 @@ impl Upstream {
                     self.failed(chain(&e))
                 }
             }),
-            () = deadline => Err(UpstreamError::Timeout { origin: self.origin.clone() }),
+            () = deadline => Err(UpstreamError::Timeout {
+                origin: self.origin.clone(),
+                waited: self.answer,
+            }),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The HTTP side: the application state built from the config, hot reload of the files it
 //! reads, the accept loop, routing, and the one place errors become registry-style responses.
 
+mod connections;
 mod credentials;
 mod gateway;
 mod live;
@@ -80,9 +81,6 @@ impl KeyRing {
             .collect()
     }
 }
-
-/// A client must send its request head (and finish a TLS handshake) within this time.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Rotated-out keys kept for verifying refresh tokens (and listed in the JWKS).
 const MAX_PREVIOUS_KEYS: usize = 4;
@@ -478,7 +476,8 @@ impl App {
 /// finish their requests for at most `[server] drain_seconds` (keep-alive ends after the
 /// current response).
 /// With TLS configured, connections are TLS (HTTP/2 or HTTP/1.1, as the client offers).
-/// One failed connection never stops the loop.
+/// One failed connection never stops the loop. `[server] header_timeout_seconds` and
+/// `max_connections` are read at each accept, so edits apply to the next connection.
 pub async fn serve(
     live: Arc<Live>,
     listener: tokio::net::TcpListener,
@@ -492,6 +491,7 @@ pub async fn serve(
         None => None,
     };
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let connections = connections::Connections::default();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -506,6 +506,19 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let (max, header_timeout, metrics) = {
+            let app = live.current();
+            let server = &app.config.server;
+            (
+                server.max_connections,
+                Duration::from_secs(server.header_timeout_seconds),
+                app.metrics.clone(),
+            )
+        };
+        let Some(slot) = connections.admit(max, &metrics) else {
+            connections.refuse(stream, tls.is_some(), max, &metrics);
+            continue;
+        };
         // Responses are written as they stream from the registry: no waiting for ACKs.
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, %peer, "cannot set TCP_NODELAY");
@@ -519,11 +532,12 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let served = match tls {
                 None => {
                     let connection = hyper::server::conn::http1::Builder::new()
                         .timer(hyper_util::rt::TokioTimer::new())
-                        .header_read_timeout(HEADER_READ_TIMEOUT)
+                        .header_read_timeout(header_timeout)
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
                     watcher
                         .watch(connection)
@@ -532,7 +546,7 @@ pub async fn serve(
                 }
                 Some(acceptor) => {
                     let handshake =
-                        tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await;
+                        tokio::time::timeout(header_timeout, acceptor.accept(stream)).await;
                     let stream = match handshake {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(e)) => {
@@ -550,7 +564,7 @@ pub async fn serve(
                     builder
                         .http1()
                         .timer(hyper_util::rt::TokioTimer::new())
-                        .header_read_timeout(HEADER_READ_TIMEOUT);
+                        .header_read_timeout(header_timeout);
                     builder.http2().timer(hyper_util::rt::TokioTimer::new());
                     let connection =
                         builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
@@ -607,6 +621,9 @@ pub enum ApiError {
     /// Authenticated, not allowed (Basic credentials: no token to upgrade).
     #[error("{0}")]
     Denied(String),
+    /// A request body (a token request's form) that did not arrive in time.
+    #[error("the request body did not arrive within {} s", .0.as_secs())]
+    SlowBody(Duration),
     /// Too many failed logins: wait this long.
     #[error("too many failed logins; retry in {} s", .0.as_secs().max(1))]
     TooManyRequests(Duration),
@@ -648,6 +665,7 @@ impl ApiError {
             ApiError::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
             ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
+            ApiError::SlowBody(_) => (StatusCode::REQUEST_TIMEOUT, "UNKNOWN"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         };
         let message = match &self {

@@ -30,12 +30,13 @@ fn hop_by_hop_and_credential_headers_are_not_forwarded() {
     assert_eq!(left, ["content-type", "docker-content-digest", "range"]);
 }
 
+/// `[upstream]` from its TOML lines, defaults and all.
+fn section(toml: &str) -> config::Upstream {
+    toml::from_str(toml).expect("an [upstream] section")
+}
+
 fn upstream(url: &str) -> Upstream {
-    Upstream::new(&config::Upstream {
-        url: url.into(),
-        ca: None,
-    })
-    .expect("upstream")
+    Upstream::new(&section(&format!("url = {url:?}"))).expect("upstream")
 }
 
 #[tokio::test]
@@ -83,10 +84,9 @@ async fn an_empty_body_counts_as_sent_at_once_and_a_full_one_at_its_end() {
 
 #[test]
 fn an_https_upstream_with_an_unreadable_ca_names_the_file() {
-    let e = Upstream::new(&config::Upstream {
-        url: "https://r:5000".into(),
-        ca: Some("/nonexistent/ca.pem".into()),
-    })
+    let e = Upstream::new(&section(
+        "url = \"https://r:5000\"\nca = \"/nonexistent/ca.pem\"",
+    ))
     .err()
     .expect("error");
     assert!(e.contains("[upstream] ca /nonexistent/ca.pem"), "{e}");

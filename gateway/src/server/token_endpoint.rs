@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Form bodies are a few hundred bytes; anything near this is not a token request.
 const MAX_FORM_BYTES: usize = 64 * 1024;
@@ -44,11 +44,16 @@ pub(super) async fn handle(
         &app.config.server.trusted_proxies,
     );
     let params: Vec<(String, String)> = if request.method() == Method::POST {
-        let body = Limited::new(request.into_body(), MAX_FORM_BYTES)
-            .collect()
-            .await
-            .map_err(|e| bad_request("UNSUPPORTED", format!("cannot read the form body: {e}")))?
-            .to_bytes();
+        // The form is a few hundred bytes: a body trickled byte by byte is not a client.
+        let wait = Duration::from_secs(app.config.server.header_timeout_seconds);
+        let body = tokio::time::timeout(
+            wait,
+            Limited::new(request.into_body(), MAX_FORM_BYTES).collect(),
+        )
+        .await
+        .map_err(|_| ApiError::SlowBody(wait))?
+        .map_err(|e| bad_request("UNSUPPORTED", format!("cannot read the form body: {e}")))?
+        .to_bytes();
         form_urlencoded::parse(&body).into_owned().collect()
     } else {
         form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())

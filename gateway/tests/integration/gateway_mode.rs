@@ -3,93 +3,24 @@
 //! and decision log. Forwarding itself is proven against the real registry in the
 //! end-to-end suite.
 
-use crate::util::wasm;
-use portcullis::server::{Live, serve};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use crate::served::{Gateway, Running, alice, get, write_tls_pair};
 use std::sync::Arc;
 
-/// A running gateway whose upstream port has nothing listening.
-struct Running {
-    port: u16,
-    dir: tempfile::TempDir,
-    live: Arc<Live>,
-    runtime: tokio::runtime::Runtime,
-}
-
-fn closed_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 fn start(server_extra: &str) -> Running {
-    start_with(server_extra, "")
+    Gateway {
+        server: server_extra,
+        ..Gateway::default()
+    }
+    .start()
 }
 
 fn start_with(server_extra: &str, extra: &str) -> Running {
-    let dir = tempfile::tempdir().expect("tempdir");
-    portcullis::token::generate(&dir.path().join("keys"), false).expect("keygen");
-    let htpasswd = format!("alice:{}\n", bcrypt::hash("pw", 4).expect("hash"));
-    std::fs::write(dir.path().join("htpasswd"), htpasswd).expect("htpasswd");
-    write_tls_pair(dir.path(), "tls");
-    let config = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-{server_extra}
-[token]
-issuer = "portcullis"
-service = "registry.test"
-key = "keys/token.key"
-certificate = "keys/token.crt"
-[identity]
-htpasswd = "htpasswd"
-[upstream]
-url = "http://127.0.0.1:{upstream}"
-[[policy]]
-name = "acl"
-module = "{module}"
-settings = {{ rules = [{{ match = {{ account = "alice" }}, actions = ["*"] }}] }}
-{extra}
-"#,
-        upstream = closed_port(),
-        module = wasm("acl").display(),
-    );
-    let path = dir.path().join("portcullis.toml");
-    std::fs::write(&path, config).expect("config");
-    let live = Live::start(&path).expect("the gateway starts");
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    runtime.spawn(serve(live.clone(), listener, std::future::pending()));
-    Running {
-        port,
-        dir,
-        live,
-        runtime,
+    Gateway {
+        server: server_extra,
+        extra,
+        ..Gateway::default()
     }
-}
-
-fn get(port: u16, path: &str, headers: &str) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\n{headers}Connection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
-    let (head, body) = response.split_once("\r\n\r\n").expect("a response");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    (status, head.to_string(), body.to_string())
+    .start()
 }
 
 fn challenge(head: &str) -> String {
@@ -143,13 +74,6 @@ fn a_registry_that_is_not_there_is_a_registry_style_503() {
         !body.contains("127.0.0.1"),
         "the registry's address stays in the log: {body}"
     );
-}
-
-fn alice() -> String {
-    format!(
-        "Host: x\r\nAuthorization: Basic {}\r\n",
-        data_encoding::BASE64.encode(b"alice:pw")
-    )
 }
 
 #[test]
@@ -266,17 +190,6 @@ fn the_decision_log_has_a_line_per_decision_and_no_secret() {
         !text.contains("pw") && !text.contains("eyJ"),
         "a secret leaked: {text}"
     );
-}
-
-/// A self-signed certificate for 127.0.0.1 as `<name>.crt` and `<name>.key`; returns its DER.
-fn write_tls_pair(dir: &std::path::Path, name: &str) -> Vec<u8> {
-    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("cert");
-    let tmp = dir.join(format!("{name}.tmp"));
-    std::fs::write(&tmp, cert.cert.pem()).expect("cert");
-    std::fs::rename(&tmp, dir.join(format!("{name}.crt"))).expect("rename");
-    std::fs::write(&tmp, cert.signing_key.serialize_pem()).expect("key");
-    std::fs::rename(&tmp, dir.join(format!("{name}.key"))).expect("rename");
-    cert.cert.der().to_vec()
 }
 
 /// Connects over TLS trusting `trusted` (DER); returns the ALPN protocol and the served

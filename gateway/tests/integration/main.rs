@@ -1,8 +1,12 @@
 //! The gateway's integration tests, in one binary: the policy host against the real `.wasm`
-//! files that `cargo policies` builds, hot swap, the command line, and gateway mode in process.
+//! files that `cargo policies` builds, hot swap, the command line, gateway mode in process,
+//! hostile clients and a failing registry.
 
 mod cli;
 mod gateway_mode;
+mod hostile_clients;
 mod hot_swap;
 mod policy_host;
+mod served;
+mod upstream_faults;
 mod util;
