@@ -715,3 +715,151 @@ fn the_drain_is_bounded_by_drain_seconds() {
         "drain_seconds = 1, exited after {took:?}"
     );
 }
+
+#[test]
+fn an_interrupted_push_never_leaves_a_manifest_pointing_at_a_missing_blob() {
+    use std::io::Write;
+    let g = Gateway::start();
+    assert!(g.push("alice:alice-pw", "alice/app:latest").0);
+    let alice = basic_auth("alice");
+
+    // An upload whose client dies half-way through its only PATCH.
+    let (status, head, _) = g.request("POST", "/v2/alice/app/blobs/uploads/", &alice, b"");
+    assert_eq!(status, 202, "{head}");
+    let location = header(&head, "location").expect("an upload location");
+    let path = location
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+        .unwrap_or(location)
+        .to_string();
+    let layer = noise(1 << 20);
+    {
+        let mut stream =
+            std::net::TcpStream::connect(("127.0.0.1", g.gateway.port)).expect("connect");
+        write!(
+            stream,
+            "PATCH {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {alice}\r\n\
+             Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+            layer.len()
+        )
+        .expect("head");
+        stream.write_all(&layer[..layer.len() / 2]).expect("half");
+    }
+    let digest = format!("sha256:{:x}", Sha256::digest(&layer));
+
+    // A manifest naming that layer, as a client that ignored the failure would send it.
+    let accept = "Accept: application/vnd.oci.image.manifest.v1+json\r\n";
+    let head = format!(
+        "GET /v2/alice/app/manifests/latest HTTP/1.1\r\nHost: x\r\nAuthorization: {alice}\r\n{accept}Connection: close\r\n\r\n"
+    );
+    let (status, _, body) = http(g.gateway.port, &head, b"");
+    assert_eq!(status, 200);
+    let mut manifest: serde_json::Value = serde_json::from_slice(&body).expect("manifest");
+    manifest["layers"][0]["digest"] = digest.clone().into();
+    manifest["layers"][0]["size"] = layer.len().into();
+    let manifest = manifest.to_string();
+    let head = format!(
+        "PUT /v2/alice/app/manifests/broken HTTP/1.1\r\nHost: x\r\nAuthorization: {alice}\r\n\
+         Content-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        manifest.len()
+    );
+    let (status, _, body) = http(g.gateway.port, &head, manifest.as_bytes());
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(errors_code(&body), "MANIFEST_BLOB_UNKNOWN");
+
+    let (status, _, _) = g.request(
+        "HEAD",
+        &format!("/v2/alice/app/blobs/{digest}"),
+        &alice,
+        b"",
+    );
+    assert_eq!(status, 404, "half a layer is no layer");
+    let (status, _, _) = g.request("GET", "/v2/alice/app/manifests/broken", &alice, b"");
+    assert_eq!(status, 404);
+    // The image pushed before is whole.
+    let pulled = g.home.path().join("pulled");
+    assert!(g.pull("alice:alice-pw", "alice/app:latest", &pulled).0);
+}
+
+#[test]
+fn passwords_and_tokens_never_reach_the_process_log_or_the_decision_log() {
+    require("docker-registry");
+    let setup = Setup::gateway_with(ACL, USERS, "", "[log]\ndecisions = \"decisions.jsonl\"\n");
+    let _registry = setup.start_plain_registry();
+    let log = setup.path("portcullis.log");
+    let gateway = setup.start_gateway_logged(&log);
+    let port = gateway.port;
+    let get = |path: &str, auth: &str| {
+        let head = format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
+        );
+        http(port, &head, b"")
+    };
+
+    let mut secrets = vec!["alice-pw".to_string(), "guess-1-secret".to_string()];
+    for (user, password) in [
+        ("alice", "alice-pw"),
+        ("alice", "guess-1-secret"),
+        ("nobody", "guess-1-secret"),
+    ] {
+        let auth = basic(user, password);
+        get("/v2/alice/app/tags/list", &format!("Basic {auth}"));
+        secrets.push(auth);
+    }
+    let (status, _, body) = get(
+        &format!(
+            "/token?service={SERVICE}&scope=repository:alice/app:pull,push&offline_token=true"
+        ),
+        &format!("Basic {}", basic("alice", "alice-pw")),
+    );
+    assert_eq!(status, 200);
+    let issued: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let token = issued["token"].as_str().expect("token").to_string();
+    let refresh = issued["refresh_token"]
+        .as_str()
+        .expect("refresh")
+        .to_string();
+    assert_eq!(
+        get("/v2/alice/app/tags/list", &format!("Bearer {token}")).0,
+        404
+    );
+    assert_eq!(
+        get("/v2/alice/app/tags/list", &format!("Bearer {token}x")).0,
+        401
+    );
+    let form = format!("grant_type=refresh_token&service={SERVICE}&refresh_token={refresh}");
+    let head = format!(
+        "POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        form.len()
+    );
+    assert_eq!(http(port, &head, form.as_bytes()).0, 200);
+    // The signatures alone: a log that kept any part of a token after its header would
+    // hold them.
+    for jwt in [&token, &refresh] {
+        secrets.push(jwt.rsplit('.').next().expect("signature").to_string());
+        secrets.push(jwt.split('.').nth(1).expect("payload").to_string());
+    }
+
+    // Give the decision log's writer thread a moment, then stop the gateway so every line
+    // is flushed.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(gateway);
+    let process_log = std::fs::read_to_string(&log).expect("process log");
+    let decisions = std::fs::read_to_string(setup.path("decisions.jsonl")).expect("decisions");
+    assert!(
+        process_log.contains("DEBUG") || process_log.contains("debug"),
+        "{process_log}"
+    );
+    assert!(decisions.lines().count() >= 3, "{decisions}");
+    assert!(decisions.contains("\"alice\""), "{decisions}");
+    for secret in &secrets {
+        assert!(
+            !process_log.contains(secret.as_str()),
+            "the process log holds {secret}"
+        );
+        assert!(
+            !decisions.contains(secret.as_str()),
+            "the decision log holds {secret}"
+        );
+    }
+}

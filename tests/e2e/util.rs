@@ -291,6 +291,17 @@ settings_file = "acl.json"
         serve(&self.path("portcullis.toml"), self.gateway_port)
     }
 
+    /// Starts `portcullis serve` logging at debug level to `log` (stderr).
+    pub fn start_gateway_logged(&self, log: &Path) -> Running {
+        let stderr = std::fs::File::create(log).expect("gateway log");
+        serve_with(
+            &self.path("portcullis.toml"),
+            self.gateway_port,
+            "debug",
+            stderr.into(),
+        )
+    }
+
     /// Starts docker-registry with `auth.token` pointing at the gateway, trusting `bundle`.
     pub fn start_registry(&self, bundle: &Path) -> Running {
         self.run_registry(&format!(
@@ -340,12 +351,16 @@ http: {{addr: 127.0.0.1:{port}, secret: e2e-secret{tls}}}
 /// Starts `portcullis serve --config <config>` (which must listen on `port`) and waits for
 /// its "listening" line.
 pub fn serve(config: &Path, port: u16) -> Running {
+    serve_with(config, port, "warn", Stdio::inherit())
+}
+
+fn serve_with(config: &Path, port: u16, level: &str, stderr: Stdio) -> Running {
     let mut child = Command::new(portcullis_bin())
         .args(["serve", "--config"])
         .arg(config)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", level)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .expect("portcullis serve runs");
     let stdout = child.stdout.take().expect("stdout");

@@ -1,9 +1,10 @@
 //! The gateway's integration tests, in one binary: the policy host against the real `.wasm`
 //! files that `cargo policies` builds, hot swap, the command line, gateway mode in process,
-//! hostile clients and a failing registry.
+//! hostile clients, password guessing and a failing registry.
 
 mod cli;
 mod gateway_mode;
+mod guessing;
 mod hostile_clients;
 mod hot_swap;
 mod policy_host;

@@ -26,6 +26,8 @@ pub struct Gateway<'a> {
     pub upstream: &'a str,
     /// Sections after the policy.
     pub extra: &'a str,
+    /// More htpasswd lines besides alice's.
+    pub users: &'a str,
 }
 
 pub fn closed_port() -> u16 {
@@ -39,7 +41,11 @@ impl Gateway<'_> {
     pub fn start(&self) -> Running {
         let dir = tempfile::tempdir().expect("tempdir");
         portcullis::token::generate(&dir.path().join("keys"), false).expect("keygen");
-        let htpasswd = format!("alice:{}\n", bcrypt::hash("pw", 4).expect("hash"));
+        let htpasswd = format!(
+            "alice:{}\n{}",
+            bcrypt::hash("pw", 4).expect("hash"),
+            self.users
+        );
         std::fs::write(dir.path().join("htpasswd"), htpasswd).expect("htpasswd");
         write_tls_pair(dir.path(), "tls");
         let config = format!(
