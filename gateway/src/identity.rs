@@ -64,6 +64,13 @@ impl Htpasswd {
                     hash_kind(hash)
                 ))
             })?;
+            if cost > MAX_BCRYPT_COST {
+                return Err(invalid(format!(
+                    "user `{user}` has a bcrypt cost of {cost}, above the {MAX_BCRYPT_COST} \
+                     `htpasswd -C` allows: each step doubles the time of every login; \
+                     recreate it with a lower cost (10 is usual)"
+                )));
+            }
             if let Some(first) = lines_of.insert(user.to_string(), i + 1) {
                 return Err(invalid(format!(
                     "user `{user}` is already defined on line {first}"
@@ -111,6 +118,10 @@ impl Htpasswd {
         }
     }
 }
+
+/// The highest bcrypt cost accepted, as Apache's `htpasswd -C`: each step doubles the time of
+/// a login (17 takes seconds), and 31 would take days, a hang for every login.
+pub const MAX_BCRYPT_COST: u32 = 17;
 
 /// The cost of a bcrypt hash, or None if it is not one.
 fn bcrypt_cost(hash: &str) -> Option<u32> {

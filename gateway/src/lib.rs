@@ -8,6 +8,8 @@ pub mod decision_log;
 pub mod identity;
 pub mod metrics;
 pub mod policy;
+#[cfg(test)]
+mod properties;
 pub mod proxy;
 pub mod scope;
 pub mod server;

@@ -55,8 +55,8 @@ enum Command {
         file: PathBuf,
         /// The user name.
         user: String,
-        /// bcrypt cost.
-        #[arg(long, default_value_t = 10)]
+        /// bcrypt cost (4 to 17, as `htpasswd -C`).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(4..=i64::from(portcullis::identity::MAX_BCRYPT_COST)))]
         cost: u32,
     },
     /// Work with policy modules.

@@ -2,7 +2,7 @@
 //! reads, the accept loop, routing, and the one place errors become registry-style responses.
 
 mod connections;
-mod credentials;
+pub mod credentials;
 mod gateway;
 mod live;
 mod token_endpoint;

@@ -160,3 +160,11 @@ fn a_burst_of_the_same_new_credentials_costs_one_bcrypt() {
     // Eight bcrypts on this machine's two cores would take about four times as long.
     assert!(burst < one * 3, "burst {burst:?} vs one bcrypt {one:?}");
 }
+
+#[test]
+fn a_cost_that_would_stall_every_login_is_refused_naming_the_line() {
+    let hash = format!("$2y$31${}", "a".repeat(53));
+    let e = Htpasswd::parse("htpasswd", &format!("# admins\nroot:{hash}\n")).expect_err("cost 31");
+    assert_eq!(e.line, 2);
+    assert!(e.message.contains("cost of 31"), "{}", e.message);
+}

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 /// The credentials of one request.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Credentials {
+pub enum Credentials {
     /// No `Authorization` header.
     None,
     /// `Basic base64(user:password)`.
@@ -25,7 +25,7 @@ pub(super) enum Credentials {
 
 /// Reads the `Authorization` header; a header that is present but malformed is an error,
 /// never the same as no header.
-pub(super) fn credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> {
+pub fn credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> {
     let Some(value) = headers.get(AUTHORIZATION) else {
         return Ok(Credentials::None);
     };
@@ -61,7 +61,7 @@ pub(super) fn credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> 
 /// The client's address: the peer, or, when the peer is a trusted proxy, the last address in
 /// `X-Forwarded-For` that is not itself a trusted proxy. Untrusted peers cannot pose as
 /// anyone else.
-pub(super) fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[ipnet::IpNet]) -> IpAddr {
+pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[ipnet::IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return peer;

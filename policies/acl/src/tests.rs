@@ -228,3 +228,50 @@ fn load_errors_name_the_rule_and_the_problem() {
     let e = load_error(r#"{}"#);
     assert!(e.contains("missing field `rules`"), "{e}");
 }
+
+/// Pattern pieces the rule language gives meaning to, mixed with arbitrary text.
+fn pattern() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    proptest::collection::vec(
+        prop_oneof![
+            Just("*".to_string()),
+            Just("**".to_string()),
+            Just("${account}".to_string()),
+            Just("${group}".to_string()),
+            Just("/".to_string()),
+            Just("[".to_string()),
+            "\\PC{0,6}",
+        ],
+        0..5,
+    )
+    .prop_map(|pieces| pieces.concat())
+}
+
+proptest::proptest! {
+    #[test]
+    fn any_settings_text_loads_or_is_refused(text in "\\PC{0,120}") {
+        let _ = portcullis_policy::__private::configure::<Acl>(&text);
+    }
+
+    #[test]
+    fn any_rule_loads_or_is_refused_and_never_grants_what_was_not_asked(
+        account in pattern(),
+        name in pattern(),
+        regex in "\\PC{0,12}",
+        actions in proptest::collection::vec("[a-z*]{1,6}", 0..3),
+        asked in proptest::collection::vec("[a-z]{1,6}", 1..3),
+        user in "[a-z]{0,6}",
+        repository in "[a-z]{1,6}(/[a-z]{1,6}){0,2}",
+    ) {
+        let settings = serde_json::json!({"rules": [
+            {"match": {"account": account, "name": name}, "actions": actions},
+            {"match": {"account": format!("/{regex}/")}, "actions": ["pull"]},
+        ]});
+        if let Ok(acl) = portcullis_policy::__private::configure::<Acl>(&settings.to_string()) {
+            let request = repo(&repository, &asked.iter().map(String::as_str).collect::<Vec<_>>())
+                .account(&user);
+            let decision = acl.authorize(&request);
+            proptest::prop_assert!(decision.granted.iter().all(|g| asked.contains(g)));
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Property tests for every parser of untrusted input, on stable in the normal suite: the
+//! same surfaces the cargo-fuzz targets in `fuzz/` explore for longer. Arbitrary input never
+//! panics, and well-formed input means what it says.
+
+use crate::identity::{Groups, Htpasswd};
+use crate::proxy::{Route, RouteError};
+use crate::scope::Scope;
+use crate::server::credentials::{Credentials, credentials};
+use crate::token::{Issuer, SigningKey, generate};
+use data_encoding::BASE64;
+use hyper::Method;
+use hyper::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use proptest::prelude::*;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// A repository name by the reference grammar: lowercase components joined by `/`.
+fn name() -> impl Strategy<Value = String> {
+    proptest::collection::vec("[a-z0-9]{1,8}([._-][a-z0-9]{1,8})?", 1..4).prop_map(|c| c.join("/"))
+}
+
+fn method() -> impl Strategy<Value = Method> {
+    prop_oneof![
+        Just(Method::GET),
+        Just(Method::HEAD),
+        Just(Method::PUT),
+        Just(Method::POST),
+        Just(Method::PATCH),
+        Just(Method::DELETE),
+    ]
+}
+
+fn key() -> &'static (tempfile::TempDir, SigningKey) {
+    static KEY: OnceLock<(tempfile::TempDir, SigningKey)> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (key, cert) = generate(dir.path(), false).expect("keygen");
+        let signing = SigningKey::load(&key, &cert).expect("key");
+        (dir, signing)
+    })
+}
+
+fn issuer() -> Issuer {
+    Issuer::new(
+        "portcullis",
+        "registry.test",
+        Duration::from_secs(300),
+        Duration::from_secs(3600),
+    )
+}
+
+proptest! {
+    #[test]
+    fn any_scope_string_parses_or_is_refused(s in "\\PC{0,80}") {
+        let _ = s.parse::<Scope>();
+    }
+
+    #[test]
+    fn well_formed_scopes_round_trip(name in name(), actions in proptest::collection::vec("[a-z]{1,6}", 1..4)) {
+        let text = format!("repository:{name}:{}", actions.join(","));
+        let scope = text
+            .parse::<Scope>()
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(&scope.name, &name);
+        prop_assert_eq!(scope.to_string().parse::<Scope>().ok(), Some(scope));
+    }
+
+    #[test]
+    fn any_path_maps_or_is_refused(method in method(), path in "/v2/[a-zA-Z0-9%./_:;-]{0,60}", query in proptest::option::of("[a-z=&:%0-9]{0,30}")) {
+        let _ = Route::parse(&method, &path, query.as_deref());
+    }
+
+    #[test]
+    fn a_manifest_path_authorizes_exactly_its_repository(name in name(), tag in "[a-zA-Z0-9_][a-zA-Z0-9._-]{0,20}") {
+        let route = Route::parse(&Method::GET, &format!("/v2/{name}/manifests/{tag}"), None)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let needs = route.needs();
+        prop_assert_eq!(needs.len(), 1);
+        prop_assert_eq!(&needs[0].0.name, &name);
+    }
+
+    #[test]
+    fn dot_segments_and_encodings_never_reach_a_repository(
+        name in name(),
+        trick in prop_oneof![Just("/.."), Just("/."), Just("/"), Just("%2e%2e"), Just("%2F"), Just("%2f")],
+    ) {
+        let path = format!("/v2/{name}{trick}/x/manifests/latest");
+        prop_assert!(matches!(
+            Route::parse(&Method::GET, &path, None),
+            Err(RouteError::Invalid(..) | RouteError::NotFound)
+        ), "{path} was routed");
+    }
+
+    #[test]
+    fn any_htpasswd_or_groups_text_parses_or_names_a_line(text in "\\PC{0,200}") {
+        if let Err(e) = Htpasswd::parse("f", &text) {
+            prop_assert!(e.line <= text.lines().count());
+        }
+        if let Err(e) = Groups::parse("g", &text) {
+            prop_assert!(e.line <= text.lines().count());
+        }
+    }
+
+    #[test]
+    fn any_authorization_header_parses_or_is_refused(bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
+        if let Ok(value) = HeaderValue::from_bytes(&bytes) {
+            let mut headers = HeaderMap::new();
+            headers.insert(AUTHORIZATION, value);
+            let _ = credentials(&headers);
+        }
+    }
+
+    #[test]
+    fn basic_credentials_round_trip(user in "[^:\\p{Cc}]{1,20}", password in "\\PC{0,30}") {
+        let mut headers = HeaderMap::new();
+        let value = format!("Basic {}", BASE64.encode(format!("{user}:{password}").as_bytes()));
+        headers.insert(AUTHORIZATION, HeaderValue::from_str(&value).map_err(|e| TestCaseError::fail(e.to_string()))?);
+        let parsed = credentials(&headers).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(parsed, Credentials::Basic { user, password });
+    }
+
+    #[test]
+    fn arbitrary_tokens_never_verify(token in "[A-Za-z0-9_.=-]{0,300}") {
+        let (_, key) = key();
+        prop_assert!(issuer().verify_access(&[key], &token).is_err());
+        prop_assert!(issuer().verify_refresh(&[key], &token).is_err());
+    }
+
+    #[test]
+    fn a_token_changed_anywhere_never_verifies(at in any::<prop::sample::Index>(), to in "[A-Za-z0-9_-]") {
+        let (_, key) = key();
+        let issuer = issuer();
+        let token = issuer.refresh_token(key, "alice").map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut bytes = token.clone().into_bytes();
+        let i = at.index(bytes.len());
+        bytes[i] = to.as_bytes()[0];
+        let changed = String::from_utf8(bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        // Base64url's last character carries spare bits: a change there can decode to the
+        // same signature, which is the same token.
+        prop_assume!(changed != token && i != token.len() - 1);
+        prop_assert!(issuer.verify_refresh(&[key], &changed).is_err(), "{} verified", changed);
+    }
+}
