@@ -3,7 +3,7 @@
 use crate::util::{ACL_DESIGN_EXAMPLE, host, load, request, spec};
 use portcullis::policy::{Fault, Limits, LoadProblem, PolicySet, SettingsSource};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 fn granted(
@@ -258,6 +258,26 @@ fn other_decisions_keep_flowing_while_one_policy_spins() {
         "acl",
         SettingsSource::Inline(ACL_DESIGN_EXAMPLE.into()),
     )));
+    // Good decisions per second: the same loop, alone and then beside the attacker.
+    let good_rate = |window: Duration| {
+        let started = Instant::now();
+        let mut good = 0u32;
+        while started.elapsed() < window {
+            // The same hostile module keeps serving benign requests, and so does another
+            // policy.
+            assert_eq!(
+                granted(&hostile, &request("x", &[], "repository:fine:pull")),
+                ["pull"]
+            );
+            assert_eq!(
+                granted(&acl, &request("alice", &[], "repository:alice/a:pull")),
+                ["pull"]
+            );
+            good += 1;
+        }
+        f64::from(good) / started.elapsed().as_secs_f64()
+    };
+    let alone = good_rate(Duration::from_millis(400));
     let stop = Arc::new(AtomicBool::new(false));
     let attacker = {
         let (hostile, stop) = (hostile.clone(), stop.clone());
@@ -271,29 +291,17 @@ fn other_decisions_keep_flowing_while_one_policy_spins() {
             faults
         })
     };
-    let good = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_millis(600) {
-        // The same hostile module keeps serving benign requests, and so does another policy.
-        assert_eq!(
-            granted(&hostile, &request("x", &[], "repository:fine:pull")),
-            ["pull"]
-        );
-        assert_eq!(
-            granted(&acl, &request("alice", &[], "repository:alice/a:pull")),
-            ["pull"]
-        );
-        good.fetch_add(1, Ordering::Relaxed);
-    }
+    let beside = good_rate(Duration::from_millis(600));
     stop.store(true, Ordering::Relaxed);
     let faults = attacker.join().expect("attacker thread");
     assert!(
         faults >= 2,
         "the spinning policy was interrupted {faults} times"
     );
+    // The attacker holds one of the two cores, and the suite's other tests run beside
+    // this one: a generous floor, far above what a blocked or serialised host would reach.
     assert!(
-        good.load(Ordering::Relaxed) > 100,
-        "only {} good decisions",
-        good.load(Ordering::Relaxed)
+        beside > alone * 0.25,
+        "good decisions fell from {alone:.0}/s to {beside:.0}/s beside the spinning policy"
     );
 }
