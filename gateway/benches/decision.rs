@@ -1,5 +1,6 @@
-//! One decision through the shipped policies on configured (pooled) instances: the cost a
-//! token or gateway request pays per scope. Needs `cargo policies` first.
+//! One decision through each shipped policy, on a configured pooled instance (the cost a
+//! token or gateway request pays per scope) and on a fresh one (what the first request after
+//! a swap pays). Needs `cargo policies` first.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use portcullis::policy::{
@@ -49,26 +50,60 @@ fn request(scope: &str) -> Request {
     )
 }
 
+/// Each shipped policy with the settings it is benchmarked under.
+fn shipped() -> Vec<(&'static str, &'static str, SettingsSource)> {
+    vec![
+        (
+            "acl, design example",
+            "acl",
+            SettingsSource::Inline(
+                r#"{"rules": [
+  {"match": {"account": "admin"}, "actions": ["*"]},
+  {"match": {"account": "/.+/", "name": "${account}/*"}, "actions": ["pull", "push", "delete"]},
+  {"match": {"group": "ci", "name": "apps/*"}, "actions": ["pull", "push"]},
+  {"match": {"account": "", "name": "public/*"}, "actions": ["pull"]}
+]}"#
+                .into(),
+            ),
+        ),
+        (
+            "acl 50 rules, last matches",
+            "acl",
+            SettingsSource::Inline(fifty_rules()),
+        ),
+        ("namespace-owner", "namespace_owner", SettingsSource::Empty),
+        ("read-only", "read_only", SettingsSource::Empty),
+        (
+            "protected-tags",
+            "protected_tags",
+            SettingsSource::Inline(r#"{"tags": ["v*"], "groups": ["release"]}"#.into()),
+        ),
+    ]
+}
+
 fn decisions(c: &mut Criterion) {
     let host = Host::new().unwrap_or_else(|e| panic!("{e}"));
+    let alice_app = request("repository:alice/app:pull,push");
+    for (label, crate_name, settings) in shipped() {
+        let policy = load(&host, crate_name, settings.clone());
+        assert!(policy.authorize(&alice_app).is_ok(), "{label} faulted");
+        c.bench_function(&format!("{label}, reused instance"), |b| {
+            b.iter(|| policy.authorize(black_box(&alice_app)))
+        });
+        // The module is compiled once and cached by digest, as after a settings swap.
+        c.bench_function(&format!("{label}, fresh instance"), |b| {
+            b.iter(|| load(&host, crate_name, settings.clone()).authorize(black_box(&alice_app)))
+        });
+    }
     let acl = Arc::new(load(&host, "acl", SettingsSource::Inline(fifty_rules())));
-    let read_only = Arc::new(load(&host, "read_only", SettingsSource::Empty));
-    let owner = load(&host, "namespace_owner", SettingsSource::Empty);
-    let last_rule = request("repository:alice/app:pull,push");
     assert_eq!(
-        acl.authorize(&last_rule).map(|d| d.granted).ok(),
+        acl.authorize(&alice_app).map(|d| d.granted).ok(),
         Some(vec!["pull".to_string(), "push".to_string()])
     );
-
-    c.bench_function("acl 50 rules, last matches", |b| {
-        b.iter(|| acl.authorize(black_box(&last_rule)))
-    });
-    c.bench_function("namespace-owner", |b| {
-        b.iter(|| owner.authorize(black_box(&last_rule)))
-    });
+    let read_only = Arc::new(load(&host, "read_only", SettingsSource::Empty));
     let set = PolicySet::new(vec![acl, read_only]);
-    c.bench_function("set: acl 50 rules + read-only", |b| {
-        b.iter(|| set.decide(black_box(&last_rule)))
+    c.bench_function("set: acl 50 rules + read-only, reused", |b| {
+        b.iter(|| set.decide(black_box(&alice_app)))
     });
 }
 
