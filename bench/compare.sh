@@ -101,6 +101,7 @@ pid_gateway=$!
 portcullis token-server "$ts" keys ""
 pid_token_server=$!
 portcullis token-server-rsa "$ts_rsa" keys-rsa ""
+pid_token_server_rsa=$!
 
 cat > "$work/nginx/nginx.conf" <<NG
 worker_processes 1; pid $work/nginx/nginx.pid; error_log $work/nginx/error.log;
@@ -173,6 +174,18 @@ reset_peak() { for pid in $1; do echo 5 > "/proc/$pid/clear_refs"; done; }
 peak_kib() { local sum=0; for pid in $1; do sum=$((sum + $(awk '/VmHWM/ {print $2}' "/proc/$pid/status"))); done; echo "$sum"; }
 ms() { awk '{v = $1; if (v ~ /us$/) v = v / 1000; else if (v ~ /ms$/) v = v + 0; else if (v ~ /s$/) v = v * 1000; printf "%.2f", v}' <<<"$1"; }
 median3() { sort -n | sed -n 2p; }
+cpu_ticks() { local t=0; for pid in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done; echo "$t"; }
+# Waits (at most 60 s) until the servers have worked off what the last run queued: nginx
+# and the htpasswd registry keep running bcrypts for seconds after wrk has stopped.
+settle() {
+  local before after
+  # shellcheck disable=SC2086 # the lists are pids
+  for _ in $(seq 120); do
+    before=$(cpu_ticks $all_servers); sleep 0.5; after=$(cpu_ticks $all_servers)
+    [ $((after - before)) -le 2 ] && return
+  done
+}
+all_servers="$pid_open $pid_htpasswd $nginx_pids $pid_gateway $pid_token_registry $pid_token_server $pid_token_server_rsa"
 
 # 1 and 5: manifest GETs; connections outer, so the setups are measured side by side.
 for c in "${connections[@]}"; do
@@ -180,6 +193,7 @@ for c in "${connections[@]}"; do
   for i in "${!setups[@]}"; do
     IFS='|' read -r name port auth <<<"${setups[$i]}"
     [ "$i" -eq 5 ] && auth=$(token "$ts" pull app)
+    settle
     [ "$c" -eq 256 ] && [ -n "${servers[$i]}" ] && reset_peak "${servers[$i]}"
     out=$(wrk -t"$threads" -c"$c" -d"${secs}s" --timeout 30s --latency -H "Accept: $manifest_type" \
       ${auth:+-H "Authorization: $auth"} "http://127.0.0.1:$port/v2/bench/app/manifests/latest")
@@ -217,7 +231,11 @@ for i in "${!setups[@]}"; do
   record blobs "$name" push "$push"
 done
 
-# 3: token issuance (warm credential cache) against raw signing on the same cores.
+# 3: token issuance (warm credential cache) against raw signing on the same cores, and the
+# rate of the cheapest request the same server answers (GET /healthz), the HTTP floor.
+settle
+out=$(wrk -t2 -c16 -d"${secs}s" "http://127.0.0.1:$ts/healthz")
+record tokens floor issued "$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
 for algorithm in ES256 RS256; do
   port=$([ $algorithm = ES256 ] && echo "$ts" || echo "$ts_rsa")
   token "$port" pull app >/dev/null
