@@ -61,15 +61,7 @@ pub(super) async fn handle(
             .collect()
     };
     let token_request = parse(&app, params, basic)?;
-    let needs_bcrypt = matches!(&token_request.grant,
-        Grant::Password { user, password } if !app.cache.remembers(user, password));
-    if !needs_bcrypt {
-        // The decisions and the signature take microseconds (ES256; RS256 under a
-        // millisecond): a hop to the blocking pool costs more in thread wake-ups than that
-        // (perf showed 28% of a loaded token server in futex wake and switch).
-        return app.issue(token_request, client);
-    }
-    // bcrypt takes tens of milliseconds: keep it off the async workers.
+    // bcrypt and the policies are CPU work: keep them off the async workers.
     tokio::task::spawn_blocking(move || app.issue(token_request, client))
         .await
         .map_err(|e| ApiError::Internal(format!("token task failed: {e}")))?
@@ -223,18 +215,19 @@ impl App {
                     PolicyRequest::new(account.clone(), scope.into(), &self.issuer.service);
                 policy_request.client_ip = Some(client_ip.to_string());
                 let started = Instant::now();
-                let outcome = policies.decide(&policy_request).outcome();
+                // As in gateway mode: the same request gets the same answer from this set.
+                let (outcome, remembered) = policies.decide_remembered(&policy_request);
                 self.observe(
                     Source::Token,
                     &policy_request,
                     &outcome,
-                    false,
+                    remembered,
                     started.elapsed(),
                 );
                 Access {
                     resource_type: scope.resource_type.clone(),
                     name: scope.name.clone(),
-                    actions: outcome.granted,
+                    actions: outcome.granted.clone(),
                 }
             })
             .collect();
