@@ -17,38 +17,21 @@
 # --hold starts everything, prints the endpoints and waits (for profiling by hand).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$(pwd)
 work=${BENCH_DIR:-/tmp/portcullis-bench}
 secs=${SECONDS_PER_RUN:-10}
 big_mb=${BIG_MB:-256}
 read -r -a connections <<<"${CONNECTIONS:-1 16 256}"
 mode=${1:-}
 
-need=()
-for tool in docker-registry wrk nginx htpasswd curl socat openssl python3; do
-  command -v "$tool" >/dev/null || need+=("$tool")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  command -v apt-get >/dev/null || { echo "missing: ${need[*]}" >&2; exit 1; }
-  apt-get update -qq
-  apt-get install -y -qq docker-registry wrk nginx apache2-utils curl socat openssl python3 >/dev/null
-fi
-rustup target add wasm32-unknown-unknown >/dev/null
-cargo policies -q
-cargo build -q --release -p portcullis
-bin=$root/target/release/portcullis
-
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+# shellcheck source=bench/common.sh
+. bench/common.sh
+require_tools docker-registry wrk nginx htpasswd curl socat openssl python3 -- \
+  docker-registry wrk nginx apache2-utils curl socat openssl python3
+bin=$(build_portcullis)
+stop_nginx() {
   if [ -f "$work/nginx/nginx.pid" ]; then kill "$(cat "$work/nginx/nginx.pid")" 2>/dev/null || true; fi
 }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done
-  echo "nothing listens on $1" >&2; exit 1
-}
+trap 'stop_servers; stop_nginx' EXIT
 
 rm -rf "$work"; mkdir -p "$work/data" "$work/nginx" "$work/policies"
 reg=$(free_port); reg_htpasswd=$(free_port); reg_token=$(free_port)
@@ -209,8 +192,10 @@ for c in "${connections[@]}"; do
 done
 
 # 2: blobs, pulled and pushed three times each (median); pushes go to fresh repositories.
+# All pulls first: a push leaves the kernel writing 256 MiB back to disk for seconds after.
 for i in "${!setups[@]}"; do
   IFS='|' read -r name port auth <<<"${setups[$i]}"
+  settle
   pull=$(for _ in 1 2 3; do
     pull_auth=$auth
     [ "$i" -eq 5 ] && pull_auth=$(token "$ts" pull app)
@@ -218,7 +203,11 @@ for i in "${!setups[@]}"; do
       "http://127.0.0.1:$port/v2/bench/app/blobs/$layer"
   done | median3)
   record blobs "$name" pull "$pull"
+done
+for i in "${!setups[@]}"; do
+  IFS='|' read -r name port auth <<<"${setups[$i]}"
   push=$(for n in 1 2 3; do
+    sync
     repo=push-$i-$n
     case $i in
       4) push_auth=$(token "$gw" pull,push "$repo") ;;
@@ -250,7 +239,8 @@ record tokens RS256 raw "$(openssl speed -seconds 3 -multi "$cores" rsa2048 2>/d
 
 # 4: decisions (criterion), after the servers are done with the cores.
 if [ "${CRITERION:-1}" != 0 ]; then
-  cleanup
+  stop_servers
+  stop_nginx
   cargo bench -q -p portcullis --bench decision -- --noplot > "$work/criterion.txt" 2>/dev/null
 fi
 

@@ -8,27 +8,14 @@
 # if the resident memory of the last minute exceeds the first minute's by more than 20 %.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$(pwd)
 work=${SOAK_DIR:-/tmp/portcullis-soak}
 duration=${SOAK_SECONDS:-300}
 conns=${CONNS:-16}
 
-need=()
-for tool in docker-registry wrk htpasswd curl; do command -v "$tool" >/dev/null || need+=("$tool"); done
-if [ ${#need[@]} -gt 0 ]; then
-  command -v apt-get >/dev/null || { echo "missing: ${need[*]}; install docker-registry wrk apache2-utils curl" >&2; exit 1; }
-  apt-get update -qq && apt-get install -y -qq docker-registry wrk apache2-utils curl >/dev/null
-fi
-rustup target add wasm32-unknown-unknown >/dev/null
-cargo policies -q
-cargo build -q --release -p portcullis
-bin=$root/target/release/portcullis
-
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; echo "nothing listens on $1" >&2; exit 1; }
+# shellcheck source=bench/common.sh
+. bench/common.sh
+require_tools docker-registry wrk htpasswd curl python3 -- docker-registry wrk apache2-utils curl python3
+bin=$(build_portcullis)
 
 rm -rf "$work"; mkdir -p "$work/data" "$work/policies"
 reg=$(free_port); gw=$(free_port)

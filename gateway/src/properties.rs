@@ -6,13 +6,13 @@ use crate::identity::{Groups, Htpasswd};
 use crate::proxy::{Route, RouteError};
 use crate::scope::Scope;
 use crate::server::credentials::{Credentials, credentials};
-use crate::token::{Issuer, SigningKey, generate};
+use crate::token::SigningKey;
+use crate::token::tests::{issuer, keys};
 use data_encoding::BASE64;
 use hyper::Method;
 use hyper::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use proptest::prelude::*;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 /// A repository name by the reference grammar: lowercase components joined by `/`.
 fn name() -> impl Strategy<Value = String> {
@@ -30,23 +30,10 @@ fn method() -> impl Strategy<Value = Method> {
     ]
 }
 
+/// One key for every case: generating one takes longer than the properties.
 fn key() -> &'static (tempfile::TempDir, SigningKey) {
     static KEY: OnceLock<(tempfile::TempDir, SigningKey)> = OnceLock::new();
-    KEY.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (key, cert) = generate(dir.path(), false).expect("keygen");
-        let signing = SigningKey::load(&key, &cert).expect("key");
-        (dir, signing)
-    })
-}
-
-fn issuer() -> Issuer {
-    Issuer::new(
-        "portcullis",
-        "registry.test",
-        Duration::from_secs(300),
-        Duration::from_secs(3600),
-    )
+    KEY.get_or_init(|| keys(false))
 }
 
 proptest! {

@@ -2,14 +2,14 @@
 
 use super::*;
 
-fn keys(rsa: bool) -> (tempfile::TempDir, SigningKey) {
+pub(crate) fn keys(rsa: bool) -> (tempfile::TempDir, SigningKey) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (key, cert) = generate(dir.path(), rsa).expect("keygen");
     let signing = SigningKey::load(&key, &cert).unwrap_or_else(|e| panic!("{e}"));
     (dir, signing)
 }
 
-fn issuer() -> Issuer {
+pub(crate) fn issuer() -> Issuer {
     Issuer::new(
         "portcullis",
         "registry.test",

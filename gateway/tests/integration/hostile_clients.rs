@@ -2,8 +2,8 @@
 //! trickled bodies, floods of connections, garbage credentials and scopes, path tricks.
 //! Each must get a clear refusal and leave the gateway serving everyone else.
 
-use crate::served::{Gateway, alice, exchange, get, status};
-use std::io::{Read, Write};
+use crate::served::{Gateway, alice, exchange, get, status, until_closed};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -14,24 +14,6 @@ fn connect(port: u16) -> TcpStream {
     let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
     stream
-}
-
-/// Reads until the server closes the connection; how long that took.
-fn until_closed(stream: &mut TcpStream) -> (Vec<u8>, Duration) {
-    let started = Instant::now();
-    let mut got = Vec::new();
-    let mut buffer = [0; 4096];
-    loop {
-        match stream.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => got.extend_from_slice(&buffer[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                panic!("the server kept the connection open for {PATIENCE:?}")
-            }
-            Err(_) => break,
-        }
-    }
-    (got, started.elapsed())
 }
 
 fn still_serving(port: u16) {
@@ -83,7 +65,7 @@ fn a_slow_head_and_an_idle_keep_alive_are_cut_off() {
     // A kept-alive connection that goes quiet after its answer is closed too.
     let mut idle = connect(gateway.port);
     write!(idle, "GET /v2/ HTTP/1.1\r\n{}\r\n", alice()).expect("write");
-    let (got, took) = until_closed(&mut idle);
+    let (got, took) = until_closed(&mut idle, PATIENCE);
     assert_eq!(status(&got), 503);
     assert!(
         took < Duration::from_secs(8),
@@ -106,7 +88,7 @@ fn a_token_form_that_never_arrives_is_408() {
               Content-Length: 100\r\n\r\ngrant_type=",
         )
         .expect("write");
-    let (got, took) = until_closed(&mut stream);
+    let (got, took) = until_closed(&mut stream, PATIENCE);
     assert_eq!(status(&got), 408, "{}", String::from_utf8_lossy(&got));
     assert!(took < Duration::from_secs(8), "{took:?}");
 }

@@ -6,6 +6,7 @@ use portcullis::server::{Live, serve};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// A running gateway; it stops when dropped.
 pub struct Running {
@@ -109,6 +110,26 @@ pub fn exchange(port: u16, request: &[u8]) -> Vec<u8> {
     // A reset after the answer still leaves the answer read.
     let _ = stream.read_to_end(&mut response);
     response
+}
+
+/// Reads until the server closes the connection (a reset counts as closed); what arrived
+/// and how long it took. Panics when `patience` passes first: a test fails rather than hangs.
+pub fn until_closed(stream: &mut TcpStream, patience: Duration) -> (Vec<u8>, Duration) {
+    stream.set_read_timeout(Some(patience)).expect("timeout");
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buffer = [0; 65536];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buffer[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                panic!("the server kept the connection open for {patience:?}")
+            }
+            Err(_) => break,
+        }
+    }
+    (got, started.elapsed())
 }
 
 /// The status of a raw response, 0 when there is none.

@@ -4,7 +4,7 @@
 //! plays it. Every case must end in a registry-style error or a closed connection within
 //! the configured timeouts, never a hang.
 
-use crate::served::{Gateway, Running, alice, status};
+use crate::served::{Gateway, Running, alice, status, until_closed};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -76,23 +76,9 @@ fn gateway(fault: Fault) -> Running {
 /// Sends `request`, reads until the gateway closes; the bytes and how long it took.
 fn exchange_timed(port: u16, request: &[u8]) -> (Vec<u8>, Duration) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
     let started = Instant::now();
     stream.write_all(request).expect("write");
-    let mut got = Vec::new();
-    let mut buffer = [0; 65536];
-    loop {
-        match stream.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => got.extend_from_slice(&buffer[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                panic!("the gateway hung for 20 s")
-            }
-            Err(_) => break,
-        }
-    }
+    let (got, _) = until_closed(&mut stream, Duration::from_secs(20));
     (got, started.elapsed())
 }
 
@@ -213,8 +199,7 @@ fn timeouts_of_zero_are_config_errors() {
         )
         .expect("config");
         let error = portcullis::config::Config::load(&path)
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .to_string();
         assert!(
             error.contains(&format!("[{section}] {key} must be above 0")),

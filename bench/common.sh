@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Shared by the bench scripts (sourced, run from the repository root): install missing
+# tools from Debian's packages, build the release binary and the policies, start and stop
+# background servers on free loopback ports.
+
+# usage: require_tools TOOL... -- PACKAGE...
+require_tools() {
+  local need=() tools=() packages=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do tools+=("$1"); shift; done
+  shift
+  packages=("$@")
+  for tool in "${tools[@]}"; do command -v "$tool" >/dev/null || need+=("$tool"); done
+  if [ ${#need[@]} -gt 0 ]; then
+    command -v apt-get >/dev/null || { echo "missing: ${need[*]}; install ${packages[*]}" >&2; exit 1; }
+    apt-get update -qq
+    apt-get install -y -qq "${packages[@]}" >/dev/null
+  fi
+}
+
+# Builds what the benchmarks run; prints the binary's path.
+build_portcullis() {
+  rustup target add wasm32-unknown-unknown >/dev/null
+  cargo policies -q
+  cargo build -q --release -p portcullis
+  echo "$(pwd)/target/release/portcullis"
+}
+
+# Background servers: append their pids to `pids`; they are stopped on exit.
+pids=()
+stop_servers() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+trap stop_servers EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done
+  echo "nothing listens on $1" >&2
+  exit 1
+}
