@@ -1,4 +1,4 @@
-//! `portcullis policy eval`, run as a user would from the shell.
+//! The command line (`policy eval`, `check`, `passwd`), run as a user would from the shell.
 
 use crate::util::{ACL_DESIGN_EXAMPLE, wasm};
 use std::process::Command;
@@ -358,4 +358,20 @@ fn serve_writes_json_logs_when_asked_and_exits_0_on_sigterm() {
             .any(|l| l["fields"]["message"] == "shutting down" && l["level"] == "INFO"),
         "{stderr}"
     );
+}
+
+#[test]
+fn passwd_refuses_a_cost_that_would_stall_logins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("htpasswd");
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["passwd", "--cost", "18"])
+        .arg(&file)
+        .arg("alice")
+        .output()
+        .expect("portcullis runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("4..=17"), "{stderr}");
+    assert!(!file.exists(), "nothing is written");
 }

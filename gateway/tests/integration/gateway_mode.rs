@@ -3,16 +3,8 @@
 //! and decision log. Forwarding itself is proven against the real registry in the
 //! end-to-end suite.
 
-use crate::served::{Gateway, Running, alice, get, write_tls_pair};
+use crate::served::{Gateway, Running, alice, get, serve_with, write_tls_pair};
 use std::sync::Arc;
-
-fn start(server_extra: &str) -> Running {
-    Gateway {
-        server: server_extra,
-        ..Gateway::default()
-    }
-    .start()
-}
 
 fn start_with(server_extra: &str, extra: &str) -> Running {
     Gateway {
@@ -32,7 +24,7 @@ fn challenge(head: &str) -> String {
 
 #[test]
 fn the_realm_follows_public_url_and_never_a_spoofed_host() {
-    let fixed = start("public_url = \"https://registry.example.com\"");
+    let fixed = serve_with("public_url = \"https://registry.example.com\"");
     let (status, head, _) = get(fixed.port, "/v2/", "Host: evil.example\r\n");
     assert_eq!(status, 401);
     assert_eq!(
@@ -40,7 +32,7 @@ fn the_realm_follows_public_url_and_never_a_spoofed_host() {
         "Bearer realm=\"https://registry.example.com/token\",service=\"registry.test\""
     );
 
-    let open = start("");
+    let open = serve_with("");
     let (_, head, _) = get(open.port, "/v2/", "Host: gw.internal:5000\r\n");
     assert_eq!(
         challenge(&head),
@@ -56,7 +48,7 @@ fn the_realm_follows_public_url_and_never_a_spoofed_host() {
 
 #[test]
 fn a_registry_that_is_not_there_is_a_registry_style_503() {
-    let gateway = start("");
+    let gateway = serve_with("");
     let basic = data_encoding::BASE64.encode(b"alice:pw");
     let (status, head, body) = get(
         gateway.port,
@@ -78,7 +70,7 @@ fn a_registry_that_is_not_there_is_a_registry_style_503() {
 
 #[test]
 fn status_says_what_is_serving() {
-    let gateway = start("");
+    let gateway = serve_with("");
     let (status, head, body) = get(gateway.port, "/status", "Host: x\r\n");
     assert_eq!(status, 200, "{head}");
     let json: serde_json::Value = serde_json::from_str(&body).expect("json");
@@ -107,7 +99,7 @@ fn status_says_what_is_serving() {
 
 #[test]
 fn readyz_needs_the_registry_in_gateway_mode() {
-    let gateway = start("");
+    let gateway = serve_with("");
     let (status, _, body) = get(gateway.port, "/readyz", "Host: x\r\n");
     assert_eq!(status, 503);
     let json: serde_json::Value = serde_json::from_str(&body).expect("json");
@@ -127,7 +119,7 @@ fn readyz_needs_the_registry_in_gateway_mode() {
 
 #[test]
 fn metrics_count_requests_decisions_cache_hits_and_upstream_errors() {
-    let gateway = start("");
+    let gateway = serve_with("");
     for _ in 0..2 {
         assert_eq!(get(gateway.port, "/v2/a/b/tags/list", &alice()).0, 503);
     }
@@ -231,7 +223,7 @@ async fn tls_connect(
 
 #[test]
 fn tls_offers_http2_speaks_it_and_reloads_its_certificate() {
-    let gateway = start("tls_cert = \"tls.crt\"\ntls_key = \"tls.key\"");
+    let gateway = serve_with("tls_cert = \"tls.crt\"\ntls_key = \"tls.key\"");
     let first = std::fs::read(gateway.dir.path().join("tls.crt")).expect("cert");
     use rustls::pki_types::pem::PemObject;
     let first_der = rustls::pki_types::CertificateDer::pem_slice_iter(&first)
@@ -341,7 +333,7 @@ fn status(port: u16) -> serde_json::Value {
 
 #[test]
 fn an_edited_config_is_swapped_in_whole_and_a_broken_one_is_refused() {
-    let gateway = start("");
+    let gateway = serve_with("");
     let port = gateway.port;
     let anonymous = || get(port, "/v2/public/x/tags/list", "Host: x\r\n").0;
     assert_eq!(anonymous(), 401, "anonymous access is off");

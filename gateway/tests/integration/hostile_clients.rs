@@ -2,7 +2,7 @@
 //! trickled bodies, floods of connections, garbage credentials and scopes, path tricks.
 //! Each must get a clear refusal and leave the gateway serving everyone else.
 
-use crate::served::{Gateway, alice, exchange, get, status, until_closed};
+use crate::served::{Gateway, alice, exchange, get, serve_with, status, until_closed};
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -37,11 +37,7 @@ fn oversized_heads_and_too_many_headers_are_431() {
 
 #[test]
 fn a_slow_head_and_an_idle_keep_alive_are_cut_off() {
-    let gateway = Gateway {
-        server: "header_timeout_seconds = 1",
-        ..Gateway::default()
-    }
-    .start();
+    let gateway = serve_with("header_timeout_seconds = 1");
     // Slowloris: a header byte now and then, never the end of the head.
     let mut slow = connect(gateway.port);
     slow.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n")
@@ -76,11 +72,7 @@ fn a_slow_head_and_an_idle_keep_alive_are_cut_off() {
 
 #[test]
 fn a_token_form_that_never_arrives_is_408() {
-    let gateway = Gateway {
-        server: "header_timeout_seconds = 1",
-        ..Gateway::default()
-    }
-    .start();
+    let gateway = serve_with("header_timeout_seconds = 1");
     let mut stream = connect(gateway.port);
     stream
         .write_all(
@@ -95,11 +87,7 @@ fn a_token_form_that_never_arrives_is_408() {
 
 #[test]
 fn connections_past_the_limit_get_a_503_and_room_comes_back() {
-    let gateway = Gateway {
-        server: "max_connections = 3",
-        ..Gateway::default()
-    }
-    .start();
+    let gateway = serve_with("max_connections = 3");
     let mut held: Vec<TcpStream> = (0..3).map(|_| connect(gateway.port)).collect();
     // The three are admitted before the fourth arrives.
     std::thread::sleep(Duration::from_millis(200));
@@ -253,4 +241,17 @@ fn path_tricks_never_reach_the_registry() {
         let (status, _, body) = get(gateway.port, path, &alice());
         assert!(matches!(status, 400 | 404), "{path}: {status} {body}");
     }
+}
+
+#[test]
+fn a_tls_connection_past_the_limit_is_closed_at_once() {
+    let gateway = serve_with("max_connections = 1\ntls_cert = \"tls.crt\"\ntls_key = \"tls.key\"");
+    let _held = connect(gateway.port);
+    std::thread::sleep(Duration::from_millis(200));
+    // No handshake is spent on it: the connection ends before a ClientHello is even sent,
+    // where an admitted one would wait up to header_timeout_seconds (30 s) for it.
+    let mut refused = connect(gateway.port);
+    let (got, took) = until_closed(&mut refused, Duration::from_secs(5));
+    assert!(got.is_empty());
+    assert!(took < Duration::from_secs(2), "{took:?}");
 }

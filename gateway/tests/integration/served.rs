@@ -38,6 +38,15 @@ pub fn closed_port() -> u16 {
         .expect("a free port")
 }
 
+/// A gateway with `server` lines added to `[server]` and nothing else changed.
+pub fn serve_with(server: &str) -> Running {
+    Gateway {
+        server,
+        ..Gateway::default()
+    }
+    .start()
+}
+
 impl Gateway<'_> {
     pub fn start(&self) -> Running {
         let dir = tempfile::tempdir().expect("tempdir");
