@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub const SERVICE: &str = "registry.test";
@@ -53,12 +54,42 @@ pub fn require(tool: &str) {
     );
 }
 
-/// A loopback port free right now.
+/// A loopback port free right now, which no other test in this run is handed and no outgoing
+/// connection takes in the meantime.
+///
+/// Asking the kernel for port 0 would hand out an ephemeral port, and between dropping that
+/// listener and the server binding it, any outgoing connection (skopeo's, the gateway's to
+/// its registry) may take it: CI once failed on "Address already in use" that way. So ports
+/// come from outside the kernel's ephemeral range, each handed out once per run.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static HANDED_OUT: AtomicU32 = AtomicU32::new(0);
+    let (low, high) = outside_ephemeral_range();
+    let span = u32::from(high - low);
+    // Test processes running side by side (other checkouts, bench scripts) start apart.
+    let start = std::process::id();
+    for _ in 0..span {
+        let n = HANDED_OUT.fetch_add(1, Ordering::Relaxed);
+        let port = low + u16::try_from(start.wrapping_add(n) % span).expect("below span");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {low}..{high}")
+}
+
+/// Ports the kernel never picks for outgoing connections: below its ephemeral range when
+/// there is room there, else above it.
+fn outside_ephemeral_range() -> (u16, u16) {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|n| n.parse::<u16>().ok())
+        .collect::<Vec<_>>();
+    match range[..] {
+        [ephemeral_low, _] if ephemeral_low >= 11_000 => (10_000, ephemeral_low),
+        [_, ephemeral_high] if ephemeral_high <= 64_000 => (ephemeral_high + 1, u16::MAX),
+        _ => (20_000, 32_768),
+    }
 }
 
 fn wait_for_port(port: u16, what: &str, child: &mut Child) {
@@ -370,7 +401,7 @@ fn serve_with(config: &Path, port: u16, level: &str, stderr: Stdio) -> Running {
         .expect("listening line");
     assert!(
         line.starts_with("portcullis listening on"),
-        "unexpected: {line:?}"
+        "portcullis serve did not start (its stderr says why): {line:?}"
     );
     wait_for_port(port, "portcullis", &mut child);
     Running { child, port }
