@@ -1,6 +1,7 @@
 //! The HTTP side: the application state built from the config, hot reload of the files it
 //! reads, the accept loop, routing, and the one place errors become registry-style responses.
 
+mod access;
 mod connections;
 pub mod credentials;
 mod gateway;
@@ -10,10 +11,10 @@ mod token_endpoint;
 pub use live::Live;
 
 use crate::config::Config;
-use crate::decision_log::{DecisionLog, Source};
+use crate::decision_log::DecisionLog;
 use crate::identity::{CredentialCache, Groups, Htpasswd, Throttle};
 use crate::metrics::Metrics;
-use crate::policy::{Host, Outcome, Policies, Request as PolicyRequest};
+use crate::policy::{Host, Policies};
 use crate::proxy::{Body, RouteError, Upstream, UpstreamError};
 use crate::tls::Certificate;
 use crate::token::{Issuer, SigningKey, Verified};
@@ -292,39 +293,6 @@ impl App {
     /// Each policy's serving version and last reload error.
     pub fn policy_status(&self) -> Vec<crate::policy::PolicyStatus> {
         self.policies.status()
-    }
-
-    /// Counts a decision per policy, logs its faults, and writes it to the decision log.
-    fn observe(
-        &self,
-        source: Source,
-        request: &PolicyRequest,
-        outcome: &Outcome,
-        remembered: bool,
-        took: Duration,
-    ) {
-        let asked = &request.scope.actions;
-        for said in &outcome.answers {
-            let result = match &said.fault {
-                Some(_) => "fault",
-                None if asked.iter().all(|a| said.granted.contains(a)) => "granted",
-                None => "denied",
-            };
-            self.metrics.decision(
-                &said.policy,
-                result,
-                said.fault.as_ref().map(|(kind, _)| *kind),
-            );
-            if let (Some((_, fault)), false) = (&said.fault, remembered) {
-                tracing::warn!(policy = %said.policy, %fault, scope = %request.scope.name, "policy fault: denied");
-            }
-        }
-        if !self
-            .decisions
-            .record(source, request, outcome, remembered, took)
-        {
-            self.metrics.decision_log_dropped();
-        }
     }
 
     /// Watches policies and every other file the config names.

@@ -143,6 +143,12 @@ impl SigningKey {
         self.algorithm
     }
 
+    /// Whether a signature costs less than handing it to another thread: a P-256 one takes
+    /// about 15 µs, an RSA-2048 one about 0.7 ms, too long to hold an async worker.
+    pub fn signs_quickly(&self) -> bool {
+        matches!(self.signer, Signer::Ec(_))
+    }
+
     /// The public key as a JWK (for `/.well-known/jwks.json`).
     pub fn jwk(&self) -> &serde_json::Value {
         &self.jwk

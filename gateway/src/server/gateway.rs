@@ -5,7 +5,7 @@
 use super::credentials::{Credentials, client_ip, credentials};
 use super::{ApiError, App, Body, json};
 use crate::decision_log::Source;
-use crate::policy::{Account, Operation, Outcome, Request as PolicyRequest, Scope};
+use crate::policy::{Account, Operation, Request as PolicyRequest, Scope};
 use crate::proxy::{
     CatalogPage, CatalogQuery, Forwarded, Route, Target, UpstreamError, next_link, without_mount,
 };
@@ -15,7 +15,7 @@ use hyper::header::{HOST, HeaderValue, LINK};
 use hyper::{HeaderMap, Request, Response, StatusCode};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 /// Filtering stops after this many upstream pages and hands the client a `Link` to go on.
 const MAX_CATALOG_PAGES: usize = 100;
@@ -215,18 +215,8 @@ impl App {
                 })
             }
             Credentials::Basic { user, password } => {
-                let cached = self.cache.remembers(&user, &password);
-                self.metrics.credential_check(cached);
-                if !cached {
-                    let app = self.clone();
-                    let (name, pw) = (user.clone(), password);
-                    let ok =
-                        tokio::task::spawn_blocking(move || app.check_password(&name, &pw, client))
-                            .await
-                            .map_err(|e| ApiError::Internal(format!("login task failed: {e}")))??;
-                    if !ok {
-                        return Err(unauthorized("invalid username or password"));
-                    }
+                if !self.login(&user, password, client).await? {
+                    return Err(unauthorized("invalid username or password"));
                 }
                 Ok(Caller {
                     account: self.account(&user),
@@ -234,25 +224,6 @@ impl App {
                 })
             }
         }
-    }
-
-    /// bcrypt with the login throttle around it; `Ok(false)` is a wrong password.
-    fn check_password(&self, user: &str, password: &str, client: IpAddr) -> Result<bool, ApiError> {
-        let now = Instant::now();
-        self.throttle
-            .check(client, user, now)
-            .map_err(ApiError::TooManyRequests)?;
-        let ok = self.cache.verify(&self.users.load(), user, password);
-        if ok {
-            self.throttle.succeeded(client, user);
-        } else {
-            self.throttle.failed(client, user, now);
-        }
-        Ok(ok)
-    }
-
-    fn account(&self, name: &str) -> Account {
-        Account::user(name, self.groups.load().of(name).to_vec())
     }
 
     /// Checks a Bearer token: the signature once per key ring (then from memory), expiry
@@ -314,44 +285,12 @@ impl App {
             client_ip: Some(client.to_string()),
             operation: Some(operation.clone()),
         };
-        let outcome = self.decide(request).await;
+        let outcome = self.decide(Source::Gateway, request).await;
         if scope.actions.iter().all(|a| outcome.granted.contains(a)) {
             Ok(())
         } else {
             Err(Denial::Policy(outcome.withheld_by(&scope.actions)))
         }
-    }
-
-    /// The policies' answer, from memory when possible, else off the async workers; every
-    /// decision is counted and logged.
-    async fn decide(self: &Arc<Self>, request: PolicyRequest) -> Arc<Outcome> {
-        let started = Instant::now();
-        let policies = self.policies.current();
-        if let Some(outcome) = policies.recall(&request) {
-            self.observe(Source::Gateway, &request, &outcome, true, started.elapsed());
-            return outcome;
-        }
-        let app = self.clone();
-        let decided = tokio::task::spawn_blocking(move || {
-            let (outcome, remembered) = policies.decide_remembered(&request);
-            app.observe(
-                Source::Gateway,
-                &request,
-                &outcome,
-                remembered,
-                started.elapsed(),
-            );
-            outcome
-        })
-        .await;
-        // A decision task that died grants nothing.
-        decided.unwrap_or_else(|e| {
-            tracing::error!(error = %e, "decision task failed");
-            Arc::new(Outcome {
-                granted: Vec::new(),
-                answers: Vec::new(),
-            })
-        })
     }
 
     /// The registry's listing, keeping the repositories the caller may pull.
@@ -440,7 +379,7 @@ impl App {
             client_ip: Some(client.to_string()),
             operation: Some(operation.clone()),
         };
-        self.decide(request)
+        self.decide(Source::Gateway, request)
             .await
             .granted
             .iter()

@@ -6,13 +6,13 @@ use super::{ApiError, App, Body, json};
 use crate::decision_log::Source;
 use crate::policy::{Account, Request as PolicyRequest};
 use crate::scope::Scope;
-use crate::token::Access;
+use crate::token::{Access, Issued, TokenError};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Form bodies are a few hundred bytes; anything near this is not a token request.
 const MAX_FORM_BYTES: usize = 64 * 1024;
@@ -61,10 +61,7 @@ pub(super) async fn handle(
             .collect()
     };
     let token_request = parse(&app, params, basic)?;
-    // bcrypt and the policies are CPU work: keep them off the async workers.
-    tokio::task::spawn_blocking(move || app.issue(token_request, client))
-        .await
-        .map_err(|e| ApiError::Internal(format!("token task failed: {e}")))?
+    app.issue(token_request, client).await
 }
 
 fn bad_request(code: &'static str, message: String) -> ApiError {
@@ -158,35 +155,34 @@ fn parse(
 }
 
 impl App {
-    fn issue(&self, request: TokenRequest, client_ip: IpAddr) -> Result<Response<Body>, ApiError> {
+    async fn issue(
+        self: &Arc<Self>,
+        request: TokenRequest,
+        client_ip: IpAddr,
+    ) -> Result<Response<Body>, ApiError> {
         let (user, presented_refresh) = match request.grant {
             Grant::None if self.config.identity.anonymous => (None, None),
             Grant::None => {
                 return Err(ApiError::Unauthorized("authentication required".into()));
             }
             Grant::Password { user, password } => {
-                // Checked before bcrypt: a throttled guesser costs us no CPU.
-                let now = Instant::now();
-                self.throttle
-                    .check(client_ip, &user, now)
-                    .map_err(ApiError::TooManyRequests)?;
-                let cached = self.cache.remembers(&user, &password);
-                self.metrics.credential_check(cached);
-                if !cached && !self.cache.verify(&self.users.load(), &user, &password) {
-                    self.throttle.failed(client_ip, &user, now);
+                if !self.login(&user, password, client_ip).await? {
                     return Err(ApiError::Unauthorized(
                         "invalid username or password".into(),
                     ));
                 }
-                self.throttle.succeeded(client_ip, &user);
                 (Some(user), None)
             }
             Grant::Refresh(token) => {
-                let ring = self.keys.load();
-                let user = self
-                    .issuer
-                    .verify_refresh(&ring.all(), &token)
-                    .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+                let app = self.clone();
+                let (user, token) = blocking(move || {
+                    let ring = app.keys.load();
+                    app.issuer
+                        .verify_refresh(&ring.all(), &token)
+                        .map(|user| (user, token))
+                        .map_err(|e| ApiError::Unauthorized(e.to_string()))
+                })
+                .await?;
                 if !self.users.load().contains(&user) {
                     return Err(ApiError::Unauthorized(format!(
                         "account {user:?} no longer exists"
@@ -203,49 +199,29 @@ impl App {
             )));
         }
         let account = match &user {
-            Some(name) => Account::user(name, self.groups.load().of(name).to_vec()),
+            Some(name) => self.account(name),
             None => Account::anonymous(),
         };
-        let policies = self.policies.current();
-        let access = request
-            .scopes
-            .iter()
-            .map(|scope| {
-                let mut policy_request =
-                    PolicyRequest::new(account.clone(), scope.into(), &self.issuer.service);
-                policy_request.client_ip = Some(client_ip.to_string());
-                let started = Instant::now();
-                // As in gateway mode: the same request gets the same answer from this set.
-                let (outcome, remembered) = policies.decide_remembered(&policy_request);
-                self.observe(
-                    Source::Token,
-                    &policy_request,
-                    &outcome,
-                    remembered,
-                    started.elapsed(),
-                );
-                Access {
-                    resource_type: scope.resource_type.clone(),
-                    name: scope.name.clone(),
-                    actions: outcome.granted.clone(),
-                }
-            })
-            .collect();
+        let mut access = Vec::with_capacity(request.scopes.len());
+        for scope in &request.scopes {
+            let mut policy_request =
+                PolicyRequest::new(account.clone(), scope.into(), &self.issuer.service);
+            policy_request.client_ip = Some(client_ip.to_string());
+            let outcome = self.decide(Source::Token, policy_request).await;
+            access.push(Access {
+                resource_type: scope.resource_type.clone(),
+                name: scope.name.clone(),
+                actions: outcome.granted.clone(),
+            });
+        }
+        let offline = request.offline && self.issuer.refresh_enabled();
+        let app = self.clone();
+        let sign = move || app.sign(user, access, presented_refresh, offline);
         let ring = self.keys.load();
-        let subject = user.as_deref().unwrap_or("");
-        let issued = self
-            .issuer
-            .access_token(&ring.current, subject, access)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        let refresh_token = match (presented_refresh, &user) {
-            // The client keeps using the refresh token it has.
-            (Some(token), _) => Some(token),
-            (None, Some(user)) if request.offline && self.issuer.refresh_enabled() => Some(
-                self.issuer
-                    .refresh_token(&ring.current, user)
-                    .map_err(|e| ApiError::Internal(e.to_string()))?,
-            ),
-            _ => None,
+        let (issued, refresh_token) = if ring.current.signs_quickly() {
+            sign()?
+        } else {
+            blocking(sign).await?
         };
         let mut body = serde_json::json!({
             "token": issued.token,
@@ -258,4 +234,41 @@ impl App {
         }
         Ok(json(StatusCode::OK, &body))
     }
+
+    /// The access token, and the refresh token the client should keep: the one it
+    /// presented, or a new one for an offline login.
+    fn sign(
+        &self,
+        user: Option<String>,
+        access: Vec<Access>,
+        presented_refresh: Option<String>,
+        offline: bool,
+    ) -> Result<(Issued, Option<String>), ApiError> {
+        let ring = self.keys.load();
+        let failed = |e: TokenError| ApiError::Internal(e.to_string());
+        let subject = user.as_deref().unwrap_or("");
+        let issued = self
+            .issuer
+            .access_token(&ring.current, subject, access)
+            .map_err(failed)?;
+        let refresh_token = match (presented_refresh, &user) {
+            (Some(token), _) => Some(token),
+            (None, Some(user)) if offline => Some(
+                self.issuer
+                    .refresh_token(&ring.current, user)
+                    .map_err(failed)?,
+            ),
+            _ => None,
+        };
+        Ok((issued, refresh_token))
+    }
+}
+
+/// Runs CPU work (a signature check, an RSA signature) on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::Internal(format!("token task failed: {e}")))?
 }
