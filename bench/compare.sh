@@ -221,17 +221,27 @@ for i in "${!setups[@]}"; do
 done
 
 # 3: token issuance (warm credential cache) against raw signing on the same cores, and the
-# rate of the cheapest request the same server answers (GET /healthz), the HTTP floor.
+# rate of the cheapest request the same server answers (GET /healthz), the HTTP floor. The
+# server's own CPU per request is recorded too: wrk shares the cores, and its share grows
+# as the server gets faster.
+token_cell() { # name server-pid url [Authorization]
+  local before out requests
+  before=$(cpu_ticks "$2")
+  out=$(wrk -t2 -c16 -d"${secs}s" ${4:+-H "Authorization: $4"} "$3")
+  requests=$(awk '/requests in/ {print $1}' <<<"$out")
+  record tokens "$1" issued "$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
+  record tokens "$1" errors "$(awk '/Non-2xx/ {print $NF}' <<<"$out" | grep . || echo 0)"
+  record tokens "$1" server_us "$(awk -v t="$(( $(cpu_ticks "$2") - before ))" -v n="$requests" \
+    -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')"
+}
 settle
-out=$(wrk -t2 -c16 -d"${secs}s" "http://127.0.0.1:$ts/healthz")
-record tokens floor issued "$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
+token_cell floor "$pid_token_server" "http://127.0.0.1:$ts/healthz"
 for algorithm in ES256 RS256; do
   port=$([ $algorithm = ES256 ] && echo "$ts" || echo "$ts_rsa")
+  pid=$([ $algorithm = ES256 ] && echo "$pid_token_server" || echo "$pid_token_server_rsa")
   token "$port" pull app >/dev/null
-  out=$(wrk -t2 -c16 -d"${secs}s" -H "Authorization: $basic" \
-    "http://127.0.0.1:$port/token?service=bench&scope=repository:bench/app:pull")
-  record tokens "$algorithm" issued "$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
-  record tokens "$algorithm" errors "$(awk '/Non-2xx/ {print $NF}' <<<"$out" | grep . || echo 0)"
+  token_cell "$algorithm" "$pid" \
+    "http://127.0.0.1:$port/token?service=bench&scope=repository:bench/app:pull" "$basic"
 done
 cores=$(nproc)
 record tokens ES256 raw "$(openssl speed -seconds 3 -multi "$cores" ecdsap256 2>/dev/null | awk '/nistp256\)/ {v = $(NF-1)} END {print v}')"
