@@ -4,8 +4,10 @@
 //! policy request, which has neither.
 
 use crate::policy::{Outcome, Reference, Request};
-use std::io::Write;
-use std::path::Path;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, SystemTime};
 
@@ -32,24 +34,20 @@ impl DecisionLog {
         DecisionLog { lines: None }
     }
 
-    /// Appends to `path`, or writes to standard output when `path` is `stdout`.
+    /// Appends to `path`, or writes to standard output when `path` is `stdout`. A file that
+    /// is moved or deleted (logrotate) is reopened at `path` before the next line.
     pub fn open(path: &Path) -> std::io::Result<DecisionLog> {
-        let out: Box<dyn Write + Send> = if path == Path::new("stdout") {
-            Box::new(std::io::stdout())
+        let mut sink = if path == Path::new("stdout") {
+            Sink::Stdout(BufWriter::new(std::io::stdout()))
         } else {
-            Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?,
-            )
+            Sink::File(LogFile::open(path)?)
         };
         let (lines, queue) = sync_channel::<String>(QUEUE);
         std::thread::Builder::new()
             .name("decision-log".into())
             .spawn(move || {
-                let mut out = std::io::BufWriter::new(out);
                 while let Ok(line) = queue.recv() {
+                    let out = sink.current();
                     let mut ok = writeln!(out, "{line}").is_ok();
                     // Drain what is queued, then flush once.
                     while let Ok(line) = queue.try_recv() {
@@ -79,6 +77,70 @@ impl DecisionLog {
         match lines.try_send(line) {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+        }
+    }
+}
+
+/// Where the writer thread puts lines.
+enum Sink {
+    Stdout(BufWriter<std::io::Stdout>),
+    File(LogFile),
+}
+
+impl Sink {
+    /// The writer for the next lines: for a file, the one its path names now.
+    fn current(&mut self) -> &mut dyn Write {
+        match self {
+            Sink::Stdout(out) => out,
+            Sink::File(file) => {
+                file.follow();
+                &mut file.out
+            }
+        }
+    }
+}
+
+/// The decision log file and the identity of what was opened, to notice when logrotate
+/// moves it away: otherwise every later line would go to the rotated file, and after its
+/// deletion to no file at all, while the disk space stays taken.
+struct LogFile {
+    path: PathBuf,
+    out: BufWriter<File>,
+    identity: (u64, u64),
+    reopen_failed: bool,
+}
+
+impl LogFile {
+    fn open(path: &Path) -> std::io::Result<LogFile> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let opened = file.metadata()?;
+        Ok(LogFile {
+            path: path.to_path_buf(),
+            out: BufWriter::new(file),
+            identity: (opened.dev(), opened.ino()),
+            reopen_failed: false,
+        })
+    }
+
+    /// Opens the path again when it no longer names the file being written. If that
+    /// fails, lines go on to the moved file rather than nowhere.
+    fn follow(&mut self) {
+        let moved = std::fs::metadata(&self.path)
+            .map_or(true, |now| (now.dev(), now.ino()) != self.identity);
+        if !moved {
+            return;
+        }
+        match LogFile::open(&self.path) {
+            Ok(reopened) => *self = reopened,
+            Err(e) if !self.reopen_failed => {
+                self.reopen_failed = true;
+                tracing::error!(
+                    path = %self.path.display(),
+                    error = %e,
+                    "the decision log was moved and cannot be opened again; writing on to the moved file"
+                );
+            }
+            Err(_) => {}
         }
     }
 }
@@ -199,11 +261,7 @@ mod tests {
         assert_eq!(line["id"].as_str().map(str::len), Some(24));
     }
 
-    #[test]
-    fn lines_reach_the_file() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("decisions.jsonl");
-        let log = DecisionLog::open(&path).expect("opens");
+    fn anonymous_pull() -> (Request, Outcome) {
         let request = Request::new(
             Account::anonymous(),
             Scope {
@@ -218,23 +276,66 @@ mod tests {
             granted: Vec::new(),
             answers: Vec::new(),
         };
+        (request, outcome)
+    }
+
+    /// The lines of `path` once it has `count` of them (or after 5 s).
+    fn lines_when(path: &Path, count: usize) -> Vec<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            if text.lines().count() == count || std::time::Instant::now() > deadline {
+                return text.lines().map(String::from).collect();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn lines_reach_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("decisions.jsonl");
+        let log = DecisionLog::open(&path).expect("opens");
+        let (request, outcome) = anonymous_pull();
         for _ in 0..3 {
             assert!(log.record(Source::Token, &request, &outcome, false, Duration::ZERO));
         }
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        let lines = loop {
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            if text.lines().count() == 3 || std::time::Instant::now() > deadline {
-                break text;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let parsed: Vec<serde_json::Value> = lines
-            .lines()
+        let parsed: Vec<serde_json::Value> = lines_when(&path, 3)
+            .iter()
             .map(|l| serde_json::from_str(l).expect("JSON lines"))
             .collect();
         assert_eq!(parsed.len(), 3);
         assert_eq!(parsed[0]["source"], "token");
         assert_eq!(parsed[0]["account"], "");
+    }
+
+    #[test]
+    fn a_rotated_or_deleted_file_is_opened_again_at_its_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("decisions.jsonl");
+        let rotated = dir.path().join("decisions.jsonl.1");
+        let log = DecisionLog::open(&path).expect("opens");
+        let (request, outcome) = anonymous_pull();
+        let record =
+            || assert!(log.record(Source::Gateway, &request, &outcome, false, Duration::ZERO));
+        record();
+        assert_eq!(lines_when(&path, 1).len(), 1);
+        // logrotate's default: rename, then the writer is expected to start a new file.
+        std::fs::rename(&path, &rotated).expect("rotate");
+        record();
+        record();
+        assert_eq!(lines_when(&path, 2).len(), 2, "new lines go to the path");
+        assert_eq!(
+            lines_when(&rotated, 1).len(),
+            1,
+            "the rotated file keeps its line"
+        );
+        std::fs::remove_file(&path).expect("delete");
+        record();
+        assert_eq!(
+            lines_when(&path, 1).len(),
+            1,
+            "a deleted file is created again"
+        );
     }
 }
