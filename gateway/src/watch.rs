@@ -1,9 +1,11 @@
 //! Watching files for hot reload: the directories holding them are watched (Kubernetes swaps a
 //! symlink beside ConfigMap files; editors rename over them), events are debounced, and a
-//! callback re-reads whatever it needs. Dropping the [`FileWatcher`] stops it.
+//! callback re-reads whatever it needs, once one of the files really changed. Dropping the
+//! [`FileWatcher`] stops it.
 
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{RecvTimeoutError, channel};
 use std::thread;
@@ -18,7 +20,9 @@ pub struct FileWatcher {
     _watcher: RecommendedWatcher,
 }
 
-/// Calls `on_change` (on a thread of its own) after files in the directories of `files` change.
+/// Calls `on_change` (on a thread of its own) after one of `files` changes. Other files in
+/// their directories (a decision log, a neighbour's settings) make events too, and are
+/// told apart by the files' fingerprints.
 pub fn watch<F>(name: &str, files: &[&Path], on_change: F) -> Result<FileWatcher, notify::Error>
 where
     F: Fn() + Send + 'static,
@@ -36,6 +40,15 @@ where
     for dir in &dirs {
         watcher.watch(dir, RecursiveMode::NonRecursive)?;
     }
+    let files: Vec<PathBuf> = files.iter().map(|f| f.to_path_buf()).collect();
+    let mut seen = fingerprint(&files);
+    let mut on_real_change = move || {
+        let now = fingerprint(&files);
+        if now != seen {
+            seen = now;
+            on_change();
+        }
+    };
     thread::Builder::new()
         .name(format!("{name}-reload"))
         .spawn(move || {
@@ -47,21 +60,91 @@ where
                         // The watcher was dropped (replaced by a newer one) after this change
                         // arrived, maybe before the newer one saw it: act on it, then stop.
                         Err(RecvTimeoutError::Disconnected) => {
-                            on_change();
+                            on_real_change();
                             return;
                         }
                     }
                 }
-                on_change();
+                on_real_change();
             }
         })
         .map_err(notify::Error::io)?;
     Ok(FileWatcher { _watcher: watcher })
 }
 
+/// Device, inode, size and modification time (seconds, nanoseconds) of what a path names;
+/// `None` for a missing file. A write or a rename over the file changes it; reading does not.
+type Fingerprint = Option<(u64, u64, u64, i64, i64)>;
+
+/// The fingerprints of what the paths name now, symlinks followed (a ConfigMap swap changes
+/// the target).
+fn fingerprint(files: &[PathBuf]) -> Vec<Fingerprint> {
+    files
+        .iter()
+        .map(|file| {
+            let now = std::fs::metadata(file).ok()?;
+            Some((
+                now.dev(),
+                now.ino(),
+                now.len(),
+                now.mtime(),
+                now.mtime_nsec(),
+            ))
+        })
+        .collect()
+}
+
 fn parent_dir(file: &Path) -> PathBuf {
     match file.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// How many times the callback ran once `DEBOUNCE` and some slack have passed.
+    fn calls_after(calls: &AtomicUsize) -> usize {
+        thread::sleep(DEBOUNCE * 5);
+        calls.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn only_changes_to_the_watched_files_call_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let watched = dir.path().join("htpasswd");
+        let neighbour = dir.path().join("decisions.jsonl");
+        std::fs::write(&watched, "alice:x\n").expect("write");
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let _watch = watch("test", &[watched.as_path()], move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        })
+        .expect("watches");
+        for line in 0..5 {
+            std::fs::write(&neighbour, format!("line {line}\n")).expect("write");
+            let _ = std::fs::read(&watched).expect("read");
+        }
+        assert_eq!(
+            calls_after(&calls),
+            0,
+            "a neighbour's writes and reads are no change"
+        );
+        std::fs::write(&watched, "alice:y\nbob:z\n").expect("write");
+        assert_eq!(calls_after(&calls), 1, "a write in place is");
+        let replacement = dir.path().join("htpasswd.new");
+        std::fs::write(&replacement, "alice:y\nbob:z\n").expect("write");
+        std::fs::rename(&replacement, &watched).expect("rename");
+        assert_eq!(
+            calls_after(&calls),
+            2,
+            "so is a rename over it, same size or not"
+        );
+        std::fs::remove_file(&watched).expect("remove");
+        assert_eq!(calls_after(&calls), 3, "and its removal");
     }
 }
