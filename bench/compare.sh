@@ -6,7 +6,7 @@
 # token`, Bearer). A bare TCP relay (socat) shows what any byte-copying proxy can reach.
 # Every user is bcrypt cost 10. It measures
 #   1. manifest GETs at 1, 16 and 256 connections (wrk): rate, p50, p99;
-#   2. 256 MiB blob pull and push (curl), median of 3;
+#   2. 256 MiB blob pull and push (curl), median of 5 and 3, setups taking turns;
 #   3. token issuance with a warm credential cache against the raw ES256 / RS256 signing rate
 #      of `openssl speed` on the same cores;
 #   4. one decision through each shipped policy, reused and fresh instance (criterion);
@@ -156,7 +156,6 @@ record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >> "$results"; }
 reset_peak() { for pid in $1; do echo 5 > "/proc/$pid/clear_refs"; done; }
 peak_kib() { local sum=0; for pid in $1; do sum=$((sum + $(awk '/VmHWM/ {print $2}' "/proc/$pid/status"))); done; echo "$sum"; }
 ms() { awk '{v = $1; if (v ~ /us$/) v = v / 1000; else if (v ~ /ms$/) v = v + 0; else if (v ~ /s$/) v = v * 1000; printf "%.2f", v}' <<<"$1"; }
-median3() { sort -n | sed -n 2p; }
 cpu_ticks() { local t=0; for pid in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done; echo "$t"; }
 # Waits (at most 60 s) until the servers have worked off what the last run queued: nginx
 # and the htpasswd registry keep running bcrypts for seconds after wrk has stopped.
@@ -191,33 +190,40 @@ for c in "${connections[@]}"; do
   done
 done
 
-# 2: blobs, pulled and pushed three times each (median); pushes go to fresh repositories.
-# All pulls first: a push leaves the kernel writing 256 MiB back to disk for seconds after.
-for i in "${!setups[@]}"; do
-  IFS='|' read -r name port auth <<<"${setups[$i]}"
-  settle
-  pull=$(for _ in 1 2 3; do
-    pull_auth=$auth
-    [ "$i" -eq 5 ] && pull_auth=$(token "$ts" pull app)
-    curl -sSf ${pull_auth:+-H "Authorization: $pull_auth"} -o /dev/null -w '%{speed_download}\n' \
-      "http://127.0.0.1:$port/v2/bench/app/blobs/$layer"
-  done | median3)
-  record blobs "$name" pull "$pull"
-done
-for i in "${!setups[@]}"; do
-  IFS='|' read -r name port auth <<<"${setups[$i]}"
-  push=$(for n in 1 2 3; do
-    sync
-    repo=push-$i-$n
-    case $i in
-      4) push_auth=$(token "$gw" pull,push "$repo") ;;
-      5) push_auth=$(token "$ts" pull,push "$repo") ;;
-      *) push_auth=$auth ;;
+# 2: blobs, pulled five times and pushed three times per setup (median), in rounds that
+# visit every setup in turn: the host's load drifts over a minute, and consecutive transfers
+# of one setup would carry that drift into its ratio. Pushes go to fresh repositories; all
+# pulls come first, as a push leaves the kernel writing 256 MiB back to disk for seconds.
+settle
+for round in 1 2 3 4 5; do
+  for i in "${!setups[@]}"; do
+    IFS='|' read -r name port auth <<<"${setups[$i]}"
+    case $i in # fresh tokens: the manifest runs may have outlived the first ones
+      4) auth=$(token "$gw" pull app) ;;
+      5) auth=$(token "$ts" pull app) ;;
     esac
-    upload "http://127.0.0.1:$port" "bench/$repo" "$work/layer.bin" "$push_auth" >/dev/null
-    cat "$work/speed"
-  done | median3)
-  record blobs "$name" push "$push"
+    curl -sSf ${auth:+-H "Authorization: $auth"} -o /dev/null -w "$i %{speed_download}\n" \
+      "http://127.0.0.1:$port/v2/bench/app/blobs/$layer"
+  done
+done > "$work/pulls"
+for round in 1 2 3; do
+  for i in "${!setups[@]}"; do
+    IFS='|' read -r name port auth <<<"${setups[$i]}"
+    sync
+    repo=push-$i-$round
+    case $i in
+      4) auth=$(token "$gw" pull,push "$repo") ;;
+      5) auth=$(token "$ts" pull,push "$repo") ;;
+    esac
+    upload "http://127.0.0.1:$port" "bench/$repo" "$work/layer.bin" "$auth" >/dev/null
+    echo "$i $(cat "$work/speed")"
+  done
+done > "$work/pushes"
+median() { sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+for i in "${!setups[@]}"; do
+  IFS='|' read -r name _ _ <<<"${setups[$i]}"
+  record blobs "$name" pull "$(awk -v i="$i" '$1 == i {print $2}' "$work/pulls" | median)"
+  record blobs "$name" push "$(awk -v i="$i" '$1 == i {print $2}' "$work/pushes" | median)"
 done
 
 # 3: token issuance (warm credential cache) against raw signing on the same cores, and the

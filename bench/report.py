@@ -80,7 +80,7 @@ def main():
         out.append(f"| {setup} | " + " | ".join(cells) + " |")
     out += [
         "",
-        f"**{big_mb} MiB blob**, median of 3 curl transfers (pushes: POST, then one monolithic PUT), "
+        f"**{big_mb} MiB blob**, median of 5 curl pulls and 3 pushes, the setups taking turns (pushes: POST, then one monolithic PUT), "
         f"and the servers' **peak resident memory** during the {connections[-1]}-connection run "
         "(VmHWM, reset before it; the token-server row adds the registry and Portcullis, nginx "
         "master and worker).",
