@@ -14,6 +14,7 @@ CEILING = "registry:2, no auth (ceiling)"
 NGINX = "nginx auth_basic recipe"
 GATEWAY = ("Portcullis gateway, Basic", "Portcullis gateway, Bearer")
 TOKEN_SERVER = "Portcullis token server + registry:2, Bearer"
+RELAY = "bare TCP relay (socat), no auth"
 
 
 def load(path):
@@ -148,6 +149,8 @@ def main():
         out.append(target(f"{setup} rate vs the nginx recipe", ratio(get("manifests", setup, f"rate@{at}"), nginx), 50))
     for kind in ("pull", "push"):
         out.append(target(f"gateway blob {kind} vs ceiling", ratio(get("blobs", GATEWAY[1], kind), get("blobs", CEILING, kind)), 0.8))
+    relay = ratio(get("blobs", RELAY, "pull"), get("blobs", CEILING, "pull"))
+    out.append(f"  - the bare TCP relay's pull, the bound of any proxy that copies the bytes: {relay:.2f}x")
     for algorithm in ("ES256", "RS256"):
         out.append(target(f"{algorithm} token issuance vs raw signing", ratio(get("tokens", algorithm, "issued"), get("tokens", algorithm, "raw")), 0.5))
     print("\n".join(out))
