@@ -86,6 +86,33 @@ impl KeyRing {
 /// Rotated-out keys kept for verifying refresh tokens (and listed in the JWKS).
 const MAX_PREVIOUS_KEYS: usize = 4;
 
+/// The files besides policies that a config names, each set reloaded on its own.
+#[derive(Clone, Copy)]
+enum FileSet {
+    /// The htpasswd.
+    Users,
+    /// The groups file.
+    Groups,
+    /// The signing key and its certificate.
+    Key,
+    /// The listener's TLS certificate and key.
+    Tls,
+}
+
+impl FileSet {
+    const ALL: [FileSet; 4] = [FileSet::Users, FileSet::Groups, FileSet::Key, FileSet::Tls];
+
+    /// The name of its watcher thread.
+    fn name(self) -> &'static str {
+        match self {
+            FileSet::Users => "htpasswd",
+            FileSet::Groups => "groups",
+            FileSet::Key => "key",
+            FileSet::Tls => "tls",
+        }
+    }
+}
+
 /// Why the gateway cannot start.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -231,55 +258,84 @@ impl App {
             .reload_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let mut ok = true;
+        // Every set is tried, whichever fails.
+        let ok = FileSet::ALL
+            .into_iter()
+            .map(|set| self.reload_set(set))
+            .fold(true, |all, this| all & this);
+        self.metrics.reload("identity", ok);
+    }
+
+    /// Re-reads one set of files after its watcher saw it change.
+    fn reload_changed(&self, set: FileSet) {
+        let _one_at_a_time = self
+            .reload_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let ok = self.reload_set(set);
+        self.metrics.reload("identity", ok);
+    }
+
+    /// The files of one set this config names.
+    fn files_of(&self, set: FileSet) -> Vec<&Path> {
         let identity = &self.config.identity;
-        if let Some(path) = &identity.htpasswd {
-            match Htpasswd::load(path) {
-                Ok(users) => {
+        match set {
+            FileSet::Users => identity.htpasswd.iter().map(|p| p.as_path()).collect(),
+            FileSet::Groups => identity.groups.iter().map(|p| p.as_path()).collect(),
+            FileSet::Key => vec![&self.config.token.key, &self.config.token.certificate],
+            FileSet::Tls => self.tls.iter().flat_map(|tls| tls.files()).collect(),
+        }
+    }
+
+    /// Loads one set anew; false (and logged) when it fails, the last good version serving on.
+    fn reload_set(&self, set: FileSet) -> bool {
+        let identity = &self.config.identity;
+        let failed = |what: &str, error: &dyn std::fmt::Display| {
+            tracing::warn!(%error, "{what} reload failed; keeping the last good version");
+            false
+        };
+        match set {
+            FileSet::Users => match identity.htpasswd.as_ref().map(|p| Htpasswd::load(p)) {
+                None => true,
+                Some(Ok(users)) => {
                     self.users.store(Arc::new(users));
                     // A removed user or a changed password must stop working now.
                     self.cache.clear();
+                    true
                 }
-                Err(e) => {
-                    ok = false;
-                    tracing::warn!(error = %e, "htpasswd reload failed; keeping the last good version")
+                Some(Err(e)) => failed("htpasswd", &e),
+            },
+            FileSet::Groups => match identity.groups.as_ref().map(|p| Groups::load(p)) {
+                None => true,
+                Some(Ok(groups)) => {
+                    self.groups.store(Arc::new(groups));
+                    true
+                }
+                Some(Err(e)) => failed("groups", &e),
+            },
+            FileSet::Key => {
+                match SigningKey::load(&self.config.token.key, &self.config.token.certificate) {
+                    Ok(key) => {
+                        let ring = self.keys.load_full();
+                        if key.kid != ring.current.kid {
+                            tracing::info!(kid = %key.kid, "signing key rotated");
+                            let previous = std::iter::once(ring.current.clone())
+                                .chain(ring.previous.iter().cloned())
+                                .take(MAX_PREVIOUS_KEYS)
+                                .collect();
+                            self.keys
+                                .store(Arc::new(KeyRing::new(Arc::new(key), previous)));
+                        }
+                        true
+                    }
+                    Err(e) => failed("signing key", &e),
                 }
             }
+            FileSet::Tls => match self.tls.as_ref().map(|tls| tls.reload()) {
+                None | Some(Ok(())) => true,
+                Some(Err(e)) => failed("TLS certificate", &e),
+            },
         }
-        if let Some(path) = &identity.groups {
-            match Groups::load(path) {
-                Ok(groups) => self.groups.store(Arc::new(groups)),
-                Err(e) => {
-                    ok = false;
-                    tracing::warn!(error = %e, "groups reload failed; keeping the last good version")
-                }
-            }
-        }
-        match SigningKey::load(&self.config.token.key, &self.config.token.certificate) {
-            Ok(key) => {
-                let ring = self.keys.load_full();
-                if key.kid != ring.current.kid {
-                    tracing::info!(kid = %key.kid, "signing key rotated");
-                    let previous = std::iter::once(ring.current.clone())
-                        .chain(ring.previous.iter().cloned())
-                        .take(MAX_PREVIOUS_KEYS)
-                        .collect();
-                    self.keys
-                        .store(Arc::new(KeyRing::new(Arc::new(key), previous)));
-                }
-            }
-            Err(e) => {
-                ok = false;
-                tracing::warn!(error = %e, "signing key reload failed; keeping the last good key")
-            }
-        }
-        if let Some(tls) = &self.tls
-            && let Err(e) = tls.reload()
-        {
-            ok = false;
-            tracing::warn!(error = %e, "TLS certificate reload failed; keeping the last good one");
-        }
-        self.metrics.reload("identity", ok);
     }
 
     /// Re-reads every file the config names (SIGHUP: for file systems whose changes the
@@ -297,28 +353,28 @@ impl App {
 
     /// Watches policies and every other file the config names.
     pub fn watch(self: &Arc<Self>) -> Result<Vec<FileWatcher>, notify::Error> {
-        let identity = &self.config.identity;
-        let token = &self.config.token;
-        let files: Vec<&Path> = [Some(&token.key), Some(&token.certificate)]
-            .into_iter()
-            .chain([identity.htpasswd.as_ref(), identity.groups.as_ref()])
-            .flatten()
-            .map(|p| p.as_path())
-            .chain(self.tls.iter().flat_map(|tls| tls.files()))
-            .collect();
-        let app = Arc::downgrade(self);
-        let files_watcher = crate::watch::watch("identity", &files, move || {
-            if let Some(app) = app.upgrade() {
-                app.reload_files();
+        let mut watchers = Vec::new();
+        // A watcher per set: a key rotation must not clear the credential cache, nor a
+        // groups edit load the htpasswd again (its decoy hash is a bcrypt at its top cost).
+        for set in FileSet::ALL {
+            let files = self.files_of(set);
+            if files.is_empty() {
+                continue;
             }
-        })?;
+            let app = Arc::downgrade(self);
+            watchers.push(crate::watch::watch(set.name(), &files, move || {
+                if let Some(app) = app.upgrade() {
+                    app.reload_changed(set);
+                }
+            })?);
+        }
         let app = Arc::downgrade(self);
-        let policies_watcher = self.policies.watch(move |failures| {
+        watchers.push(self.policies.watch(move |failures| {
             if let Some(app) = app.upgrade() {
                 app.metrics.reload("policies", failures.is_empty());
             }
-        })?;
-        Ok(vec![files_watcher, policies_watcher])
+        })?);
+        Ok(watchers)
     }
 
     /// Routes one request.

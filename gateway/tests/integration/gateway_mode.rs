@@ -143,6 +143,71 @@ fn metrics_count_requests_decisions_cache_hits_and_upstream_errors() {
     }
 }
 
+/// Polls `/metrics`, calling `between` before each look, until it holds `line` (5 s at most).
+fn until_metric(port: u16, line: &str, mut between: impl FnMut()) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        between();
+        let metrics = get(port, "/metrics", "Host: x\r\n").2;
+        if metrics.contains(line) || std::time::Instant::now() > deadline {
+            return metrics;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_key_rotation_keeps_verified_logins_and_an_htpasswd_edit_drops_them() {
+    let gateway = serve_with("");
+    let dir = gateway.dir.path();
+    let login = || {
+        assert_eq!(
+            get(gateway.port, "/token?service=registry.test", &alice()).0,
+            200
+        )
+    };
+    login();
+    let fresh = dir.join("fresh-keys");
+    portcullis::token::generate(&fresh, false).expect("keygen");
+    for file in ["token.key", "token.crt"] {
+        std::fs::rename(fresh.join(file), dir.join("keys").join(file)).expect("rotate");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while get(gateway.port, "/.well-known/jwks.json", "Host: x\r\n")
+        .2
+        .matches("\"kid\"")
+        .count()
+        < 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the key never rotated"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    login();
+    let metrics = get(gateway.port, "/metrics", "Host: x\r\n").2;
+    assert!(
+        metrics.contains("portcullis_credential_cache_total{result=\"miss\"} 1"),
+        "a new signing key sent alice back to bcrypt:\n{metrics}"
+    );
+    // The same password under a new hash: still a change of the htpasswd.
+    let htpasswd = dir.join("htpasswd");
+    let replacement = dir.join("htpasswd.new");
+    let line = format!("alice:{}\n", bcrypt::hash("pw", 4).expect("hash"));
+    std::fs::write(&replacement, line).expect("write");
+    std::fs::rename(&replacement, &htpasswd).expect("replace");
+    let metrics = until_metric(
+        gateway.port,
+        "portcullis_credential_cache_total{result=\"miss\"} 2",
+        login,
+    );
+    assert!(
+        metrics.contains("portcullis_credential_cache_total{result=\"miss\"} 2"),
+        "an htpasswd edit must drop verified logins:\n{metrics}"
+    );
+}
+
 #[test]
 fn the_decision_log_has_a_line_per_decision_and_no_secret() {
     let gateway = start_with("", "[log]\ndecisions = \"decisions.jsonl\"\n");
