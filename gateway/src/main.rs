@@ -150,6 +150,10 @@ fn serve(path: &Path) -> Result<ExitCode, String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async {
+        // Signals are taken over before anyone is told we listen: a SIGHUP or SIGTERM sent
+        // on seeing that line would otherwise meet the default action and kill the process.
+        let shutdown = shutdown_signal()?;
+        reload_on_hangup(live.clone())?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -157,8 +161,7 @@ fn serve(path: &Path) -> Result<ExitCode, String> {
         // On stdout so scripts and tests started with port 0 learn the port.
         let scheme = if tls { "https" } else { "http" };
         println!("portcullis listening on {scheme}://{local}");
-        reload_on_hangup(live.clone())?;
-        server::serve(live, listener, shutdown_signal())
+        server::serve(live, listener, shutdown)
             .await
             .map_err(|e| e.to_string())?;
         Ok(ExitCode::SUCCESS)
@@ -181,21 +184,19 @@ fn reload_on_hangup(live: Arc<Live>) -> Result<(), String> {
     Ok(())
 }
 
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Ctrl-C (SIGINT) or SIGTERM, handled from the moment this returns.
+fn shutdown_signal() -> Result<impl Future<Output = ()>, String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let handle = |kind, name: &str| signal(kind).map_err(|e| format!("cannot handle {name}: {e}"));
+    let mut interrupt = handle(SignalKind::interrupt(), "SIGINT")?;
+    let mut terminate = handle(SignalKind::terminate(), "SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
-    tracing::info!("shutting down");
+        tracing::info!("shutting down");
+    })
 }
 
 fn keygen(dir: &Path, rsa: bool) -> Result<ExitCode, String> {

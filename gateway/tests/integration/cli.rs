@@ -313,7 +313,7 @@ fn check_refuses_unusable_tls_files_and_upstreams() {
 }
 
 #[test]
-fn serve_writes_json_logs_when_asked_and_exits_0_on_sigterm() {
+fn serve_handles_sighup_and_sigterm_from_its_first_line_and_logs_json() {
     let dir = config_dir(ACL_DESIGN_EXAMPLE);
     let config = dir.path().join("portcullis.toml");
     let text = std::fs::read_to_string(&config).expect("read");
@@ -340,11 +340,14 @@ fn serve_writes_json_logs_when_asked_and_exits_0_on_sigterm() {
         line.starts_with("portcullis listening on http://127.0.0.1:"),
         "{line}"
     );
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    // At once, as a script reacting to the line would: both are handled, neither kills.
+    for signal in ["-HUP", "-TERM"] {
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
     let out = child.wait_with_output().expect("exits");
     assert!(out.status.success(), "{:?}", out.status);
     let stderr = String::from_utf8_lossy(&out.stderr);
