@@ -254,25 +254,19 @@ impl App {
     /// Re-reads the htpasswd, groups, key and certificate; what fails to load keeps its last
     /// good version and is logged.
     pub fn reload_files(&self) {
-        let _one_at_a_time = self
-            .reload_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        // Every set is tried, whichever fails.
-        let ok = FileSet::ALL
-            .into_iter()
-            .map(|set| self.reload_set(set))
-            .fold(true, |all, this| all & this);
-        self.metrics.reload("identity", ok);
+        self.reload_sets(&FileSet::ALL);
     }
 
-    /// Re-reads one set of files after its watcher saw it change.
-    fn reload_changed(&self, set: FileSet) {
+    /// Re-reads these sets, every one whichever fails, and counts one identity reload.
+    fn reload_sets(&self, sets: &[FileSet]) {
         let _one_at_a_time = self
             .reload_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let ok = self.reload_set(set);
+        let ok = sets
+            .iter()
+            .map(|set| self.reload_set(*set))
+            .fold(true, |all, this| all & this);
         self.metrics.reload("identity", ok);
     }
 
@@ -364,7 +358,7 @@ impl App {
             let app = Arc::downgrade(self);
             watchers.push(crate::watch::watch(set.name(), &files, move || {
                 if let Some(app) = app.upgrade() {
-                    app.reload_changed(set);
+                    app.reload_sets(&[set]);
                 }
             })?);
         }

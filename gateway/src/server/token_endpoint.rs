@@ -6,7 +6,7 @@ use super::{ApiError, App, Body, json};
 use crate::decision_log::Source;
 use crate::policy::{Account, Request as PolicyRequest};
 use crate::scope::Scope;
-use crate::token::{Access, Issued, TokenError};
+use crate::token::{Access, Issued, SigningKey, TokenError};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
@@ -215,10 +215,10 @@ impl App {
             });
         }
         let offline = request.offline && self.issuer.refresh_enabled();
-        let app = self.clone();
-        let sign = move || app.sign(user, access, presented_refresh, offline);
-        let ring = self.keys.load();
-        let (issued, refresh_token) = if ring.current.signs_quickly() {
+        let (app, ring) = (self.clone(), self.keys.load_full());
+        let quick = ring.current.signs_quickly();
+        let sign = move || app.sign(&ring.current, user, access, presented_refresh, offline);
+        let (issued, refresh_token) = if quick {
             sign()?
         } else {
             blocking(sign).await?
@@ -239,25 +239,23 @@ impl App {
     /// presented, or a new one for an offline login.
     fn sign(
         &self,
+        key: &SigningKey,
         user: Option<String>,
         access: Vec<Access>,
         presented_refresh: Option<String>,
         offline: bool,
     ) -> Result<(Issued, Option<String>), ApiError> {
-        let ring = self.keys.load();
         let failed = |e: TokenError| ApiError::Internal(e.to_string());
         let subject = user.as_deref().unwrap_or("");
         let issued = self
             .issuer
-            .access_token(&ring.current, subject, access)
+            .access_token(key, subject, access)
             .map_err(failed)?;
         let refresh_token = match (presented_refresh, &user) {
             (Some(token), _) => Some(token),
-            (None, Some(user)) if offline => Some(
-                self.issuer
-                    .refresh_token(&ring.current, user)
-                    .map_err(failed)?,
-            ),
+            (None, Some(user)) if offline => {
+                Some(self.issuer.refresh_token(key, user).map_err(failed)?)
+            }
             _ => None,
         };
         Ok((issued, refresh_token))
