@@ -61,6 +61,9 @@ pub struct Server {
     /// Address and port to listen on.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Where operators reach `/metrics` and `/status` (plain HTTP, no authentication: bind
+    /// it where only they can connect). Without it, those two are not served.
+    pub admin_listen: Option<SocketAddr>,
     /// How clients reach the gateway: the token realm and upload `Location`s are built on it.
     pub public_url: Option<String>,
     /// PEM certificate chain for TLS on the listener (with `tls_key`).
@@ -98,6 +101,7 @@ impl Default for Server {
     fn default() -> Server {
         Server {
             listen: default_listen(),
+            admin_listen: None,
             public_url: None,
             tls_cert: None,
             tls_key: None,
@@ -131,6 +135,10 @@ pub struct Token {
     /// Lifetime of refresh tokens (`docker login`); 0 disables them.
     #[serde(default = "default_refresh_ttl")]
     pub refresh_ttl_seconds: u64,
+    /// Keys rotated out that still verify refresh tokens (and gateway-mode Bearer tokens);
+    /// 0 makes a rotation cut every token of the old key at once (a leaked key).
+    #[serde(default = "default_previous_keys")]
+    pub previous_keys: usize,
 }
 
 fn default_ttl() -> u64 {
@@ -140,6 +148,17 @@ fn default_ttl() -> u64 {
 fn default_refresh_ttl() -> u64 {
     30 * 24 * 3600
 }
+
+fn default_previous_keys() -> usize {
+    4
+}
+
+/// Access tokens live at most a day: they cannot be revoked, only outlived.
+const MAX_TTL_SECONDS: u64 = 24 * 3600;
+/// Refresh tokens live at most a year.
+const MAX_REFRESH_TTL_SECONDS: u64 = 366 * 24 * 3600;
+/// Rotated-out keys kept at most.
+const MAX_PREVIOUS_KEYS: usize = 16;
 
 /// `[identity]`
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -252,8 +271,13 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
+        Config::from_text(path, &text)
+    }
+
+    /// Parses and checks the text of the config file at `path`.
+    pub fn from_text(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let base = path.parent().unwrap_or(Path::new(""));
-        Config::parse(&text, base).map_err(|e| match e {
+        Config::parse(text, base).map_err(|e| match e {
             Problem::Parse(message) => ConfigError::Parse {
                 path: path.to_path_buf(),
                 message,
@@ -308,13 +332,41 @@ impl Config {
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(format!("{key} must be above 0"));
         }
+        if self.server.admin_listen == Some(self.server.listen) {
+            return Err(format!(
+                "[server] admin_listen = \"{}\" is the same as listen: give operators a port \
+                 of their own",
+                self.server.listen
+            ));
+        }
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             return Err("[server] tls_cert and tls_key go together: set both or neither".into());
         }
-        if self.token.ttl_seconds < 60 {
+        let token = &self.token;
+        if token.ttl_seconds < 60 {
             return Err(format!(
                 "[token] ttl_seconds = {} is too short: clients treat anything under 60 as 60",
-                self.token.ttl_seconds
+                token.ttl_seconds
+            ));
+        }
+        if token.ttl_seconds > MAX_TTL_SECONDS {
+            return Err(format!(
+                "[token] ttl_seconds = {} is too long: at most {MAX_TTL_SECONDS} (a day); \
+                 clients fetch a new token when theirs expires",
+                token.ttl_seconds
+            ));
+        }
+        if token.refresh_ttl_seconds > MAX_REFRESH_TTL_SECONDS {
+            return Err(format!(
+                "[token] refresh_ttl_seconds = {} is too long: at most {MAX_REFRESH_TTL_SECONDS} \
+                 (a year); 0 disables refresh tokens",
+                token.refresh_ttl_seconds
+            ));
+        }
+        if token.previous_keys > MAX_PREVIOUS_KEYS {
+            return Err(format!(
+                "[token] previous_keys = {} is too many: at most {MAX_PREVIOUS_KEYS}",
+                token.previous_keys
             ));
         }
         if self.policies.is_empty() {

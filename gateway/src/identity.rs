@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// Verified credentials remembered at most; past this the cache starts over.
+/// Verified credentials remembered at most; past this the least used are forgotten.
 const CACHE_CAPACITY: usize = 10_000;
 
 /// A file that cannot be used, naming the file and the line.
@@ -29,9 +29,10 @@ pub struct InvalidFile {
 #[derive(Debug, Default)]
 pub struct Htpasswd {
     hashes: HashMap<String, String>,
-    /// A hash of the file's highest cost, checked for unknown users so they take as long as
-    /// known users with a wrong password.
-    decoy: Option<String>,
+    /// The file's highest bcrypt cost: every wrong password costs as much bcrypt work as one
+    /// check at this cost, whoever's it is, so timing tells no user from another, nor known
+    /// users from unknown ones.
+    max_cost: u32,
 }
 
 impl Htpasswd {
@@ -79,10 +80,7 @@ impl Htpasswd {
             max_cost = max_cost.max(cost);
             hashes.insert(user.to_string(), hash.to_string());
         }
-        let decoy = (max_cost > 0)
-            .then(|| bcrypt::hash("portcullis-decoy", max_cost).ok())
-            .flatten();
-        Ok(Htpasswd { hashes, decoy })
+        Ok(Htpasswd { hashes, max_cost })
     }
 
     /// Reads and parses a file.
@@ -105,18 +103,53 @@ impl Htpasswd {
         self.hashes.contains_key(user)
     }
 
-    /// Checks a password with bcrypt. Unknown users are checked against a decoy hash of the
-    /// same cost, so the answer takes as long as for a wrong password.
-    pub fn verify(&self, user: &str, password: &str) -> bool {
-        match (self.hashes.get(user), &self.decoy) {
-            (Some(hash), _) => bcrypt::verify(password, hash).unwrap_or(false),
-            (None, Some(decoy)) => {
-                let _ = bcrypt::verify(password, decoy);
-                false
-            }
-            (None, None) => false,
-        }
+    /// A digest of `user`'s entry: it changes with the password (a new hash has a new
+    /// salt), so a token bound to it dies with a password change. None for unknown users.
+    pub fn credential_id(&self, user: &str) -> Option<String> {
+        let hash = self.hashes.get(user)?;
+        let mut hasher = Sha256::new();
+        hasher.update(b"portcullis credential\0");
+        hasher.update(user.as_bytes());
+        hasher.update(b"\0");
+        hasher.update(hash.as_bytes());
+        Some(data_encoding::BASE64URL_NOPAD.encode(&hasher.finalize()[..16]))
     }
+
+    /// Checks a password with bcrypt. A wrong one always costs the work of one check at the
+    /// file's highest cost: an unknown user is checked against a decoy of that cost, and a
+    /// user of a lower cost `c` is topped up with decoys of costs `c` to `max - 1`, since
+    /// 2^c + (2^c + ... + 2^(max-1)) = 2^max.
+    pub fn verify(&self, user: &str, password: &str) -> bool {
+        let (cost, known) = match self.hashes.get(user) {
+            Some(hash) => {
+                if bcrypt::verify(password, hash).unwrap_or(false) {
+                    return true;
+                }
+                (bcrypt_cost(hash).unwrap_or(self.max_cost), true)
+            }
+            None => (self.max_cost, false),
+        };
+        let top_up = if known {
+            cost..self.max_cost
+        } else {
+            cost..cost + 1
+        };
+        for cost in top_up.filter(|c| *c >= MIN_BCRYPT_COST) {
+            let _ = bcrypt::verify(password, &decoy(cost));
+        }
+        false
+    }
+}
+
+/// The lowest cost bcrypt (and `htpasswd -C`) allows.
+const MIN_BCRYPT_COST: u32 = 4;
+
+/// A well-formed bcrypt hash of `cost` that no password matches: checking against it costs
+/// what a real check of that cost does. Made by rewriting the cost of a fixed hash, since
+/// hashing a decoy at a high cost would take as long as the check itself.
+fn decoy(cost: u32) -> String {
+    const SALT_AND_HASH: &str = "S3kZDh1j6yH6kZAClVXT8Ob2hPeKyRIHZaShL7JRAYpFfv2uZn/ay";
+    format!("$2b${cost:02}${SALT_AND_HASH}")
 }
 
 /// The highest bcrypt cost accepted, as Apache's `htpasswd -C`: each step doubles the time of
@@ -212,12 +245,15 @@ fn read(path: &Path) -> Result<String, InvalidFile> {
     })
 }
 
-/// Remembers credentials bcrypt already accepted. Keys are salted SHA-256 hashes of user and
-/// password (never the password itself); the salt is random per process, so a dump of the
-/// cache is useless elsewhere. Clear it whenever the htpasswd changes.
+/// Remembers credentials bcrypt already accepted. Keys are salted SHA-256 hashes of the user,
+/// the htpasswd entry they were checked against and the password (never the password
+/// itself); the salt is random per process, so a dump of the cache is useless elsewhere.
+/// Since the entry is part of the key, a check that finishes after the htpasswd changed
+/// remembers nothing the new file would accept, and a removed user or changed password
+/// stops working at once without clearing anyone else's.
 pub struct CredentialCache {
     salt: [u8; 32],
-    verified: Mutex<HashSet<[u8; 32]>>,
+    verified: quick_cache::sync::Cache<[u8; 32], ()>,
     /// One bcrypt per credentials at a time: a burst of requests with the same new
     /// credentials (a client's first parallel layer pulls) waits for the first check.
     checking: Mutex<HashMap<[u8; 32], Arc<Mutex<()>>>>,
@@ -230,32 +266,40 @@ impl CredentialCache {
         getrandom::fill(&mut salt)?;
         Ok(CredentialCache {
             salt,
-            verified: Mutex::new(HashSet::new()),
+            verified: quick_cache::sync::Cache::new(CACHE_CAPACITY),
             checking: Mutex::new(HashMap::new()),
         })
     }
 
-    fn key(&self, user: &str, password: &str) -> [u8; 32] {
+    /// The key of `user`'s credentials as `users` lists them; None for an unknown user.
+    fn key(&self, users: &Htpasswd, user: &str, password: &str) -> Option<[u8; 32]> {
+        let entry = users.hashes.get(user)?;
         let mut hasher = Sha256::new();
         hasher.update(self.salt);
-        // Lengths first, so that no two (user, password) pairs hash the same input.
-        hasher.update((user.len() as u64).to_le_bytes());
-        hasher.update(user.as_bytes());
+        // Lengths first, so that no two (user, entry, password) triples hash the same input.
+        for field in [user, entry] {
+            hasher.update((field.len() as u64).to_le_bytes());
+            hasher.update(field.as_bytes());
+        }
         hasher.update(password.as_bytes());
-        hasher.finalize().into()
+        Some(hasher.finalize().into())
     }
 
-    /// True when these credentials were verified since the htpasswd last changed: the
+    /// True when these credentials were verified against `user`'s entry in `users`: the
     /// microsecond check callers try before handing bcrypt to a blocking thread.
-    pub fn remembers(&self, user: &str, password: &str) -> bool {
-        self.lock().contains(&self.key(user, password))
+    pub fn remembers(&self, users: &Htpasswd, user: &str, password: &str) -> bool {
+        self.key(users, user, password)
+            .is_some_and(|key| self.verified.get(&key).is_some())
     }
 
-    /// Checks the credentials: from the cache when they were verified before, else with
-    /// bcrypt (and remembered when right).
+    /// Checks the credentials against `users`: from the cache when they were verified
+    /// before, else with bcrypt (and remembered when right).
     pub fn verify(&self, users: &Htpasswd, user: &str, password: &str) -> bool {
-        let key = self.key(user, password);
-        if self.lock().contains(&key) {
+        let Some(key) = self.key(users, user, password) else {
+            // Unknown: the decoy check, so that it takes as long as a wrong password.
+            return users.verify(user, password);
+        };
+        if self.verified.get(&key).is_some() {
             return true;
         }
         let gate = self
@@ -268,30 +312,16 @@ impl CredentialCache {
         let ok = {
             let _turn = gate.lock().unwrap_or_else(PoisonError::into_inner);
             // Whoever held the gate before may have verified these very credentials.
-            self.lock().contains(&key) || users.verify(user, password)
+            self.verified.get(&key).is_some() || users.verify(user, password)
         };
         if ok {
-            let mut verified = self.lock();
-            if verified.len() >= CACHE_CAPACITY {
-                verified.clear();
-            }
-            verified.insert(key);
+            self.verified.insert(key, ());
         }
         self.checking
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&key);
         ok
-    }
-
-    /// Forgets everything: the htpasswd changed, and a removed user or a changed password
-    /// must not keep working.
-    pub fn clear(&self) {
-        self.lock().clear();
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<[u8; 32]>> {
-        self.verified.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -143,6 +143,7 @@ fn serve(path: &Path) -> Result<ExitCode, String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
     init_logging(config.log.format);
     let listen = config.server.listen;
+    let admin_listen = config.server.admin_listen;
     let tls = config.server.tls_cert.is_some();
     let live = Live::start(path).map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -157,11 +158,23 @@ fn serve(path: &Path) -> Result<ExitCode, String> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let admin = match admin_listen {
+            Some(address) => {
+                Some(tokio::net::TcpListener::bind(address).await.map_err(|e| {
+                    format!("cannot listen on {address} ([server] admin_listen): {e}")
+                })?)
+            }
+            None => None,
+        };
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         // On stdout so scripts and tests started with port 0 learn the port.
         let scheme = if tls { "https" } else { "http" };
         println!("portcullis listening on {scheme}://{local}");
-        server::serve(live, listener, shutdown)
+        if let Some(admin) = &admin {
+            let local = admin.local_addr().map_err(|e| e.to_string())?;
+            tracing::info!("metrics and status on http://{local}");
+        }
+        server::serve(live, listener, admin, shutdown)
             .await
             .map_err(|e| e.to_string())?;
         Ok(ExitCode::SUCCESS)
@@ -275,8 +288,8 @@ fn eval(args: EvalArgs) -> Result<ExitCode, String> {
             Some((path, query)) => (path, Some(query)),
             None => (target, None),
         };
-        let route =
-            Route::parse(&method, path, query).map_err(|e| format!("--request {line:?}: {e}"))?;
+        let route = Route::parse(&method, path, query, &hyper::HeaderMap::new())
+            .map_err(|e| format!("--request {line:?}: {e}"))?;
         asks.extend(route.needs().into_iter().map(|(s, op)| (s, Some(op))));
     }
     let spec = PolicySpec {

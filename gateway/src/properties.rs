@@ -3,14 +3,14 @@
 //! panics, and well-formed input means what it says.
 
 use crate::identity::{Groups, Htpasswd};
-use crate::proxy::{Route, RouteError};
+use crate::proxy::{Route, RouteError, Target};
 use crate::scope::Scope;
 use crate::server::credentials::{Credentials, credentials};
 use crate::token::SigningKey;
 use crate::token::tests::{issuer, keys};
 use data_encoding::BASE64;
 use hyper::Method;
-use hyper::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use proptest::prelude::*;
 use std::sync::OnceLock;
 
@@ -27,6 +27,81 @@ fn method() -> impl Strategy<Value = Method> {
         Just(Method::POST),
         Just(Method::PATCH),
         Just(Method::DELETE),
+    ]
+}
+
+/// A body the registry might read parameters from, and how it is sent.
+#[derive(Debug, Clone)]
+struct Body {
+    content_types: Vec<String>,
+    fields: Vec<(String, String)>,
+}
+
+/// What distribution reads with Go's `r.FormValue(key)` (net/http's `ParseMultipartForm`),
+/// modelled independently of the gateway's code: for POST, PUT and PATCH whose first
+/// Content-Type has the media type (before `;`, Unicode-trimmed and lowercased) of a
+/// url-encoded form, the body's values come before the query's; for `multipart/form-data`
+/// with a boundary, after them. The first value wins.
+fn go_form_value(
+    method: &Method,
+    query: &[(String, String)],
+    body: &Body,
+    key: &str,
+) -> Option<String> {
+    let mut form: Vec<(String, String)> = Vec::new();
+    let parses_body = matches!(*method, Method::POST | Method::PUT | Method::PATCH);
+    let media = body.content_types.first().map(|ct| {
+        let (base, params) = ct.split_once(';').unwrap_or((ct, ""));
+        (
+            base.trim().to_lowercase(),
+            params.to_lowercase().contains("boundary="),
+        )
+    });
+    match media {
+        Some((media, _)) if parses_body && media == "application/x-www-form-urlencoded" => {
+            form.extend(body.fields.iter().cloned());
+            form.extend(query.iter().cloned());
+        }
+        Some((media, true)) if parses_body && media == "multipart/form-data" => {
+            form.extend(query.iter().cloned());
+            form.extend(body.fields.iter().cloned());
+        }
+        _ => form.extend(query.iter().cloned()),
+    }
+    form.into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+fn form_body() -> impl Strategy<Value = Body> {
+    let content_type = prop_oneof![
+        Just("application/octet-stream".to_string()),
+        Just("application/x-www-form-urlencoded".to_string()),
+        Just("Application/X-WWW-Form-URLENCODED; charset=utf-8".to_string()),
+        Just(" application/x-www-form-urlencoded\t".to_string()),
+        Just("\u{a0}application/x-www-form-urlencoded".to_string()),
+        Just("application/x-www-form-urlencoded;;=".to_string()),
+        Just("multipart/form-data; boundary=xyz".to_string()),
+        Just("MULTIPART/Form-Data;boundary=\"xyz\"".to_string()),
+        Just("application/vnd.oci.image.manifest.v1+json".to_string()),
+    ];
+    let field = prop_oneof![Just("mount"), Just("from"), Just("digest"), Just("_state")]
+        .prop_flat_map(|key| (Just(key.to_string()), value()));
+    (
+        proptest::collection::vec(content_type, 0..3),
+        proptest::collection::vec(field, 0..3),
+    )
+        .prop_map(|(content_types, fields)| Body {
+            content_types,
+            fields,
+        })
+}
+
+/// Values for `mount`, `from` and `digest`, valid and not.
+fn value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("bob/own".to_string()),
+        Just("alice/private".to_string()),
+        Just(format!("sha256:{}", "a".repeat(64))),
+        Just(format!("sha256:{}", "b".repeat(64))),
     ]
 }
 
@@ -54,12 +129,43 @@ proptest! {
 
     #[test]
     fn any_path_maps_or_is_refused(method in method(), path in "/v2/[a-zA-Z0-9%./_:;-]{0,60}", query in proptest::option::of("[a-z=&:%0-9]{0,30}")) {
-        let _ = Route::parse(&method, &path, query.as_deref());
+        let _ = Route::parse(&method, &path, query.as_deref(), &HeaderMap::new());
+    }
+
+    #[test]
+    fn the_registry_reads_parameters_only_from_the_query_the_gateway_authorized(
+        method in method(),
+        uuid in proptest::option::of("[a-z0-9-]{1,12}"),
+        query in proptest::collection::vec(
+            prop_oneof![Just("mount"), Just("from"), Just("digest")].prop_flat_map(|k| (Just(k.to_string()), value())),
+            0..3,
+        ),
+        body in form_body(),
+    ) {
+        let path = format!("/v2/bob/f/blobs/uploads/{}", uuid.unwrap_or_default());
+        let query_text = form_urlencoded::Serializer::new(String::new()).extend_pairs(&query).finish();
+        let mut headers = HeaderMap::new();
+        for content_type in &body.content_types {
+            let value = HeaderValue::from_bytes(content_type.as_bytes())
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            headers.append(CONTENT_TYPE, value);
+        }
+        let Ok(route) = Route::parse(&method, &path, Some(&query_text), &headers) else {
+            return Ok(());
+        };
+        for key in ["mount", "from", "digest", "_state"] {
+            let from_query = query.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+            prop_assert_eq!(go_form_value(&method, &query, &body, key), from_query, "{}", key);
+        }
+        if let Target::Repository { mount: Some(mount), .. } = &route.target {
+            prop_assert_eq!(Some(mount.digest.clone()), go_form_value(&method, &query, &body, "mount"));
+            prop_assert_eq!(Some(mount.from.clone()), go_form_value(&method, &query, &body, "from"));
+        }
     }
 
     #[test]
     fn a_manifest_path_authorizes_exactly_its_repository(name in name(), tag in "[a-zA-Z0-9_][a-zA-Z0-9._-]{0,20}") {
-        let route = Route::parse(&Method::GET, &format!("/v2/{name}/manifests/{tag}"), None)
+        let route = Route::parse(&Method::GET, &format!("/v2/{name}/manifests/{tag}"), None, &HeaderMap::new())
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         let needs = route.needs();
         prop_assert_eq!(needs.len(), 1);
@@ -73,7 +179,7 @@ proptest! {
     ) {
         let path = format!("/v2/{name}{trick}/x/manifests/latest");
         prop_assert!(matches!(
-            Route::parse(&Method::GET, &path, None),
+            Route::parse(&Method::GET, &path, None, &HeaderMap::new()),
             Err(RouteError::Invalid(..) | RouteError::NotFound)
         ), "{path} was routed");
     }
@@ -117,7 +223,7 @@ proptest! {
     fn a_token_changed_anywhere_never_verifies(at in any::<prop::sample::Index>(), to in "[A-Za-z0-9_-]") {
         let (_, key) = key();
         let issuer = issuer();
-        let token = issuer.refresh_token(key, "alice").map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let token = issuer.refresh_token(key, "alice", "c").map_err(|e| TestCaseError::fail(e.to_string()))?;
         let mut bytes = token.clone().into_bytes();
         let i = at.index(bytes.len());
         bytes[i] = to.as_bytes()[0];

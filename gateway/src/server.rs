@@ -18,14 +18,15 @@ use crate::policy::{Host, Policies};
 use crate::proxy::{Body, RouteError, Upstream, UpstreamError};
 use crate::tls::Certificate;
 use crate::token::{Issuer, SigningKey, Verified};
-use crate::watch::FileWatcher;
+use crate::watch::{FileWatcher, Fingerprint, fingerprints};
 use arc_swap::ArcSwap;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -52,6 +53,9 @@ pub struct App {
     config_error: Arc<Mutex<Option<String>>>,
     decisions: Arc<DecisionLog>,
     reload_lock: Mutex<()>,
+    /// Each identity file's fingerprint just before it was last read: its watcher starts from
+    /// there, so an edit that lands while the App loads is not lost.
+    read_as: Mutex<HashMap<PathBuf, Fingerprint>>,
 }
 
 /// The current signing key and the keys rotated out, which still verify refresh tokens.
@@ -82,9 +86,6 @@ impl KeyRing {
             .collect()
     }
 }
-
-/// Rotated-out keys kept for verifying refresh tokens (and listed in the JWKS).
-const MAX_PREVIOUS_KEYS: usize = 4;
 
 /// The files besides policies that a config names, each set reloaded on its own.
 #[derive(Clone, Copy)]
@@ -130,9 +131,13 @@ impl App {
     /// certificate while their files stay the same). On any failure this App keeps serving.
     pub fn successor(&self, config: Config) -> Result<App, StartError> {
         let (old, new) = (&self.config.server, &config.server);
-        if old.listen != new.listen || old.tls_cert.is_some() != new.tls_cert.is_some() {
+        if old.listen != new.listen
+            || old.admin_listen != new.admin_listen
+            || old.tls_cert.is_some() != new.tls_cert.is_some()
+        {
             tracing::warn!(
-                "[server] listen and turning TLS on or off take effect at the next restart"
+                "[server] listen, admin_listen and turning TLS on or off take effect at the \
+                 next restart"
             );
         }
         if self.config.log.format != config.log.format {
@@ -143,24 +148,47 @@ impl App {
 
     fn build(config: Config, previous: Option<&App>) -> Result<App, StartError> {
         let fail = |e: &dyn std::fmt::Display| StartError(e.to_string());
+        let mut read_as = HashMap::new();
         let tls = match (&config.server.tls_cert, &config.server.tls_key) {
             (Some(cert), Some(key)) => Some(
-                match previous
-                    .and_then(|p| p.tls.clone())
-                    .filter(|tls| tls.files() == [cert.as_path(), key.as_path()])
-                {
-                    Some(tls) => tls,
-                    None => Arc::new(Certificate::load(cert, key).map_err(|e| fail(&e))?),
+                match previous.and_then(|p| {
+                    p.tls
+                        .clone()
+                        .filter(|tls| tls.files() == [cert.as_path(), key.as_path()])
+                        .map(|tls| (p, tls))
+                }) {
+                    Some((previous, tls)) => {
+                        read_as.extend(previous.read_as_of(&tls.files()));
+                        tls
+                    }
+                    None => {
+                        read_as.extend(read_now(&[cert, key]));
+                        Arc::new(Certificate::load(cert, key).map_err(|e| fail(&e))?)
+                    }
                 },
             ),
             _ => None,
         };
         let token = &config.token;
+        let key_files = [token.key.as_path(), token.certificate.as_path()];
         let keys = match previous.filter(|p| {
             p.config.token.key == token.key && p.config.token.certificate == token.certificate
         }) {
-            Some(previous) => previous.keys.load_full(),
+            Some(previous) => {
+                read_as.extend(previous.read_as_of(&key_files));
+                let ring = previous.keys.load_full();
+                if ring.previous.len() > token.previous_keys {
+                    // Fewer previous keys now: the ones cut stop verifying at once.
+                    Arc::new(KeyRing::new(
+                        ring.current.clone(),
+                        ring.previous[..token.previous_keys].to_vec(),
+                    ))
+                } else {
+                    ring
+                }
+            }
             None => {
+                read_as.extend(read_now(&key_files));
                 let key = SigningKey::load(&token.key, &token.certificate).map_err(|e| fail(&e))?;
                 // Pointing the config at another key is a rotation: the old one still verifies.
                 let rotated = previous
@@ -169,7 +197,7 @@ impl App {
                         std::iter::once(ring.current.clone())
                             .chain(ring.previous.iter().cloned())
                             .filter(|k| k.kid != key.kid)
-                            .take(MAX_PREVIOUS_KEYS)
+                            .take(token.previous_keys)
                             .collect()
                     })
                     .unwrap_or_default();
@@ -177,11 +205,17 @@ impl App {
             }
         };
         let users = match &config.identity.htpasswd {
-            Some(path) => Htpasswd::load(path).map_err(|e| fail(&e))?,
+            Some(path) => {
+                read_as.extend(read_now(&[path]));
+                Htpasswd::load(path).map_err(|e| fail(&e))?
+            }
             None => Htpasswd::default(),
         };
         let groups = match &config.identity.groups {
-            Some(path) => Groups::load(path).map_err(|e| fail(&e))?,
+            Some(path) => {
+                read_as.extend(read_now(&[path]));
+                Groups::load(path).map_err(|e| fail(&e))?
+            }
             None => Groups::default(),
         };
         let host = match previous {
@@ -207,12 +241,10 @@ impl App {
             })?),
             (None, _) => Arc::new(DecisionLog::disabled()),
         };
+        // Remembered logins are tied to the htpasswd entry they were checked against, so they
+        // carry over: a changed or removed entry is simply not found.
         let cache = match previous {
-            Some(previous) => {
-                // Remembered logins were checked against the previous users.
-                previous.cache.clear();
-                previous.cache.clone()
-            }
+            Some(previous) => previous.cache.clone(),
             None => Arc::new(
                 CredentialCache::new().map_err(|e| fail(&format!("no random source: {e}")))?,
             ),
@@ -247,8 +279,22 @@ impl App {
             config_error: previous.map(|p| p.config_error.clone()).unwrap_or_default(),
             decisions,
             reload_lock: Mutex::new(()),
+            read_as: Mutex::new(read_as),
             config,
         })
+    }
+
+    /// The fingerprints `files` had just before this App last read them.
+    fn read_as_of<P: AsRef<Path>>(&self, files: &[P]) -> Vec<(PathBuf, Fingerprint)> {
+        let read_as = self.read_as.lock().unwrap_or_else(PoisonError::into_inner);
+        files
+            .iter()
+            .map(|file| {
+                let file = file.as_ref().to_path_buf();
+                let fingerprint = read_as.get(&file).copied().flatten();
+                (file, fingerprint)
+            })
+            .collect()
     }
 
     /// Re-reads the htpasswd, groups, key and certificate; what fails to load keeps its last
@@ -283,6 +329,18 @@ impl App {
 
     /// Loads one set anew; false (and logged) when it fails, the last good version serving on.
     fn reload_set(&self, set: FileSet) -> bool {
+        let before = read_now(&self.files_of(set));
+        let loaded = self.load_set(set);
+        if loaded {
+            self.read_as
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(before);
+        }
+        loaded
+    }
+
+    fn load_set(&self, set: FileSet) -> bool {
         let identity = &self.config.identity;
         let failed = |what: &str, error: &dyn std::fmt::Display| {
             tracing::warn!(%error, "{what} reload failed; keeping the last good version");
@@ -292,9 +350,9 @@ impl App {
             FileSet::Users => match identity.htpasswd.as_ref().map(|p| Htpasswd::load(p)) {
                 None => true,
                 Some(Ok(users)) => {
+                    // A removed user or a changed password stops working now: remembered
+                    // logins are tied to the entry they were checked against.
                     self.users.store(Arc::new(users));
-                    // A removed user or a changed password must stop working now.
-                    self.cache.clear();
                     true
                 }
                 Some(Err(e)) => failed("htpasswd", &e),
@@ -315,7 +373,7 @@ impl App {
                             tracing::info!(kid = %key.kid, "signing key rotated");
                             let previous = std::iter::once(ring.current.clone())
                                 .chain(ring.previous.iter().cloned())
-                                .take(MAX_PREVIOUS_KEYS)
+                                .take(self.config.token.previous_keys)
                                 .collect();
                             self.keys
                                 .store(Arc::new(KeyRing::new(Arc::new(key), previous)));
@@ -356,11 +414,21 @@ impl App {
                 continue;
             }
             let app = Arc::downgrade(self);
-            watchers.push(crate::watch::watch(set.name(), &files, move || {
-                if let Some(app) = app.upgrade() {
-                    app.reload_sets(&[set]);
-                }
-            })?);
+            let read_as = self
+                .read_as_of(&files)
+                .into_iter()
+                .map(|(_, f)| f)
+                .collect();
+            watchers.push(crate::watch::watch(
+                set.name(),
+                &files,
+                read_as,
+                move || {
+                    if let Some(app) = app.upgrade() {
+                        app.reload_sets(&[set]);
+                    }
+                },
+            )?);
         }
         let app = Arc::downgrade(self);
         watchers.push(self.policies.watch(move |failures| {
@@ -371,11 +439,12 @@ impl App {
         Ok(watchers)
     }
 
-    /// Routes one request.
+    /// Routes one request that came in on `listener`.
     async fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
         peer: SocketAddr,
+        listener: Listener,
     ) -> Response<Body> {
         let started = Instant::now();
         let path = request.uri().path();
@@ -389,30 +458,29 @@ impl App {
             "/status" => "status",
             _ => "unknown",
         };
-        let response = match (request.method(), route) {
-            (_, "registry") if self.upstream.is_some() => {
+        use Listener::{Admin, Clients};
+        let response = match (listener, request.method(), route) {
+            (Clients, _, "registry") if self.upstream.is_some() => {
                 let result = gateway::handle(self.clone(), request, peer).await;
                 if let Err(ApiError::Upstream(error)) = &result {
                     self.metrics.upstream_error(error.kind());
                 }
                 result
             }
-            (&Method::GET | &Method::POST, "token") => {
+            (Clients, &Method::GET | &Method::POST, "token") => {
                 token_endpoint::handle(self.clone(), request, peer).await
             }
-            (&Method::GET, "jwks") => Ok(self.jwks()),
-            (&Method::GET, "healthz") => Ok(text(StatusCode::OK, "ok\n")),
-            (&Method::GET, "readyz") => Ok(self.readiness().await),
-            (&Method::GET, "metrics") => {
-                let mut response = Response::new(full(self.metrics.encode()));
-                response.headers_mut().insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
-                );
-                Ok(response)
+            (Clients, &Method::GET, "jwks") => Ok(self.jwks()),
+            (_, &Method::GET, "healthz") => Ok(text(StatusCode::OK, "ok\n")),
+            (_, &Method::GET, "readyz") => Ok(self.readiness().await),
+            (Admin, &Method::GET, "metrics") => Ok(self.metrics_page()),
+            (Admin, &Method::GET, "status") => Ok(json(StatusCode::OK, &self.status())),
+            // What the status page and metrics say (the upstream, modules, key ids, users,
+            // reload errors) is for operators: never on the listener clients reach.
+            (Clients, _, "metrics" | "status") | (Admin, _, "registry" | "token" | "jwks") => {
+                Err(ApiError::NotFound)
             }
-            (&Method::GET, "status") => Ok(json(StatusCode::OK, &self.status())),
-            (_, "registry" | "unknown") => Err(ApiError::NotFound),
+            (_, _, "registry" | "unknown") => Err(ApiError::NotFound),
             _ => Err(ApiError::MethodNotAllowed),
         };
         let mut response = response.unwrap_or_else(ApiError::into_response);
@@ -483,6 +551,15 @@ impl App {
         })
     }
 
+    fn metrics_page(&self) -> Response<Body> {
+        let mut response = Response::new(full(self.metrics.encode()));
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+        );
+        response
+    }
+
     fn jwks(&self) -> Response<Body> {
         let ring = self.keys.load();
         let keys: Vec<&serde_json::Value> = ring.all().into_iter().map(SigningKey::jwk).collect();
@@ -490,15 +567,25 @@ impl App {
     }
 }
 
-/// Serves until `shutdown` resolves, then stops accepting and lets the connections in flight
-/// finish their requests for at most `[server] drain_seconds` (keep-alive ends after the
-/// current response).
-/// With TLS configured, connections are TLS (HTTP/2 or HTTP/1.1, as the client offers).
-/// One failed connection never stops the loop. `[server] header_timeout_seconds` and
-/// `max_connections` are read at each accept, so edits apply to the next connection.
+/// The listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listener {
+    /// `[server] listen`: the registry API, tokens, JWKS and the probes.
+    Clients,
+    /// `[server] admin_listen`: the probes, `/metrics` and `/status`, for operators.
+    Admin,
+}
+
+/// Serves `listener` (and `admin`, `[server] admin_listen`, in plain HTTP) until `shutdown`
+/// resolves, then stops accepting and lets the connections in flight finish their requests
+/// for at most `[server] drain_seconds` (keep-alive ends after the current response).
+/// With TLS configured, client connections are TLS (HTTP/2 or HTTP/1.1, as the client
+/// offers). One failed connection never stops the loop. `[server] header_timeout_seconds`
+/// and `max_connections` are read at each accept, so edits apply to the next connection.
 pub async fn serve(
     live: Arc<Live>,
     listener: tokio::net::TcpListener,
+    admin: Option<tokio::net::TcpListener>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), StartError> {
     // The certificate is looked up at each handshake, in whatever App serves then.
@@ -512,18 +599,26 @@ pub async fn serve(
     let connections = connections::Connections::default();
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // EMFILE and friends pass; back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+        let (accepted, on) = tokio::select! {
+            accepted = listener.accept() => (accepted, Listener::Clients),
+            accepted = async {
+                match &admin {
+                    Some(admin) => admin.accept().await,
+                    None => std::future::pending().await,
                 }
-            },
+            } => (accepted, Listener::Admin),
             () = &mut shutdown => break,
         };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // EMFILE and friends pass; back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let tls = tls.clone().filter(|_| on == Listener::Clients);
         let (max, header_timeout, metrics) = {
             let app = live.current();
             let server = &app.config.server;
@@ -545,10 +640,9 @@ pub async fn serve(
         let service = hyper::service::service_fn(move |request| {
             // Each request takes the App serving when it arrives, and finishes on it.
             let app = live.current();
-            async move { Ok::<_, std::convert::Infallible>(app.handle(request, peer).await) }
+            async move { Ok::<_, std::convert::Infallible>(app.handle(request, peer, on).await) }
         });
         let watcher = graceful.watcher();
-        let tls = tls.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let served = match tls {
@@ -594,7 +688,7 @@ pub async fn serve(
             }
         });
     }
-    drop(listener);
+    drop((listener, admin));
     let drain = Duration::from_secs(live.current().config.server.drain_seconds);
     tracing::info!(seconds = drain.as_secs(), "draining the requests in flight");
     tokio::select! {
@@ -720,6 +814,15 @@ impl ApiError {
         }
         response
     }
+}
+
+/// The fingerprints of `files` now, before they are read.
+fn read_now<P: AsRef<Path>>(files: &[P]) -> Vec<(PathBuf, Fingerprint)> {
+    files
+        .iter()
+        .map(|f| f.as_ref().to_path_buf())
+        .zip(fingerprints(files))
+        .collect()
 }
 
 fn full(bytes: impl Into<Bytes>) -> Body {

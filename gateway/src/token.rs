@@ -266,6 +266,9 @@ pub struct Access {
     /// `repository` or `registry`.
     #[serde(rename = "type")]
     pub resource_type: String,
+    /// The scope's class (`repository(plugin):...`), kept as asked; the registry ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
     /// The resource name.
     pub name: String,
     /// The granted actions (possibly none).
@@ -283,6 +286,19 @@ struct Claims {
     jti: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     access: Option<Vec<Access>>,
+    /// Refresh tokens: the credential they were issued against (see
+    /// [`Htpasswd::credential_id`](crate::identity::Htpasswd::credential_id)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cred: Option<String>,
+}
+
+/// What a verified refresh token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refresh {
+    /// The account it was issued to.
+    pub subject: String,
+    /// The credential it was issued against; the holder must still have it.
+    pub credential: String,
 }
 
 /// What a verified access token says.
@@ -353,7 +369,8 @@ impl Issuer {
         access: Vec<Access>,
     ) -> Result<Issued, TokenError> {
         let now = SystemTime::now();
-        let claims = self.claims(now, account, self.service.clone(), self.ttl, Some(access));
+        let mut claims = self.claims(now, account, self.service.clone(), self.ttl)?;
+        claims.access = Some(access);
         let token = key.sign(&claims)?;
         Ok(Issued {
             token,
@@ -362,33 +379,67 @@ impl Issuer {
         })
     }
 
-    /// A long-lived refresh token bound to `account` and this service.
-    pub fn refresh_token(&self, key: &SigningKey, account: &str) -> Result<String, TokenError> {
+    /// A long-lived refresh token bound to `account`, this service and the `credential` the
+    /// account logged in with: a password change ends it.
+    pub fn refresh_token(
+        &self,
+        key: &SigningKey,
+        account: &str,
+        credential: &str,
+    ) -> Result<String, TokenError> {
         let audience = format!("{REFRESH_AUDIENCE_PREFIX}{}", self.service);
-        let claims = self.claims(SystemTime::now(), account, audience, self.refresh_ttl, None);
+        let mut claims = self.claims(SystemTime::now(), account, audience, self.refresh_ttl)?;
+        claims.cred = Some(credential.to_string());
         key.sign(&claims)
     }
 
-    /// The account a refresh token was issued to, if it verifies against one of `keys`
-    /// (the current key and those rotated out while their tokens may still live).
-    pub fn verify_refresh(&self, keys: &[&SigningKey], token: &str) -> Result<String, TokenError> {
+    /// What a refresh token says, if it verifies against one of `keys` (the current key and
+    /// those rotated out while their tokens may still live) and is younger than the refresh
+    /// lifetime configured now, whatever its own `exp` says.
+    pub fn verify_refresh(&self, keys: &[&SigningKey], token: &str) -> Result<Refresh, TokenError> {
         let audience = format!("{REFRESH_AUDIENCE_PREFIX}{}", self.service);
         let claims = self.verify(keys, token, &audience, "refresh token")?;
+        self.check_age(&claims, self.refresh_ttl, "refresh token")?;
         if claims.sub.is_empty() {
             return Err(TokenError("the refresh token names no account".into()));
         }
-        Ok(claims.sub)
+        let credential = claims.cred.ok_or_else(|| {
+            TokenError("the refresh token is bound to no credential: log in again".into())
+        })?;
+        Ok(Refresh {
+            subject: claims.sub,
+            credential,
+        })
     }
 
     /// What an access token this issuer signed grants, if it verifies against one of `keys`
-    /// for this service (gateway mode checks the tokens its clients present).
+    /// for this service (gateway mode checks the tokens its clients present). It expires at
+    /// its `exp` or `iat` plus the configured lifetime, whichever comes first.
     pub fn verify_access(&self, keys: &[&SigningKey], token: &str) -> Result<Verified, TokenError> {
         let claims = self.verify(keys, token, &self.service, "token")?;
+        self.check_age(&claims, self.ttl, "token")?;
+        let expires = claims
+            .exp
+            .min(claims.iat.saturating_add(self.ttl.as_secs()));
         Ok(Verified {
             subject: claims.sub,
             access: claims.access.unwrap_or_default(),
-            expires_at: UNIX_EPOCH + Duration::from_secs(claims.exp),
+            expires_at: UNIX_EPOCH + Duration::from_secs(expires),
         })
+    }
+
+    /// Refuses a token issued longer than `lifetime` ago: a lowered lifetime applies to the
+    /// tokens already out, and a token with a far `exp` (made with a leaked key) lives no
+    /// longer than ours do.
+    fn check_age(&self, claims: &Claims, lifetime: Duration, what: &str) -> Result<(), TokenError> {
+        let now = unix_seconds(SystemTime::now());
+        if claims.iat.saturating_add(lifetime.as_secs()) <= now {
+            return Err(TokenError(format!(
+                "the {what} was issued more than {} s ago",
+                lifetime.as_secs()
+            )));
+        }
+        Ok(())
     }
 
     fn verify(
@@ -409,7 +460,7 @@ impl Issuer {
         let mut validation = Validation::new(key.algorithm);
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
             .map(|data| data.claims)
@@ -422,21 +473,32 @@ impl Issuer {
         account: &str,
         aud: String,
         ttl: Duration,
-        access: Option<Vec<Access>>,
-    ) -> Claims {
-        let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-        Claims {
+    ) -> Result<Claims, TokenError> {
+        let secs = unix_seconds(now);
+        // JWT readers hold times as i64: an `exp` beyond that is refused, never wrapped.
+        let exp = secs
+            .checked_add(ttl.as_secs())
+            .filter(|exp| i64::try_from(*exp).is_ok())
+            .ok_or_else(|| TokenError(format!("a lifetime of {} s is too long", ttl.as_secs())))?;
+        Ok(Claims {
             iss: self.issuer.clone(),
             sub: account.to_string(),
             aud,
-            exp: secs + ttl.as_secs(),
+            exp,
             // Registry clocks may lag ours a little; it allows 60 s of leeway on its own.
             nbf: secs.saturating_sub(10),
             iat: secs,
             jti: random_id(),
-            access,
-        }
+            access: None,
+            cred: None,
+        })
     }
+}
+
+fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 fn random_id() -> String {

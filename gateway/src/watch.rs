@@ -9,21 +9,32 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{RecvTimeoutError, channel};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Quiet time after the last event before reloading: one change often makes several events,
 /// and a half-written file should be read once, complete.
 const DEBOUNCE: Duration = Duration::from_millis(100);
+/// The longest a change waits for quiet: a busy neighbour (a decision log written on every
+/// request) would otherwise keep the directory from ever going quiet, and a removed user
+/// would never be reloaded.
+const MAX_DELAY: Duration = Duration::from_millis(500);
 
 /// Keeps a watch alive.
 pub struct FileWatcher {
     _watcher: RecommendedWatcher,
 }
 
-/// Calls `on_change` (on a thread of its own) after one of `files` changes. Other files in
-/// their directories (a decision log, a neighbour's settings) make events too, and are
-/// told apart by the files' fingerprints.
-pub fn watch<F>(name: &str, files: &[&Path], on_change: F) -> Result<FileWatcher, notify::Error>
+/// Calls `on_change` (on a thread of its own) after one of `files` changes from `read_as`,
+/// their fingerprints taken just before they were last read: an edit that lands between that
+/// read and this call is acted on at once, not lost. Other files in their directories (a
+/// decision log, a neighbour's settings) make events too, and are told apart by the files'
+/// fingerprints.
+pub fn watch<F>(
+    name: &str,
+    files: &[&Path],
+    read_as: Vec<Fingerprint>,
+    on_change: F,
+) -> Result<FileWatcher, notify::Error>
 where
     F: Fn() + Send + 'static,
 {
@@ -41,9 +52,9 @@ where
         watcher.watch(dir, RecursiveMode::NonRecursive)?;
     }
     let files: Vec<PathBuf> = files.iter().map(|f| f.to_path_buf()).collect();
-    let mut seen = fingerprint(&files);
+    let mut seen = read_as;
     let mut on_real_change = move || {
-        let now = fingerprint(&files);
+        let now = fingerprints(&files);
         if now != seen {
             seen = now;
             on_change();
@@ -52,11 +63,14 @@ where
     thread::Builder::new()
         .name(format!("{name}-reload"))
         .spawn(move || {
+            // Whatever changed since the files were read, before this watch began.
+            on_real_change();
             while received.recv().is_ok() {
+                let first = Instant::now();
                 loop {
                     match received.recv_timeout(DEBOUNCE) {
-                        Ok(()) => continue,
-                        Err(RecvTimeoutError::Timeout) => break,
+                        Ok(()) if first.elapsed() < MAX_DELAY => continue,
+                        Ok(()) | Err(RecvTimeoutError::Timeout) => break,
                         // The watcher was dropped (replaced by a newer one) after this change
                         // arrived, maybe before the newer one saw it: act on it, then stop.
                         Err(RecvTimeoutError::Disconnected) => {
@@ -74,11 +88,11 @@ where
 
 /// Device, inode, size and modification time (seconds, nanoseconds) of what a path names;
 /// `None` for a missing file. A write or a rename over the file changes it; reading does not.
-type Fingerprint = Option<(u64, u64, u64, i64, i64)>;
+pub type Fingerprint = Option<(u64, u64, u64, i64, i64)>;
 
 /// The fingerprints of what the paths name now, symlinks followed (a ConfigMap swap changes
-/// the target).
-fn fingerprint(files: &[PathBuf]) -> Vec<Fingerprint> {
+/// the target). Taken before a file is read, they let [`watch`] see what changed since.
+pub fn fingerprints<P: AsRef<Path>>(files: &[P]) -> Vec<Fingerprint> {
     files
         .iter()
         .map(|file| {
@@ -121,9 +135,14 @@ mod tests {
         std::fs::write(&watched, "alice:x\n").expect("write");
         let calls = Arc::new(AtomicUsize::new(0));
         let counted = calls.clone();
-        let _watch = watch("test", &[watched.as_path()], move || {
-            counted.fetch_add(1, Ordering::SeqCst);
-        })
+        let _watch = watch(
+            "test",
+            &[watched.as_path()],
+            fingerprints(&[&watched]),
+            move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+            },
+        )
         .expect("watches");
         for line in 0..5 {
             std::fs::write(&neighbour, format!("line {line}\n")).expect("write");
@@ -146,5 +165,53 @@ mod tests {
         );
         std::fs::remove_file(&watched).expect("remove");
         assert_eq!(calls_after(&calls), 3, "and its removal");
+    }
+
+    /// A counter of callbacks and a watch of `file` that counts, started from `read_as`.
+    fn counted_watch(file: &Path, read_as: Vec<Fingerprint>) -> (Arc<AtomicUsize>, FileWatcher) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let watcher = watch("test", &[file], read_as, move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        })
+        .expect("watches");
+        (calls, watcher)
+    }
+
+    #[test]
+    fn an_edit_between_the_read_and_the_watch_is_acted_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let watched = dir.path().join("htpasswd");
+        std::fs::write(&watched, "alice:x\nbob:y\n").expect("write");
+        let read_as = fingerprints(&[&watched]);
+        let _ = std::fs::read(&watched).expect("the load reads it");
+        // A Secret updated together with the config: the edit lands while it loads.
+        std::fs::write(&watched, "alice:x\n").expect("write");
+        let (calls, _watch) = counted_watch(&watched, read_as);
+        assert_eq!(calls_after(&calls), 1);
+    }
+
+    #[test]
+    fn a_busy_neighbour_does_not_hold_a_change_off() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let watched = dir.path().join("htpasswd");
+        std::fs::write(&watched, "alice:x\n").expect("write");
+        let (calls, _watch) = counted_watch(&watched, fingerprints(&[&watched]));
+        let busy = std::sync::atomic::AtomicBool::new(true);
+        std::thread::scope(|scope| {
+            // A decision log beside it, written more often than the debounce's quiet time.
+            scope.spawn(|| {
+                let log = dir.path().join("decisions.jsonl");
+                while busy.load(Ordering::SeqCst) {
+                    std::fs::write(&log, "line\n").expect("write");
+                    thread::sleep(DEBOUNCE / 4);
+                }
+            });
+            std::fs::write(&watched, "").expect("write");
+            thread::sleep(MAX_DELAY + DEBOUNCE * 5);
+            let seen = calls.load(Ordering::SeqCst);
+            busy.store(false, Ordering::SeqCst);
+            assert_eq!(seen, 1, "the change waited for the neighbour to go quiet");
+        });
     }
 }

@@ -42,7 +42,11 @@ impl Gateway {
     fn with_payload(payload: &[u8]) -> Gateway {
         require("docker-registry");
         require("skopeo");
-        let setup = Setup::gateway(ACL, USERS, PROTECTED_TAGS);
+        let setup = Setup::gateway(
+            ACL,
+            USERS,
+            &format!("{PROTECTED_TAGS}\n[log]\ndecisions = \"decisions.jsonl\"\n"),
+        );
         let registry = setup.start_plain_registry();
         let gateway = setup.start_gateway();
         let home = tempfile::tempdir().expect("tempdir");
@@ -264,6 +268,160 @@ fn a_mount_from_an_unreadable_repository_becomes_an_upload() {
         b"",
     );
     assert_eq!(status, 404);
+}
+
+/// The registry reads `mount` and `from` with Go's `r.FormValue`, which also parses a form
+/// body and prefers it to the query: each way of putting them in a body is refused before it
+/// reaches the registry, and alice's layer never lands in bob's repository.
+#[test]
+fn a_mount_smuggled_in_a_form_body_is_refused_and_the_blob_stays_out() {
+    let g = Gateway::start();
+    assert!(g.push("alice:alice-pw", "alice/private:latest").0);
+    assert!(g.push("bob:bob-pw", "bob/own:latest").0);
+    let layer = g.layer_of("alice/private");
+    let form = format!("mount={layer}&from=alice%2Fprivate");
+    let multipart = format!(
+        "--xyz\r\nContent-Disposition: form-data; name=\"mount\"\r\n\r\n{layer}\r\n\
+         --xyz\r\nContent-Disposition: form-data; name=\"from\"\r\n\r\nalice/private\r\n--xyz--\r\n"
+    );
+    let attacks: Vec<(&str, String, Vec<&str>, String)> = vec![
+        (
+            "a url-encoded form",
+            String::new(),
+            vec!["application/x-www-form-urlencoded"],
+            form.clone(),
+        ),
+        (
+            "a form in another case, with parameters",
+            String::new(),
+            vec!["Application/X-WWW-Form-Urlencoded ; charset=UTF-8"],
+            form.clone(),
+        ),
+        (
+            "a multipart form",
+            String::new(),
+            vec!["multipart/form-data; boundary=xyz"],
+            multipart,
+        ),
+        (
+            "a body overriding the query's approved source",
+            format!("?mount={layer}&from=bob/own"),
+            vec!["application/x-www-form-urlencoded"],
+            "from=alice%2Fprivate".to_string(),
+        ),
+        (
+            "a form behind a second Content-Type",
+            String::new(),
+            vec![
+                "application/x-www-form-urlencoded",
+                "application/octet-stream",
+            ],
+            form.clone(),
+        ),
+    ];
+    for (what, query, content_types, body) in attacks {
+        let types: String = content_types
+            .iter()
+            .map(|t| format!("Content-Type: {t}\r\n"))
+            .collect();
+        let head = format!(
+            "POST /v2/bob/f/blobs/uploads/{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {}\r\n{types}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            basic_auth("bob"),
+            body.len()
+        );
+        let (status, head, response) = http(g.gateway.port, &head, body.as_bytes());
+        assert_eq!(status, 400, "{what}: {head}");
+        assert_eq!(errors_code(&response), "UNSUPPORTED", "{what}");
+        // Asked of the registry itself, bypassing the gateway.
+        let (status, _, _) = http(
+            g.registry_port(),
+            &format!(
+                "HEAD /v2/bob/f/blobs/{layer} HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n"
+            ),
+            b"",
+        );
+        assert_eq!(status, 404, "{what}: alice's layer reached bob/f");
+    }
+    // The final PUT of an upload reads `digest` the same way: a form body is refused there too.
+    let (status, head, _) = g.request("POST", "/v2/bob/f/blobs/uploads/", &basic_auth("bob"), b"");
+    assert_eq!(status, 202, "{head}");
+    let location = header(&head, "location").expect("an upload location");
+    let upload = location.split_once("/v2/").expect("a registry path").1;
+    let body = format!("digest={layer}");
+    let put = format!(
+        "PUT /v2/{upload} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        basic_auth("bob"),
+        body.len()
+    );
+    let (status, head, _) = http(g.gateway.port, &put, body.as_bytes());
+    assert_eq!(status, 400, "{head}");
+}
+
+/// Real clients mount layers across repositories (skopeo remembers where it pushed a blob):
+/// the mount works where the caller may pull the source, and becomes a plain upload where
+/// not, and both pushes succeed.
+#[test]
+fn skopeo_mounts_across_repositories_only_from_what_the_caller_may_pull() {
+    let g = Gateway::start();
+    assert!(g.push("alice:alice-pw", "alice/app:latest").0);
+    let layer = g.layer_of("alice/app");
+    let (ok, err) = g.push("alice:alice-pw", "alice/copy:latest");
+    assert!(ok, "alice copies her image: {err}");
+    let (ok, err) = g.push("bob:bob-pw", "bob/copy:latest");
+    assert!(ok, "bob pushes the same image by uploading it: {err}");
+    // The decision log is written by its own thread: wait for bob's decisions to reach it.
+    let started = std::time::Instant::now();
+    let source_decisions = loop {
+        let log = std::fs::read_to_string(g.setup.path("decisions.jsonl")).unwrap_or_default();
+        let decisions: Vec<serde_json::Value> = log
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("a JSON line"))
+            .filter(|d| {
+                d["scope"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("repository:alice/app:"))
+            })
+            .collect();
+        if decisions.iter().any(|d| d["account"] == "bob") || started.elapsed().as_secs() > 5 {
+            break decisions;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let by = |account: &str| -> Vec<&serde_json::Value> {
+        source_decisions
+            .iter()
+            .filter(|d| d["account"] == account)
+            .collect()
+    };
+    // alice's mount reached the policies with its source in view, and was granted.
+    assert!(
+        by("alice")
+            .iter()
+            .any(|d| d["operation"]["mount_from"] == "alice/app"
+                && d["granted"] == serde_json::json!(["pull"])),
+        "skopeo mounted for alice: {source_decisions:?}"
+    );
+    // skopeo asked to read the source for bob too (it only does to mount), and got nothing.
+    assert!(
+        !by("bob").is_empty(),
+        "skopeo tried a mount for bob: {source_decisions:?}"
+    );
+    assert!(
+        by("bob")
+            .iter()
+            .all(|d| d["granted"] == serde_json::json!([])),
+        "{source_decisions:?}"
+    );
+    for repo in ["alice/copy", "bob/copy"] {
+        let (status, _, _) = http(
+            g.registry_port(),
+            &format!(
+                "HEAD /v2/{repo}/blobs/{layer} HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n"
+            ),
+            b"",
+        );
+        assert_eq!(status, 200, "{repo} holds the layer");
+    }
 }
 
 #[test]
@@ -591,7 +749,11 @@ fn sigterm_lets_a_blob_download_in_flight_finish_then_exits_0() {
 fn sighup_reloads_every_file() {
     let g = Gateway::start();
     let reloads = || {
-        let (_, _, body) = g.request("GET", "/metrics", "", b"");
+        let (_, _, body) = http(
+            g.setup.admin_port,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"",
+        );
         String::from_utf8_lossy(&body)
             .lines()
             .find(|l| l.starts_with("portcullis_reloads_total{files=\"policies\",result=\"ok\"}"))

@@ -163,6 +163,8 @@ pub fn portcullis(args: &[&str], stdin: Option<&str>) -> Output {
 pub struct Setup {
     pub dir: tempfile::TempDir,
     pub gateway_port: u16,
+    /// `[server] admin_listen`: `/metrics` and `/status`.
+    pub admin_port: u16,
     pub registry_port: u16,
 }
 
@@ -266,11 +268,13 @@ impl Setup {
         }
         std::fs::write(root.join("acl.json"), acl_settings).expect("acl");
         let gateway_port = free_port();
+        let admin_port = free_port();
         let registry_port = free_port();
         let mut config = format!(
             r#"
 [server]
 listen = "127.0.0.1:{gateway_port}"
+admin_listen = "127.0.0.1:{admin_port}"
 {server}
 [token]
 issuer = "portcullis"
@@ -294,6 +298,7 @@ settings_file = "acl.json"
         Setup {
             dir,
             gateway_port,
+            admin_port,
             registry_port,
         }
     }

@@ -198,6 +198,28 @@ fn values_that_do_not_fit_together_say_how_to_fix_them() {
             ),
             "too short",
         ),
+        // Issue 12, review item 6: lifetimes were unbounded (an `exp` past what a JWT holds).
+        (
+            MINIMAL.replace(
+                "certificate = \"c.pem\"",
+                "certificate = \"c.pem\"\nttl_seconds = 18446744073709551615",
+            ),
+            "ttl_seconds = 18446744073709551615 is too long: at most 86400",
+        ),
+        (
+            MINIMAL.replace(
+                "certificate = \"c.pem\"",
+                "certificate = \"c.pem\"\nrefresh_ttl_seconds = 40000000",
+            ),
+            "refresh_ttl_seconds = 40000000 is too long",
+        ),
+        (
+            MINIMAL.replace(
+                "certificate = \"c.pem\"",
+                "certificate = \"c.pem\"\nprevious_keys = 17",
+            ),
+            "previous_keys = 17 is too many: at most 16",
+        ),
         (
             format!("{MINIMAL}[[policy]]\nname = \"p\"\nmodule = \"q.wasm\"\n"),
             "used twice",

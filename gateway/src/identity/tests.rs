@@ -108,11 +108,11 @@ fn the_cache_answers_repeat_logins_without_bcrypt() {
     let text = format!("alice:{}\n", bcrypt::hash("secret", 10).expect("hash"));
     let users = Htpasswd::parse("f", &text).expect("parses");
     let cache = CredentialCache::new().expect("random salt");
-    assert!(!cache.remembers("alice", "secret"));
+    assert!(!cache.remembers(&users, "alice", "secret"));
     let started = Instant::now();
     assert!(cache.verify(&users, "alice", "secret"));
-    assert!(cache.remembers("alice", "secret"));
-    assert!(!cache.remembers("alice", "Secret"));
+    assert!(cache.remembers(&users, "alice", "secret"));
+    assert!(!cache.remembers(&users, "alice", "Secret"));
     let first = started.elapsed();
     let started = Instant::now();
     for _ in 0..100 {
@@ -120,26 +120,87 @@ fn the_cache_answers_repeat_logins_without_bcrypt() {
     }
     let repeat = started.elapsed() / 100;
     assert!(repeat * 100 < first, "repeat {repeat:?} vs first {first:?}");
-    // Wrong passwords are never cached, and clearing forgets the right one.
+    // Wrong passwords are never cached, and a removed user stops working.
     assert!(!cache.verify(&users, "alice", "Secret"));
-    cache.clear();
     let removed = Htpasswd::parse("f", "").expect("parses");
+    assert!(!cache.remembers(&removed, "alice", "secret"));
     assert!(
         !cache.verify(&removed, "alice", "secret"),
         "a removed user stops working"
     );
 }
 
+/// Issue 12, review item 1: a bcrypt check that began before an htpasswd reload used to be
+/// remembered after the reload had cleared the cache, so the old password kept working.
 #[test]
-fn cache_keys_do_not_collide_across_the_user_password_boundary() {
+fn a_check_that_finishes_after_a_password_change_is_not_remembered_for_the_new_file() {
+    let hash = |password: &str| bcrypt::hash(password, 4).expect("hash");
+    let old = Htpasswd::parse("f", &format!("alice:{}\n", hash("old"))).expect("parses");
+    let new = Htpasswd::parse("f", &format!("alice:{}\n", hash("new"))).expect("parses");
     let cache = CredentialCache::new().expect("random salt");
-    assert_ne!(cache.key("ab", "c"), cache.key("a", "bc"));
+    // The check took the old file, and finishes once the new one serves.
+    assert!(cache.verify(&old, "alice", "old"));
+    assert!(!cache.remembers(&new, "alice", "old"));
+    assert!(!cache.verify(&new, "alice", "old"));
+    assert!(cache.verify(&new, "alice", "new"));
+    // Another user's entry is untouched by alice's change: still remembered.
+    let both = |alice: &str| {
+        Htpasswd::parse("f", &format!("alice:{alice}\nbob:{}\n", hash("b"))).expect("parses")
+    };
+    let before = both(&hash("x"));
+    assert!(cache.verify(&before, "bob", "b"));
+    let after = Htpasswd::parse(
+        "f",
+        &format!("alice:{}\nbob:{}\n", hash("y"), before.hashes["bob"]),
+    )
+    .expect("parses");
+    assert!(cache.remembers(&after, "bob", "b"));
+}
+
+#[test]
+fn cache_keys_do_not_collide_across_field_boundaries() {
+    let hash = bcrypt::hash("x", 4).expect("hash");
+    let users = Htpasswd::parse("f", &format!("ab:{hash}\na:{hash}\n")).expect("parses");
+    let cache = CredentialCache::new().expect("random salt");
+    assert_ne!(cache.key(&users, "ab", "c"), cache.key(&users, "a", "bc"));
     let other = CredentialCache::new().expect("random salt");
     assert_ne!(
-        cache.key("a", "b"),
-        other.key("a", "b"),
+        cache.key(&users, "a", "b"),
+        other.key(&users, "a", "b"),
         "salted per process"
     );
+}
+
+/// Issue 12, review item 6: the decoy used the file's highest cost, so a wrong password for
+/// a user of a lower cost answered faster than for an unknown user, telling them apart.
+#[test]
+fn a_wrong_password_costs_the_same_whatever_the_users_cost() {
+    let text = format!(
+        "cheap:{}\nslow:{}\n",
+        bcrypt::hash("pw", 4).expect("hash"),
+        bcrypt::hash("pw", 10).expect("hash")
+    );
+    let users = Htpasswd::parse("f", &text).expect("parses");
+    let median = |user: &str| {
+        let mut times: Vec<_> = (0..3)
+            .map(|_| {
+                let started = Instant::now();
+                assert!(!users.verify(user, "wrong"));
+                started.elapsed()
+            })
+            .collect();
+        times.sort();
+        times[1]
+    };
+    let (cheap, slow, unknown) = (median("cheap"), median("slow"), median("nobody"));
+    // Cost 4 is 64 times cheaper than cost 10; topped up, it is the same work.
+    for (what, time) in [("cheap", cheap), ("unknown", unknown)] {
+        assert!(
+            time * 2 > slow && time < slow * 2,
+            "{what} {time:?} vs slow {slow:?}"
+        );
+    }
+    assert!(users.verify("cheap", "pw") && users.verify("slow", "pw"));
 }
 
 #[test]

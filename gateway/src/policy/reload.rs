@@ -4,7 +4,7 @@
 
 use super::host::{Host, LoadError, PolicySpec};
 use super::{LoadedPolicy, PolicySet};
-use crate::watch::FileWatcher;
+use crate::watch::{FileWatcher, Fingerprint, fingerprints};
 use arc_swap::ArcSwap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -17,6 +17,8 @@ pub struct Policies {
     current: ArcSwap<PolicySet>,
     errors: Mutex<Vec<Option<String>>>,
     reloading: Mutex<()>,
+    /// The files' fingerprints just before the first load read them.
+    read_as: Vec<Fingerprint>,
 }
 
 /// What the status endpoint reports of one policy.
@@ -39,6 +41,7 @@ pub struct PolicyStatus {
 impl Policies {
     /// Loads every policy; at start-up any failure is fatal (there is no good version yet).
     pub fn load(host: Host, specs: Vec<PolicySpec>) -> Result<Policies, LoadError> {
+        let read_as = fingerprints(&watched_files(&specs));
         let loaded = specs
             .iter()
             .map(|spec| host.load(spec, spec.read()?).map(Arc::new))
@@ -49,6 +52,7 @@ impl Policies {
             specs,
             current: ArcSwap::from_pointee(PolicySet::new(loaded)),
             reloading: Mutex::new(()),
+            read_as,
         })
     }
 
@@ -134,16 +138,21 @@ impl Policies {
         self: &Arc<Self>,
         observe: impl Fn(&[LoadError]) + Send + 'static,
     ) -> Result<FileWatcher, notify::Error> {
-        let files: Vec<&Path> = self
-            .specs
-            .iter()
-            .flat_map(PolicySpec::watched_files)
-            .collect();
         let policies = Arc::downgrade(self);
-        crate::watch::watch("policy", &files, move || {
-            if let Some(policies) = policies.upgrade() {
-                observe(&policies.reload());
-            }
-        })
+        crate::watch::watch(
+            "policy",
+            &watched_files(&self.specs),
+            self.read_as.clone(),
+            move || {
+                if let Some(policies) = policies.upgrade() {
+                    observe(&policies.reload());
+                }
+            },
+        )
     }
+}
+
+/// Every module and settings file, in config order.
+fn watched_files(specs: &[PolicySpec]) -> Vec<&Path> {
+    specs.iter().flat_map(PolicySpec::watched_files).collect()
 }

@@ -4,7 +4,8 @@
 
 use crate::policy::{Kind, Operation, Reference, Scope};
 use crate::scope::validate_name;
-use hyper::Method;
+use hyper::header::CONTENT_TYPE;
+use hyper::{HeaderMap, Method};
 
 /// A parsed `/v2/` request.
 #[derive(Debug, Clone)]
@@ -63,8 +64,14 @@ pub enum RouteError {
 const PULL: &str = "pull";
 
 impl Route {
-    /// Parses the raw (still percent-encoded) path and query of a request under `/v2/`.
-    pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Route, RouteError> {
+    /// Parses the raw (still percent-encoded) path and query of a request under `/v2/`, and
+    /// refuses headers that would let the registry read parameters from elsewhere.
+    pub fn parse(
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Result<Route, RouteError> {
         let rest = path.strip_prefix("/v2/").ok_or(RouteError::NotFound)?;
         // The registry decodes the path before routing; we refuse instead of decoding, so no
         // encoded `/` or `.` can make it see a different repository than we authorized.
@@ -75,6 +82,7 @@ impl Route {
             ));
         }
         let params = Params::parse(query)?;
+        no_form_body(method, headers)?;
         let target = if rest.is_empty() {
             allow(method, &[Method::GET, Method::HEAD])?;
             Target::Base
@@ -282,6 +290,45 @@ fn digest(value: &str) -> Result<Reference, RouteError> {
     } else {
         Err(invalid())
     }
+}
+
+/// Refuses a body the registry would read request parameters from. It reads `mount`, `from`,
+/// `digest` and `_state` with Go's `r.FormValue`, which for POST, PUT and PATCH also parses a
+/// body sent as `application/x-www-form-urlencoded` (any case, with parameters) or
+/// `multipart/form-data`, and prefers the body's values to the query's: a `from=` there would
+/// mount a blob from a repository nobody authorized. No registry client sends a form, so any
+/// hint of one is refused, as are several or unreadable `Content-Type`s (Go reads the first).
+fn no_form_body(method: &Method, headers: &HeaderMap) -> Result<(), RouteError> {
+    if !matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+        return Ok(());
+    }
+    let refuse = |why: &str| {
+        Err(RouteError::Invalid(
+            "UNSUPPORTED",
+            format!(
+                "{why}: the registry would read request parameters from the body, which the \
+                 gateway does not authorize; send them in the query"
+            ),
+        ))
+    };
+    let mut types = headers.get_all(CONTENT_TYPE).iter();
+    let (Some(value), None) = (types.next(), types.next()) else {
+        return match headers.get(CONTENT_TYPE) {
+            None => Ok(()),
+            Some(_) => refuse("more than one Content-Type"),
+        };
+    };
+    let Ok(value) = value.to_str() else {
+        return refuse("a Content-Type that is not plain ASCII");
+    };
+    let value = value.to_ascii_lowercase();
+    if ["form-urlencoded", "form-data", "multipart/"]
+        .iter()
+        .any(|form| value.contains(form))
+    {
+        return refuse(&format!("a form body (Content-Type: {value})"));
+    }
+    Ok(())
 }
 
 /// The query parameters authorization depends on. Each may appear once: the registry reads

@@ -11,18 +11,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 impl App {
-    /// Whether `password` is right for `user`; `Ok(false)` is a wrong password, an error a
+    /// Whether `password` is right for `user`: the id of the credential it matched (what
+    /// refresh tokens are bound to), `Ok(None)` for a wrong password, an error for a
     /// throttled address.
     pub(super) async fn login(
         self: &Arc<Self>,
         user: &str,
         password: String,
         client: IpAddr,
-    ) -> Result<bool, ApiError> {
-        let cached = self.cache.remembers(user, &password);
+    ) -> Result<Option<String>, ApiError> {
+        let users = self.users.load_full();
+        let cached = self.cache.remembers(&users, user, &password);
         self.metrics.credential_check(cached);
         if cached {
-            return Ok(true);
+            return Ok(users.credential_id(user));
         }
         let app = self.clone();
         let user = user.to_string();
@@ -31,20 +33,26 @@ impl App {
             .map_err(|e| ApiError::Internal(format!("login task failed: {e}")))?
     }
 
-    /// bcrypt with the login throttle around it; `Ok(false)` is a wrong password.
-    fn check_password(&self, user: &str, password: &str, client: IpAddr) -> Result<bool, ApiError> {
+    /// bcrypt with the login throttle around it; `Ok(None)` is a wrong password.
+    fn check_password(
+        &self,
+        user: &str,
+        password: &str,
+        client: IpAddr,
+    ) -> Result<Option<String>, ApiError> {
         let now = Instant::now();
         // Checked before bcrypt: a throttled guesser costs us no CPU.
         self.throttle
             .check(client, user, now)
             .map_err(ApiError::TooManyRequests)?;
-        let ok = self.cache.verify(&self.users.load(), user, password);
-        if ok {
+        let users = self.users.load_full();
+        if self.cache.verify(&users, user, password) {
             self.throttle.succeeded(client, user);
+            Ok(users.credential_id(user))
         } else {
             self.throttle.failed(client, user, now);
+            Ok(None)
         }
-        Ok(ok)
     }
 
     /// A known user with the groups the groups file gives them now.

@@ -49,6 +49,7 @@ pub(super) async fn handle(
         request.method(),
         request.uri().path(),
         request.uri().query(),
+        request.headers(),
     )?;
     let client = client_ip(
         request.headers(),
@@ -215,7 +216,7 @@ impl App {
                 })
             }
             Credentials::Basic { user, password } => {
-                if !self.login(&user, password, client).await? {
+                if self.login(&user, password, client).await?.is_none() {
                     return Err(unauthorized("invalid username or password"));
                 }
                 Ok(Caller {

@@ -6,7 +6,7 @@
 
 use super::{App, StartError};
 use crate::config::Config;
-use crate::watch::FileWatcher;
+use crate::watch::{FileWatcher, Fingerprint, fingerprints};
 use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -17,9 +17,26 @@ use std::sync::{Arc, Mutex, PoisonError};
 pub struct Live {
     path: PathBuf,
     current: ArcSwap<App>,
-    /// The config text serving, to tell an edit from events about other files.
-    text: Mutex<String>,
+    /// The config file as last read; one reload at a time holds its lock.
+    serving: Mutex<ConfigFile>,
     watchers: Mutex<Vec<FileWatcher>>,
+}
+
+/// The config file as last read.
+struct ConfigFile {
+    /// Its text, to tell an edit from events about other files.
+    text: String,
+    /// Its fingerprint just before that read, for the watcher to start from.
+    read_as: Vec<Fingerprint>,
+}
+
+impl ConfigFile {
+    fn read(path: &Path) -> Result<ConfigFile, StartError> {
+        let read_as = fingerprints(&[path]);
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| StartError(format!("cannot read config {}: {e}", path.display())))?;
+        Ok(ConfigFile { text, read_as })
+    }
 }
 
 impl std::fmt::Debug for Live {
@@ -32,13 +49,12 @@ impl Live {
     /// Builds the App for the config at `path` and starts watching its files and the config
     /// file itself.
     pub fn start(path: &Path) -> Result<Arc<Live>, StartError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| StartError(format!("cannot read config {}: {e}", path.display())))?;
-        let config = Config::load(path).map_err(|e| StartError(e.to_string()))?;
+        let file = ConfigFile::read(path)?;
+        let config = Config::from_text(path, &file.text).map_err(|e| StartError(e.to_string()))?;
         let live = Arc::new(Live {
             path: path.to_path_buf(),
             current: ArcSwap::from_pointee(App::new(config)?),
-            text: Mutex::new(text),
+            serving: Mutex::new(file),
             watchers: Mutex::new(Vec::new()),
         });
         live.rewatch()
@@ -54,27 +70,24 @@ impl Live {
     /// Re-reads the config file; when its text changed, builds and swaps in a new App, or
     /// keeps the running one and records why not. Returns true when a new App serves.
     pub fn reload_config(self: &Arc<Self>) -> bool {
-        // One reload at a time: the text lock is held throughout.
-        let mut serving = self.text.lock().unwrap_or_else(PoisonError::into_inner);
+        // One reload at a time: the lock is held throughout.
+        let mut serving = self.serving.lock().unwrap_or_else(PoisonError::into_inner);
         let app = self.current();
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(text) if text == *serving => return false,
-            Ok(text) => text,
+        let file = match ConfigFile::read(&self.path) {
+            Ok(file) if file.text == serving.text => return false,
+            Ok(file) => file,
             Err(e) => {
-                self.refuse(
-                    &app,
-                    format!("cannot read config {}: {e}", self.path.display()),
-                );
+                self.refuse(&app, e.to_string());
                 return false;
             }
         };
-        let next = Config::load(&self.path)
+        let next = Config::from_text(&self.path, &file.text)
             .map_err(|e| e.to_string())
             .and_then(|config| app.successor(config).map_err(|e| e.to_string()));
         match next {
             Ok(next) => {
                 self.current.store(Arc::new(next));
-                *serving = text;
+                *serving = file;
                 drop(serving);
                 if let Err(e) = self.rewatch() {
                     tracing::error!(error = %e, "cannot watch the new config's files");
@@ -112,11 +125,22 @@ impl Live {
     fn rewatch(self: &Arc<Self>) -> Result<(), notify::Error> {
         let mut watchers = self.current().watch()?;
         let live = Arc::downgrade(self);
-        watchers.push(crate::watch::watch("config", &[&self.path], move || {
-            if let Some(live) = live.upgrade() {
-                live.reload_config();
-            }
-        })?);
+        let read_as = self
+            .serving
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .read_as
+            .clone();
+        watchers.push(crate::watch::watch(
+            "config",
+            &[&self.path],
+            read_as,
+            move || {
+                if let Some(live) = live.upgrade() {
+                    live.reload_config();
+                }
+            },
+        )?);
         *self.watchers.lock().unwrap_or_else(PoisonError::into_inner) = watchers;
         Ok(())
     }

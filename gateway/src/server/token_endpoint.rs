@@ -25,6 +25,14 @@ enum Grant {
     Refresh(String),
 }
 
+/// The refresh token of a response.
+enum Refresh {
+    /// The client's own: clients keep the first one they get (docker never stores another).
+    Keep(String),
+    /// A new one, for an offline login, bound to the credential the login matched.
+    Mint(String),
+}
+
 struct TokenRequest {
     grant: Grant,
     scopes: Vec<Scope>,
@@ -43,6 +51,7 @@ pub(super) async fn handle(
         peer.ip(),
         &app.config.server.trusted_proxies,
     );
+    let is_get = request.method() == Method::GET;
     let params: Vec<(String, String)> = if request.method() == Method::POST {
         // The form is a few hundred bytes: a body trickled byte by byte is not a client.
         let wait = Duration::from_secs(app.config.server.header_timeout_seconds);
@@ -60,6 +69,20 @@ pub(super) async fn handle(
             .into_owned()
             .collect()
     };
+    if is_get
+        && let Some((key, _)) = params
+            .iter()
+            .find(|(key, _)| key == "password" || key == "refresh_token")
+    {
+        // A query string ends up in access logs and proxies' logs; a form body does not.
+        return Err(bad_request(
+            "UNSUPPORTED",
+            format!(
+                "`{key}` in the query of a GET is refused: it would be written to access logs. \
+                 POST it as a form, or send the password as Basic credentials"
+            ),
+        ));
+    }
     let token_request = parse(&app, params, basic)?;
     app.issue(token_request, client).await
 }
@@ -160,35 +183,47 @@ impl App {
         request: TokenRequest,
         client_ip: IpAddr,
     ) -> Result<Response<Body>, ApiError> {
-        let (user, presented_refresh) = match request.grant {
+        // The refresh token to hand back: the one presented, or one to mint for the
+        // credential just checked.
+        let (user, refresh) = match request.grant {
             Grant::None if self.config.identity.anonymous => (None, None),
             Grant::None => {
                 return Err(ApiError::Unauthorized("authentication required".into()));
             }
             Grant::Password { user, password } => {
-                if !self.login(&user, password, client_ip).await? {
+                let Some(credential) = self.login(&user, password, client_ip).await? else {
                     return Err(ApiError::Unauthorized(
                         "invalid username or password".into(),
                     ));
-                }
-                (Some(user), None)
+                };
+                (Some(user), Some(Refresh::Mint(credential)))
             }
             Grant::Refresh(token) => {
                 let app = self.clone();
-                let (user, token) = blocking(move || {
+                let (refresh, token) = blocking(move || {
                     let ring = app.keys.load();
                     app.issuer
                         .verify_refresh(&ring.all(), &token)
-                        .map(|user| (user, token))
+                        .map(|refresh| (refresh, token))
                         .map_err(|e| ApiError::Unauthorized(e.to_string()))
                 })
                 .await?;
-                if !self.users.load().contains(&user) {
-                    return Err(ApiError::Unauthorized(format!(
-                        "account {user:?} no longer exists"
-                    )));
+                let user = refresh.subject;
+                match self.users.load().credential_id(&user) {
+                    None => {
+                        return Err(ApiError::Unauthorized(format!(
+                            "account {user:?} no longer exists"
+                        )));
+                    }
+                    Some(credential) if credential != refresh.credential => {
+                        return Err(ApiError::Unauthorized(format!(
+                            "the password of {user:?} changed since this refresh token was \
+                             issued: log in again"
+                        )));
+                    }
+                    Some(_) => {}
                 }
-                (Some(user), Some(token))
+                (Some(user), Some(Refresh::Keep(token)))
             }
         };
         if let (Some(asked), Some(user)) = (&request.account, &user)
@@ -210,6 +245,7 @@ impl App {
             let outcome = self.decide(Source::Token, policy_request).await;
             access.push(Access {
                 resource_type: scope.resource_type.clone(),
+                class: scope.class.clone(),
                 name: scope.name.clone(),
                 actions: outcome.granted.clone(),
             });
@@ -217,7 +253,7 @@ impl App {
         let offline = request.offline && self.issuer.refresh_enabled();
         let (app, ring) = (self.clone(), self.keys.load_full());
         let quick = ring.current.signs_quickly();
-        let sign = move || app.sign(&ring.current, user, access, presented_refresh, offline);
+        let sign = move || app.sign(&ring.current, user, access, refresh, offline);
         let (issued, refresh_token) = if quick {
             sign()?
         } else {
@@ -242,7 +278,7 @@ impl App {
         key: &SigningKey,
         user: Option<String>,
         access: Vec<Access>,
-        presented_refresh: Option<String>,
+        refresh: Option<Refresh>,
         offline: bool,
     ) -> Result<(Issued, Option<String>), ApiError> {
         let failed = |e: TokenError| ApiError::Internal(e.to_string());
@@ -251,11 +287,13 @@ impl App {
             .issuer
             .access_token(key, subject, access)
             .map_err(failed)?;
-        let refresh_token = match (presented_refresh, &user) {
-            (Some(token), _) => Some(token),
-            (None, Some(user)) if offline => {
-                Some(self.issuer.refresh_token(key, user).map_err(failed)?)
-            }
+        let refresh_token = match (refresh, &user) {
+            (Some(Refresh::Keep(token)), _) => Some(token),
+            (Some(Refresh::Mint(credential)), Some(user)) if offline => Some(
+                self.issuer
+                    .refresh_token(key, user, &credential)
+                    .map_err(failed)?,
+            ),
             _ => None,
         };
         Ok((issued, refresh_token))

@@ -30,6 +30,7 @@ fn access_tokens_carry_what_registry_2_8_checks() {
         let (_dir, key) = keys(rsa);
         let access = vec![Access {
             resource_type: "repository".into(),
+            class: None,
             name: "alice/app".into(),
             actions: vec!["pull".into(), "push".into()],
         }];
@@ -104,10 +105,15 @@ fn kid_is_the_libtrust_form() {
 fn refresh_tokens_are_bound_and_not_interchangeable() {
     let (_dir, key) = keys(false);
     let issuer = issuer();
-    let refresh = issuer.refresh_token(&key, "alice").expect("signs");
+    let refresh = issuer
+        .refresh_token(&key, "alice", "cred-1")
+        .expect("signs");
     assert_eq!(
         issuer.verify_refresh(&[&key], &refresh).expect("verifies"),
-        "alice"
+        Refresh {
+            subject: "alice".into(),
+            credential: "cred-1".into()
+        }
     );
     // Not an access token: the registry checks aud == service.
     assert_eq!(payload(&refresh)["aud"], "portcullis-refresh:registry.test");
@@ -137,7 +143,8 @@ fn refresh_tokens_are_bound_and_not_interchangeable() {
     assert_eq!(
         issuer
             .verify_refresh(&[&other_key, &key], &refresh)
-            .expect("old key still verifies"),
+            .expect("old key still verifies")
+            .subject,
         "alice"
     );
     let mut tampered = refresh.clone();
@@ -211,9 +218,11 @@ fn claims(issuer: &Issuer, aud: &str, exp_offset: i64, nbf_offset: i64) -> Claim
         jti: "j".into(),
         access: Some(vec![Access {
             resource_type: "repository".into(),
+            class: None,
             name: "alice/app".into(),
             actions: vec!["push".into()],
         }]),
+        cred: Some("c".into()),
     }
 }
 
@@ -223,6 +232,7 @@ fn access_tokens_verify_and_say_what_they_grant() {
     let issuer = issuer();
     let access = vec![Access {
         resource_type: "repository".into(),
+        class: None,
         name: "alice/app".into(),
         actions: vec!["pull".into(), "push".into()],
     }];
@@ -239,6 +249,7 @@ fn access_tokens_verify_and_say_what_they_grant() {
     let star = Verified {
         access: vec![Access {
             resource_type: "registry".into(),
+            class: None,
             name: "catalog".into(),
             actions: vec!["*".into()],
         }],
@@ -256,7 +267,7 @@ fn forged_expired_and_misdirected_access_tokens_are_rejected() {
     };
     // A refresh token is no access token.
     reject(
-        &issuer.refresh_token(&key, "alice").expect("signs"),
+        &issuer.refresh_token(&key, "alice", "c").expect("signs"),
         "refresh as access",
     );
     let sign = |c: &Claims| key.sign(c).expect("signs");
@@ -314,4 +325,69 @@ fn forged_expired_and_misdirected_access_tokens_are_rejected() {
     reject(&foreign, "unknown kid");
     reject("not.a.jwt", "garbage");
     reject("", "empty");
+}
+
+/// Issue 12, review item 3: a refresh token lives no longer than the lifetime configured
+/// now (whatever its `exp`), and one bound to no credential is refused.
+#[test]
+fn refresh_tokens_obey_the_configured_lifetime_and_need_a_credential() {
+    let (_dir, key) = keys(false);
+    let issuer = issuer();
+    let sign = |c: &Claims| key.sign(c).expect("signs");
+    let mut old = claims(&issuer, "portcullis-refresh:registry.test", 3_600_000, -10);
+    old.iat -= 7200;
+    assert!(
+        issuer.verify_refresh(&[&key], &sign(&old)).is_err(),
+        "issued two hours ago, the refresh lifetime is one hour"
+    );
+    let mut fresh = claims(&issuer, "portcullis-refresh:registry.test", 3_600_000, -10);
+    assert!(issuer.verify_refresh(&[&key], &sign(&fresh)).is_ok());
+    fresh.cred = None;
+    let e = issuer
+        .verify_refresh(&[&key], &sign(&fresh))
+        .expect_err("no credential");
+    assert!(e.to_string().contains("log in again"), "{e}");
+}
+
+#[test]
+fn an_access_token_with_a_far_exp_expires_with_the_configured_lifetime() {
+    let (_dir, key) = keys(false);
+    let issuer = issuer();
+    let far = claims(&issuer, "registry.test", 10 * 365 * 86_400, -10);
+    let verified = issuer
+        .verify_access(&[&key], &key.sign(&far).expect("signs"))
+        .expect("verifies");
+    let lifetime = verified
+        .expires_at
+        .duration_since(SystemTime::now())
+        .expect("in the future");
+    assert!(lifetime <= Duration::from_secs(300), "{lifetime:?}");
+}
+
+#[test]
+fn the_scope_class_is_kept_in_the_token() {
+    let (_dir, key) = keys(false);
+    let access = vec![Access {
+        resource_type: "repository".into(),
+        class: Some("plugin".into()),
+        name: "x".into(),
+        actions: vec!["pull".into()],
+    }];
+    let issued = issuer().access_token(&key, "alice", access).expect("signs");
+    let access = &payload(&issued.token)["access"][0];
+    assert_eq!(access["class"], "plugin");
+    assert_eq!(access["type"], "repository");
+}
+
+#[test]
+fn a_lifetime_past_what_a_jwt_holds_is_an_error_not_a_panic() {
+    let (_dir, key) = keys(false);
+    let issuer = Issuer::new(
+        "portcullis",
+        "registry.test",
+        Duration::from_secs(u64::MAX),
+        Duration::from_secs(u64::MAX / 2),
+    );
+    assert!(issuer.access_token(&key, "alice", Vec::new()).is_err());
+    assert!(issuer.refresh_token(&key, "alice", "c").is_err());
 }

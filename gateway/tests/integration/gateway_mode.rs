@@ -71,7 +71,7 @@ fn a_registry_that_is_not_there_is_a_registry_style_503() {
 #[test]
 fn status_says_what_is_serving() {
     let gateway = serve_with("");
-    let (status, head, body) = get(gateway.port, "/status", "Host: x\r\n");
+    let (status, head, body) = get(gateway.admin_port, "/status", "Host: x\r\n");
     assert_eq!(status, 200, "{head}");
     let json: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(json["mode"], "gateway");
@@ -95,6 +95,36 @@ fn status_says_what_is_serving() {
             .as_str()
             .is_some_and(|u| u.starts_with("http://127.0.0.1:"))
     );
+}
+
+/// Issue 12, review item 5: `/status` and `/metrics` were served to anyone who reached the
+/// registry API, with the upstream origin, module paths, key ids and reload errors.
+#[test]
+fn status_and_metrics_are_for_the_admin_listener_only() {
+    let gateway = serve_with("");
+    for path in ["/status", "/metrics"] {
+        let (status, _, body) = get(gateway.port, path, "Host: x\r\n");
+        assert_eq!(status, 404, "{path} on the client listener: {body}");
+        assert!(!body.contains("127.0.0.1"), "{body}");
+        assert_eq!(
+            get(gateway.admin_port, path, "Host: x\r\n").0,
+            200,
+            "{path}"
+        );
+    }
+    for path in ["/healthz", "/readyz"] {
+        let on_clients = get(gateway.port, path, "Host: x\r\n").0;
+        assert_eq!(
+            on_clients,
+            get(gateway.admin_port, path, "Host: x\r\n").0,
+            "{path}"
+        );
+        assert_ne!(on_clients, 404, "{path}: probes reach both listeners");
+    }
+    // The admin listener serves no registry, token or key.
+    for path in ["/v2/", "/token", "/.well-known/jwks.json"] {
+        assert_eq!(get(gateway.admin_port, path, &alice()).0, 404, "{path}");
+    }
 }
 
 #[test]
@@ -124,7 +154,7 @@ fn metrics_count_requests_decisions_cache_hits_and_upstream_errors() {
         assert_eq!(get(gateway.port, "/v2/a/b/tags/list", &alice()).0, 503);
     }
     assert_eq!(get(gateway.port, "/nowhere", "Host: x\r\n").0, 404);
-    let (status, head, body) = get(gateway.port, "/metrics", "Host: x\r\n");
+    let (status, head, body) = get(gateway.admin_port, "/metrics", "Host: x\r\n");
     assert_eq!(status, 200);
     assert!(
         head.contains("content-type: application/openmetrics-text"),
@@ -186,7 +216,7 @@ fn a_key_rotation_keeps_verified_logins_and_an_htpasswd_edit_drops_them() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     login();
-    let metrics = get(gateway.port, "/metrics", "Host: x\r\n").2;
+    let metrics = get(gateway.admin_port, "/metrics", "Host: x\r\n").2;
     assert!(
         metrics.contains("portcullis_credential_cache_total{result=\"miss\"} 1"),
         "a new signing key sent alice back to bcrypt:\n{metrics}"
@@ -198,7 +228,7 @@ fn a_key_rotation_keeps_verified_logins_and_an_htpasswd_edit_drops_them() {
     std::fs::write(&replacement, line).expect("write");
     std::fs::rename(&replacement, &htpasswd).expect("replace");
     let metrics = until_metric(
-        gateway.port,
+        gateway.admin_port,
         "portcullis_credential_cache_total{result=\"miss\"} 2",
         login,
     );
@@ -399,7 +429,7 @@ fn status(port: u16) -> serde_json::Value {
 #[test]
 fn an_edited_config_is_swapped_in_whole_and_a_broken_one_is_refused() {
     let gateway = serve_with("");
-    let port = gateway.port;
+    let (port, admin) = (gateway.port, gateway.admin_port);
     let anonymous = || get(port, "/v2/public/x/tags/list", "Host: x\r\n").0;
     assert_eq!(anonymous(), 401, "anonymous access is off");
     let (status_code, _, body) = get(
@@ -435,16 +465,19 @@ fn an_edited_config_is_swapped_in_whole_and_a_broken_one_is_refused() {
         503,
         "a token issued before the edit still verifies: the key ring carried over"
     );
-    assert_eq!(status(port)["config_reload_error"], serde_json::Value::Null);
+    assert_eq!(
+        status(admin)["config_reload_error"],
+        serde_json::Value::Null
+    );
 
     // A broken edit: refused with the reason, the running config keeps serving.
     replace_config(gateway.dir.path(), |_| "[token\n".into());
     assert!(
-        eventually(|| status(port)["config_reload_error"]
+        eventually(|| status(admin)["config_reload_error"]
             .as_str()
             .is_some_and(|e| e.contains("TOML parse error at line 1"))),
         "{}",
-        status(port)
+        status(admin)
     );
     assert_eq!(anonymous(), 503, "still the last good config");
 
@@ -452,14 +485,14 @@ fn an_edited_config_is_swapped_in_whole_and_a_broken_one_is_refused() {
     let good = "[server]\nlisten = \"127.0.0.1:0\"\n[token]\nissuer = \"portcullis\"\nservice = \"registry.test\"\nkey = \"keys/token.key\"\ncertificate = \"keys/token.crt\"\n[[policy]]\nname = \"gone\"\nmodule = \"gone.wasm\"\n";
     replace_config(gateway.dir.path(), |_| good.into());
     assert!(
-        eventually(|| status(port)["config_reload_error"]
+        eventually(|| status(admin)["config_reload_error"]
             .as_str()
             .is_some_and(|e| e.contains("gone.wasm"))),
         "{}",
-        status(port)
+        status(admin)
     );
     assert_eq!(anonymous(), 503, "still the last good config");
-    let metrics = get(port, "/metrics", "Host: x\r\n").2;
+    let metrics = get(admin, "/metrics", "Host: x\r\n").2;
     assert!(
         metrics.contains("portcullis_reloads_total{files=\"config\",result=\"ok\"} 1"),
         "{metrics}"

@@ -105,7 +105,7 @@ fn connections_past_the_limit_get_a_503_and_room_comes_back() {
     // Until the gateway notices the closed connection, the polls are refused too.
     let mut refusals = 1;
     loop {
-        let (status, _, body) = get(gateway.port, "/metrics", "Host: x\r\n");
+        let (status, _, body) = get(gateway.admin_port, "/metrics", "Host: x\r\n");
         if status == 200 {
             assert!(
                 body.contains(&format!(

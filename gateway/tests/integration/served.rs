@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 /// A running gateway; it stops when dropped.
 pub struct Running {
     pub port: u16,
+    /// The admin listener: `/metrics` and `/status`.
+    pub admin_port: u16,
     pub dir: tempfile::TempDir,
     pub live: Arc<Live>,
     pub runtime: tokio::runtime::Runtime,
@@ -93,9 +95,19 @@ settings = {{ rules = [{{ match = {{ account = "alice" }}, actions = ["*"] }}] }
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        runtime.spawn(serve(live.clone(), listener, std::future::pending()));
+        let admin = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let admin_port = admin.local_addr().expect("addr").port();
+        runtime.spawn(serve(
+            live.clone(),
+            listener,
+            Some(admin),
+            std::future::pending(),
+        ));
         Running {
             port,
+            admin_port,
             dir,
             live,
             runtime,

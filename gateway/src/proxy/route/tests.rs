@@ -8,7 +8,7 @@ fn route(method: Method, path_and_query: &str) -> Result<Route, RouteError> {
         Some((p, q)) => (p, Some(q)),
         None => (path_and_query, None),
     };
-    Route::parse(&method, path, query)
+    Route::parse(&method, path, query, &HeaderMap::new())
 }
 
 /// `type:name:actions` of every scope a request needs.
