@@ -130,8 +130,10 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,notify=error"));
+    // Colour codes are for a terminal; in a file or a collector they are noise.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -235,9 +237,12 @@ fn passwd(file: &Path, user: &str, cost: u32) -> Result<ExitCode, String> {
         return Err("empty password on stdin".into());
     }
     let hash = bcrypt::hash(password, cost).map_err(|e| format!("cannot hash: {e}"))?;
-    let existing = match std::fs::read_to_string(file) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+    let (existing, metadata) = match std::fs::read_to_string(file) {
+        Ok(text) => (
+            text,
+            Some(std::fs::metadata(file).map_err(|e| format!("{}: {e}", file.display()))?),
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (String::new(), None),
         Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
     };
     let prefix = format!("{user}:");
@@ -247,13 +252,40 @@ fn passwd(file: &Path, user: &str, cost: u32) -> Result<ExitCode, String> {
         .map(str::to_string)
         .collect();
     lines.push(format!("{user}:{hash}"));
-    // Written beside and renamed over, so a watching gateway never reads half a file.
-    let tmp = file.with_extension("portcullis-tmp");
-    std::fs::write(&tmp, lines.join("\n") + "\n")
-        .and_then(|()| std::fs::rename(&tmp, file))
+    replace_file(file, &(lines.join("\n") + "\n"), metadata.as_ref())
         .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
     println!("{user} set in {}", file.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `text` beside `file` and renames it over, so a watching gateway never reads half
+/// a file. The new file keeps the old one's mode and, where we may, its owner: an htpasswd
+/// holds password hashes, and one made private stays private (a new one is 0600).
+fn replace_file(
+    file: &Path,
+    text: &str,
+    existing: Option<&std::fs::Metadata>,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let mode = existing.map_or(0o600, |m| m.mode() & 0o7777);
+    let tmp = file.with_extension("portcullis-tmp");
+    // A leftover from an interrupted run would keep its own mode.
+    let _ = std::fs::remove_file(&tmp);
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    out.write_all(text.as_bytes())?;
+    if let Some(existing) = existing {
+        // Only root may give a file away; anyone else keeps it as their own.
+        let _ = std::os::unix::fs::fchown(&out, Some(existing.uid()), Some(existing.gid()));
+    }
+    // Set after the owner: chown clears set-id bits, and the umask trimmed the create mode.
+    out.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    out.sync_all()?;
+    std::fs::rename(&tmp, file)
 }
 
 fn check(path: &Path) -> Result<ExitCode, String> {

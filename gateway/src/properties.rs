@@ -128,8 +128,13 @@ proptest! {
     }
 
     #[test]
-    fn any_path_maps_or_is_refused(method in method(), path in "/v2/[a-zA-Z0-9%./_:;-]{0,60}", query in proptest::option::of("[a-z=&:%0-9]{0,30}")) {
-        let _ = Route::parse(&method, &path, query.as_deref(), &HeaderMap::new());
+    fn any_path_maps_or_is_refused_and_needs_an_action(method in method(), path in "/v2/[a-zA-Z0-9%./_:;-]{0,60}", query in proptest::option::of("[a-z=&:%0-9]{0,30}")) {
+        if let Ok(route) = Route::parse(&method, &path, query.as_deref(), &HeaderMap::new()) {
+            let needs = route.needs();
+            // Only `/v2/` needs nothing beyond a login; everything else names its actions.
+            prop_assert_eq!(needs.is_empty(), matches!(route.target, Target::Base), "{}", path);
+            prop_assert!(needs.iter().all(|(scope, _)| !scope.actions.is_empty()), "{}", path);
+        }
     }
 
     #[test]

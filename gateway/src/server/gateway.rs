@@ -271,6 +271,11 @@ impl App {
         operation: &Operation,
         client: IpAddr,
     ) -> Result<(), Denial> {
+        // "Every action of none" holds for anyone: a request that needs no action is one
+        // the route mapping did not understand, and it grants nothing.
+        if scope.actions.is_empty() {
+            return Err(Denial::Policy(Some("the request needs no action".into())));
+        }
         if let Via::Bearer(token) = &caller.via
             && !scope
                 .actions

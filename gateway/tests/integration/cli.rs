@@ -312,14 +312,16 @@ fn check_refuses_unusable_tls_files_and_upstreams() {
     }
 }
 
-#[test]
-fn serve_handles_sighup_and_sigterm_from_its_first_line_and_logs_json() {
+/// Runs `serve` with `log` appended to a test config, sends `signals` as soon as it prints
+/// its listening line, and returns how it exited and what it wrote to standard error (a
+/// pipe, not a terminal).
+fn serve_and_signal(log: &str, signals: &[&str]) -> (std::process::Output, String) {
     let dir = config_dir(ACL_DESIGN_EXAMPLE);
     let config = dir.path().join("portcullis.toml");
     let text = std::fs::read_to_string(&config).expect("read");
     std::fs::write(
         &config,
-        format!("[server]\nlisten = \"127.0.0.1:0\"\n{text}[log]\nformat = \"json\"\n"),
+        format!("[server]\nlisten = \"127.0.0.1:0\"\n{text}{log}"),
     )
     .expect("write");
     let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
@@ -340,17 +342,23 @@ fn serve_handles_sighup_and_sigterm_from_its_first_line_and_logs_json() {
         line.starts_with("portcullis listening on http://127.0.0.1:"),
         "{line}"
     );
-    // At once, as a script reacting to the line would: both are handled, neither kills.
-    for signal in ["-HUP", "-TERM"] {
+    for signal in signals {
         let status = Command::new("kill")
-            .args([signal, &child.id().to_string()])
+            .args([*signal, &child.id().to_string()])
             .status()
             .expect("kill");
         assert!(status.success());
     }
     let out = child.wait_with_output().expect("exits");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, stderr)
+}
+
+#[test]
+fn serve_handles_sighup_and_sigterm_from_its_first_line_and_logs_json() {
+    // At once, as a script reacting to the line would: both are handled, neither kills.
+    let (out, stderr) = serve_and_signal("[log]\nformat = \"json\"\n", &["-HUP", "-TERM"]);
     assert!(out.status.success(), "{:?}", out.status);
-    let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<serde_json::Value> = stderr
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
@@ -361,6 +369,15 @@ fn serve_handles_sighup_and_sigterm_from_its_first_line_and_logs_json() {
             .any(|l| l["fields"]["message"] == "shutting down" && l["level"] == "INFO"),
         "{stderr}"
     );
+}
+
+/// Issue 12, review item 7: text logs carried ANSI colour codes into files and pipes.
+#[test]
+fn text_logs_to_a_pipe_have_no_colour_codes() {
+    let (out, stderr) = serve_and_signal("", &["-TERM"]);
+    assert!(out.status.success(), "{:?}", out.status);
+    assert!(stderr.contains("shutting down"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
 }
 
 #[test]
@@ -377,4 +394,47 @@ fn passwd_refuses_a_cost_that_would_stall_logins() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("4..=17"), "{stderr}");
     assert!(!file.exists(), "nothing is written");
+}
+
+/// Issue 12, review item 6: `passwd` rewrote a 0600 htpasswd as 0644, readable by everyone.
+#[test]
+fn passwd_keeps_a_private_file_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("htpasswd");
+    let passwd = |user: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["passwd", "--cost", "4"])
+            .arg(&file)
+            .arg(user)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("portcullis runs");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(b"pw\n")
+            .expect("password");
+        assert!(child.wait().expect("exits").success());
+    };
+    let mode = || {
+        std::fs::metadata(&file)
+            .expect("the file")
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    passwd("alice");
+    assert_eq!(mode(), 0o600, "a new htpasswd is private");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    passwd("bob");
+    assert_eq!(mode(), 0o640, "an existing file keeps its mode");
+    let text = std::fs::read_to_string(&file).expect("read");
+    assert!(
+        text.starts_with("alice:$2b$04$") && text.contains("\nbob:$2b$04$"),
+        "{text}"
+    );
 }

@@ -3,7 +3,9 @@
 //! and decision log. Forwarding itself is proven against the real registry in the
 //! end-to-end suite.
 
-use crate::served::{Gateway, Running, alice, get, serve_with, write_tls_pair};
+use crate::served::{
+    Gateway, Running, alice, eventually, get, replace_config, serve_with, write_tls_pair,
+};
 use std::sync::Arc;
 
 fn start_with(server_extra: &str, extra: &str) -> Running {
@@ -407,21 +409,6 @@ fn a_certificate_that_is_not_for_the_key_stops_the_start() {
 }
 
 /// Polls `check` for up to 5 s.
-fn eventually(check: impl Fn() -> bool) -> bool {
-    (0..250).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        check()
-    })
-}
-
-fn replace_config(dir: &std::path::Path, edit: impl Fn(&str) -> String) {
-    let path = dir.join("portcullis.toml");
-    let text = edit(&std::fs::read_to_string(&path).expect("config"));
-    let tmp = dir.join("portcullis.toml.new");
-    std::fs::write(&tmp, text).expect("write");
-    std::fs::rename(&tmp, &path).expect("rename");
-}
-
 fn status(port: u16) -> serde_json::Value {
     serde_json::from_str(&get(port, "/status", "Host: x\r\n").2).expect("json")
 }

@@ -1,6 +1,7 @@
 //! The gateway's integration tests, in one binary: the policy host against the real `.wasm`
 //! files that `cargo policies` builds, hot swap, the command line, gateway mode in process,
-//! hostile clients, password guessing and a failing registry.
+//! token lifetimes and revocation, hostile clients, password guessing and a failing
+//! registry.
 
 mod cli;
 mod gateway_mode;
@@ -9,5 +10,6 @@ mod hostile_clients;
 mod hot_swap;
 mod policy_host;
 mod served;
+mod tokens;
 mod upstream_faults;
 mod util;

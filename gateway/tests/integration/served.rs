@@ -183,3 +183,24 @@ pub fn write_tls_pair(dir: &std::path::Path, name: &str) -> Vec<u8> {
     std::fs::rename(&tmp, dir.join(format!("{name}.key"))).expect("rename");
     cert.cert.der().to_vec()
 }
+
+/// Whether `check` holds within 5 s.
+pub fn eventually(check: impl Fn() -> bool) -> bool {
+    (0..250).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        check()
+    })
+}
+
+/// Replaces `name` in `dir` atomically (written beside, renamed over), as tooling does.
+pub fn replace(dir: &std::path::Path, name: &str, text: &str) {
+    let tmp = dir.join(format!("{name}.new"));
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, dir.join(name)).expect("rename");
+}
+
+/// Edits the gateway's config file atomically.
+pub fn replace_config(dir: &std::path::Path, edit: impl Fn(&str) -> String) {
+    let text = edit(&std::fs::read_to_string(dir.join("portcullis.toml")).expect("config"));
+    replace(dir, "portcullis.toml", &text);
+}

@@ -203,7 +203,13 @@ fn glob_match(tokens: &[GlobToken], value: &str, account: &str, group: &str) -> 
                         next[start + text.len()] = true;
                     }
                 }
-                GlobToken::Any => next[start..].iter_mut().for_each(|r| *r = true),
+                GlobToken::Any => {
+                    // Every character boundary from here on: a byte inside a character is no
+                    // place to slice `value` at.
+                    for end in (start..=len).filter(|&i| value.is_char_boundary(i)) {
+                        next[end] = true;
+                    }
+                }
                 GlobToken::Segment => {
                     next[start] = true;
                     for (i, c) in rest.char_indices().take_while(|&(_, c)| c != '/') {

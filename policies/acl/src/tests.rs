@@ -229,6 +229,24 @@ fn load_errors_name_the_rule_and_the_problem() {
     assert!(e.contains("missing field `rules`"), "{e}");
 }
 
+/// Issue 12, review item 6: `**` sliced `value` inside a UTF-8 character, so a user or group
+/// named with an accent (`équipe-admins`) trapped the policy and was locked out.
+#[test]
+fn globs_match_names_with_non_ascii_characters() {
+    let acl = acl(r#"{"rules": [
+      {"match": {"group": "**-admins"}, "actions": ["*"]},
+      {"match": {"account": "**é"}, "actions": ["pull"]}
+    ]}"#);
+    let admin = repo("apps/web", &["pull", "push"])
+        .account("zoé")
+        .groups(["équipe-admins"]);
+    assert_eq!(acl.authorize(&admin).granted, ["pull", "push"]);
+    let zoe = repo("apps/web", &["pull"]).account("zoé");
+    assert_eq!(acl.authorize(&zoe).granted, ["pull"]);
+    let other = repo("apps/web", &["pull"]).account("łukasz");
+    assert!(acl.authorize(&other).granted.is_empty());
+}
+
 /// Pattern pieces the rule language gives meaning to, mixed with arbitrary text.
 fn pattern() -> impl proptest::strategy::Strategy<Value = String> {
     use proptest::prelude::*;
@@ -260,7 +278,8 @@ proptest::proptest! {
         regex in "\\PC{0,12}",
         actions in proptest::collection::vec("[a-z*]{1,6}", 0..3),
         asked in proptest::collection::vec("[a-z]{1,6}", 1..3),
-        user in "[a-z]{0,6}",
+        user in "\\PC{0,6}",
+        group in "\\PC{0,6}",
         repository in "[a-z]{1,6}(/[a-z]{1,6}){0,2}",
     ) {
         let settings = serde_json::json!({"rules": [
@@ -269,7 +288,8 @@ proptest::proptest! {
         ]});
         if let Ok(acl) = portcullis_policy::__private::configure::<Acl>(&settings.to_string()) {
             let request = repo(&repository, &asked.iter().map(String::as_str).collect::<Vec<_>>())
-                .account(&user);
+                .account(&user)
+                .groups([group.as_str()]);
             let decision = acl.authorize(&request);
             proptest::prop_assert!(decision.granted.iter().all(|g| asked.contains(g)));
         }
