@@ -36,3 +36,17 @@ wait_port() {
   echo "nothing listens on $1" >&2
   exit 1
 }
+
+# Starts Debian's docker-registry with no auth on a free port, storing under DIR/data;
+# sets `registry_port`.
+start_registry() { # DIR
+  registry_port=$(free_port)
+  cat > "$1/registry.yml" <<YML
+version: 0.1
+log: {level: error, accesslog: {disabled: true}}
+storage: {filesystem: {rootdirectory: $1/data}}
+http: {addr: 127.0.0.1:$registry_port, secret: bench}
+YML
+  docker-registry serve "$1/registry.yml" > "$1/registry.log" 2>&1 & pids+=($!)
+  wait_port "$registry_port"
+}

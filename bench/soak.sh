@@ -18,16 +18,10 @@ require_tools docker-registry wrk htpasswd curl python3 -- docker-registry wrk a
 bin=$(build_portcullis)
 
 rm -rf "$work"; mkdir -p "$work/data" "$work/policies"
-reg=$(free_port); gw=$(free_port)
+start_registry "$work"; reg=$registry_port
+gw=$(free_port); admin=$(free_port)
 htpasswd -Bbn -C 10 alice secret > "$work/htpasswd.base"
 cp "$work/htpasswd.base" "$work/htpasswd"
-cat > "$work/registry.yml" <<YML
-version: 0.1
-log: {level: error, accesslog: {disabled: true}}
-storage: {filesystem: {rootdirectory: $work/data}}
-http: {addr: 127.0.0.1:$reg, secret: soak}
-YML
-docker-registry serve "$work/registry.yml" > "$work/registry.log" 2>&1 & pids+=($!)
 
 "$bin" keygen --out "$work/keys" >/dev/null
 cp target/wasm32-unknown-unknown/release/acl.wasm "$work/policies/"
@@ -39,6 +33,7 @@ cp "$work/acl.a.json" "$work/acl.json"
 cat > "$work/portcullis.toml" <<TOML
 [server]
 listen = "127.0.0.1:$gw"
+admin_listen = "127.0.0.1:$admin"
 [token]
 issuer = "portcullis"
 service = "soak"
@@ -54,7 +49,7 @@ module = "policies/acl.wasm"
 settings_file = "acl.json"
 TOML
 RUST_LOG=warn "$bin" serve --config "$work/portcullis.toml" > "$work/portcullis.log" 2>&1 & pids+=($!); gateway_pid=$!
-wait_port "$reg"; wait_port "$gw"
+wait_port "$gw"
 
 # One small image, pushed through the gateway.
 basic="Basic $(printf alice:secret | base64)"
@@ -117,7 +112,7 @@ read -r bearer_ok bearer_failed < "$work/bearer.txt"
 swaps=$(wc -l < "$work/rss.txt")
 first=$(awk '$1 < 60 {if ($2 > m) m = $2} END {print m + 0}' "$work/rss.txt")
 last=$(awk -v d="$duration" '$1 >= d - 60 {if ($2 > m) m = $2} END {print m + 0}' "$work/rss.txt")
-reloads=$(curl -s "http://127.0.0.1:$gw/metrics" | grep '^portcullis_reloads_total' || true)
+reloads=$(curl -s "http://127.0.0.1:$admin/metrics" | grep '^portcullis_reloads_total' || true)
 
 echo "## Soak, $(date -u +%Y-%m-%d), $(nproc) cores, ${duration} s"
 echo

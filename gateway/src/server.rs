@@ -42,6 +42,7 @@ pub struct App {
     groups: ArcSwap<Groups>,
     cache: Arc<CredentialCache>,
     throttle: Arc<Throttle>,
+    lanes: Arc<access::Lanes>,
     policies: Arc<Policies>,
     host: Host,
     upstream: Option<Upstream>,
@@ -127,7 +128,7 @@ impl App {
 
     /// The App for an edited config: everything loaded afresh from it, except what outlives
     /// one config (the metrics, the wasm engine with its compiled modules, the login
-    /// throttle, the decision log, remembered credentials, and the key ring and TLS
+    /// throttle, the decision lanes, the decision log, remembered credentials, and the key ring and TLS
     /// certificate while their files stay the same). On any failure this App keeps serving.
     pub fn successor(&self, config: Config) -> Result<App, StartError> {
         let (old, new) = (&self.config.server, &config.server);
@@ -270,6 +271,7 @@ impl App {
             groups: ArcSwap::from_pointee(groups),
             cache,
             throttle: previous.map(|p| p.throttle.clone()).unwrap_or_default(),
+            lanes: previous.map(|p| p.lanes.clone()).unwrap_or_default(),
             policies: Arc::new(policies),
             host,
             upstream,
@@ -739,6 +741,9 @@ pub enum ApiError {
     /// Too many failed logins: wait this long.
     #[error("too many failed logins; retry in {} s", .0.as_secs().max(1))]
     TooManyRequests(Duration),
+    /// Work of this kind is queued past its bound (catalog listings): 503, retry shortly.
+    #[error("{0}; retry shortly")]
+    Busy(&'static str),
     /// The registry behind the gateway failed; details are logged, not sent.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
@@ -777,6 +782,7 @@ impl ApiError {
             ApiError::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
             ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
+            ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
             ApiError::SlowBody(_) => (StatusCode::REQUEST_TIMEOUT, "UNKNOWN"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         };
@@ -794,11 +800,15 @@ impl ApiError {
         let body =
             serde_json::json!({"errors": [{"code": code, "message": message, "detail": null}]});
         let mut response = json(status, &body);
-        if let ApiError::TooManyRequests(wait) = &self {
-            response.headers_mut().insert(
-                hyper::header::RETRY_AFTER,
-                HeaderValue::from(wait.as_secs().max(1)),
-            );
+        let retry_after = match &self {
+            ApiError::TooManyRequests(wait) => Some(wait.as_secs().max(1)),
+            ApiError::Busy(_) => Some(1),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(hyper::header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         let challenge = match &self {
             ApiError::Challenge { challenge, .. } => HeaderValue::from_str(challenge).ok(),

@@ -91,6 +91,7 @@ fn the_compose_gateway_configs_serve_pushes_and_log_decisions() {
             ("/var/lib/portcullis", state.display().to_string()),
             ("/usr/local/lib/portcullis/policies/", policies_dir()),
             ("0.0.0.0:5000", format!("127.0.0.1:{gateway_port}")),
+            ("0.0.0.0:9090", format!("127.0.0.1:{}", free_port())),
             (
                 "http://registry:5000",
                 format!("http://127.0.0.1:{registry_port}"),
@@ -150,6 +151,7 @@ fn the_compose_token_server_configs_issue_tokens_the_registry_accepts() {
             ("/var/lib/portcullis", state.display().to_string()),
             ("/usr/local/lib/portcullis/policies/", policies_dir()),
             ("0.0.0.0:5001", format!("127.0.0.1:{token_port}")),
+            ("0.0.0.0:9090", format!("127.0.0.1:{}", free_port())),
         ],
     );
     let _portcullis = serve(&config, token_port);

@@ -137,6 +137,14 @@ impl Gateway {
     fn registry_port(&self) -> u16 {
         self.setup.registry_port
     }
+
+    /// The status of a HEAD of the blob asked of the registry itself, bypassing the gateway.
+    fn blob_at_registry(&self, repo: &str, digest: &str) -> u16 {
+        let head = format!(
+            "HEAD /v2/{repo}/blobs/{digest} HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n"
+        );
+        http(self.registry_port(), &head, b"").0
+    }
 }
 
 fn basic_auth(user: &str) -> String {
@@ -332,15 +340,11 @@ fn a_mount_smuggled_in_a_form_body_is_refused_and_the_blob_stays_out() {
         let (status, head, response) = http(g.gateway.port, &head, body.as_bytes());
         assert_eq!(status, 400, "{what}: {head}");
         assert_eq!(errors_code(&response), "UNSUPPORTED", "{what}");
-        // Asked of the registry itself, bypassing the gateway.
-        let (status, _, _) = http(
-            g.registry_port(),
-            &format!(
-                "HEAD /v2/bob/f/blobs/{layer} HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n"
-            ),
-            b"",
+        assert_eq!(
+            g.blob_at_registry("bob/f", &layer),
+            404,
+            "{what}: alice's layer reached bob/f"
         );
-        assert_eq!(status, 404, "{what}: alice's layer reached bob/f");
     }
     // The final PUT of an upload reads `digest` the same way: a form body is refused there too.
     let (status, head, _) = g.request("POST", "/v2/bob/f/blobs/uploads/", &basic_auth("bob"), b"");
@@ -413,14 +417,11 @@ fn skopeo_mounts_across_repositories_only_from_what_the_caller_may_pull() {
         "{source_decisions:?}"
     );
     for repo in ["alice/copy", "bob/copy"] {
-        let (status, _, _) = http(
-            g.registry_port(),
-            &format!(
-                "HEAD /v2/{repo}/blobs/{layer} HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n"
-            ),
-            b"",
+        assert_eq!(
+            g.blob_at_registry(repo, &layer),
+            200,
+            "{repo} holds the layer"
         );
-        assert_eq!(status, 200, "{repo} holds the layer");
     }
 }
 
@@ -475,6 +476,105 @@ fn the_catalog_is_whole_for_admins_and_filtered_and_paged_for_others() {
     assert_eq!((page, link), (vec!["alice/a3".to_string()], None));
     let (theirs, _) = list("bob", "");
     assert_eq!(theirs, ["bob/b1"]);
+}
+
+/// Issue 12, review item 4: one catalog request fanned out to 100 upstream pages and
+/// 100 000 decisions, anonymous callers included, and a few of them at once took the
+/// cores everyone else's decisions needed. Now one request examines at most 10 pages and
+/// says where to go on, listings decide in one lane, and other users' requests all succeed
+/// while anonymous listings run in a loop. (The rates are measured by bench/catalog.sh.)
+#[test]
+fn catalog_floods_are_bounded_and_leave_other_users_their_decisions() {
+    let g = Gateway::start();
+    // 10 500 repositories, laid out in the registry's storage as pushes leave them.
+    let repositories = g.setup.path("data/docker/registry/v2/repositories/load");
+    for i in 0..10_500 {
+        std::fs::create_dir_all(repositories.join(format!("r{i:05}/_layers"))).expect("mkdir");
+    }
+    let decisions = || -> u64 {
+        let (_, _, body) = http(
+            g.setup.admin_port,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"",
+        );
+        String::from_utf8_lossy(&body)
+            .lines()
+            .filter(|l| l.starts_with("portcullis_policy_decisions_total{policy=\"acl\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let before = decisions();
+    let (status, head, body) = g.request("GET", "/v2/_catalog?n=100", "", b"");
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).expect("json")["repositories"],
+        serde_json::json!([]),
+        "anonymous callers may pull none of them"
+    );
+    assert_eq!(
+        header(&head, "link"),
+        Some("</v2/_catalog?last=load%2Fr09999&n=100>; rel=\"next\""),
+        "it stops after 10 000 repositories and says where to go on"
+    );
+    assert_eq!(
+        decisions() - before,
+        1 + 10_000,
+        "the catalog scope, then one decision per repository examined"
+    );
+
+    let flooding = std::sync::atomic::AtomicBool::new(true);
+    std::thread::scope(|scope| {
+        let listings: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut served = 0;
+                    while flooding.load(std::sync::atomic::Ordering::Relaxed) {
+                        // One listing at a time: the ones queued too long get a quick 503.
+                        let (status, head, _) = g.request("GET", "/v2/_catalog?n=100", "", b"");
+                        match status {
+                            200 => served += 1,
+                            503 => assert_eq!(header(&head, "retry-after"), Some("1"), "{head}"),
+                            _ => panic!("{head}"),
+                        }
+                    }
+                    served
+                })
+            })
+            .collect();
+        // alice asks for scopes nobody asked before: every one is a fresh decision.
+        let started = std::time::Instant::now();
+        let mut issued = 0;
+        while started.elapsed() < std::time::Duration::from_secs(3) {
+            let head = format!(
+                "GET /token?service={SERVICE}&scope=repository:alice/app{issued}:pull HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+                basic_auth("alice")
+            );
+            let (status, head, body) = http(g.gateway.port, &head, b"");
+            assert_eq!(status, 200, "{head}");
+            let token: serde_json::Value = serde_json::from_slice(&body).expect("json");
+            let claims = token["token"]
+                .as_str()
+                .and_then(|t| t.split('.').nth(1))
+                .and_then(|p| data_encoding::BASE64URL_NOPAD.decode(p.as_bytes()).ok())
+                .and_then(|p| serde_json::from_slice::<serde_json::Value>(&p).ok())
+                .expect("a readable token");
+            assert_eq!(
+                claims["access"][0]["actions"],
+                serde_json::json!(["pull"]),
+                "decision {issued} failed under the listings"
+            );
+            issued += 1;
+        }
+        flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+        let served: u32 = listings
+            .into_iter()
+            .map(|l| l.join().expect("listing thread"))
+            .sum();
+        assert!(
+            issued > 0 && served > 0,
+            "{issued} tokens, {served} listings"
+        );
+    });
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! What both modes ask before granting anything: whether a login is right, and what the
 //! policies allow. Each answer comes from memory on the async worker when it is known, and
 //! only otherwise from a blocking thread (bcrypt and wasm are CPU work; the hop costs more
-//! than a lookup).
+//! than a lookup). Policy work is bounded: one decision per core at a time, and listings
+//! (thousands of decisions for one request) in one lane, so everyone else keeps a core.
 
 use super::{ApiError, App};
 use crate::decision_log::Source;
@@ -9,6 +10,46 @@ use crate::policy::{Account, Outcome, Request as PolicyRequest};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// How much policy work runs at once. Decisions take a place each, a few per core: many more
+/// would only slow each other down until their wall-clock deadlines fault them. A
+/// filtered listing (registry pages to fetch and walk, thousands of decisions) holds the one
+/// listing lane throughout, and its batches of decisions take places like any other, so that
+/// however many listings are asked for, they use one core at most and other requests always
+/// find the rest.
+pub(super) struct Lanes {
+    decisions: Arc<Semaphore>,
+    listings: Arc<Semaphore>,
+}
+
+/// Decisions in flight per core. One would keep a core idle while a decision's thread is
+/// handed its work (that cost a fifth of the fresh-decision rate, `bench/catalog.sh`); a
+/// few per core keep the cores busy and each decision's wall time far below its deadline.
+const DECISIONS_PER_CORE: usize = 4;
+
+impl Default for Lanes {
+    fn default() -> Lanes {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Lanes {
+            decisions: Arc::new(Semaphore::new(cores * DECISIONS_PER_CORE)),
+            listings: Arc::new(Semaphore::new(1)),
+        }
+    }
+}
+
+impl Lanes {
+    /// A place to run decisions in. The semaphores are never closed, so a wait ends in a
+    /// place (`None` would only mean running unbounded).
+    async fn place(&self) -> Option<OwnedSemaphorePermit> {
+        self.decisions.clone().acquire_owned().await.ok()
+    }
+
+    /// The listing lane, held for a whole listing; listings queue for it in order.
+    pub(super) async fn listing(&self) -> Option<OwnedSemaphorePermit> {
+        self.listings.clone().acquire_owned().await.ok()
+    }
+}
 
 impl App {
     /// Whether `password` is right for `user`: the id of the credential it matched (what
@@ -68,25 +109,51 @@ impl App {
         request: PolicyRequest,
     ) -> Arc<Outcome> {
         let started = Instant::now();
-        let policies = self.policies.current();
-        if let Some(outcome) = policies.recall(&request) {
+        if let Some(outcome) = self.policies.current().recall(&request) {
             self.observe(source, &request, &outcome, true, started.elapsed());
             return outcome;
         }
+        let mut outcomes = self.decide_all(source, vec![request]).await;
+        outcomes.pop().unwrap_or_else(nothing_granted)
+    }
+
+    /// The answers to many requests (a batch of a listing), in order, decided together:
+    /// one place and one hop to a blocking thread for the lot, not one per request.
+    pub(super) async fn decide_all(
+        self: &Arc<Self>,
+        source: Source,
+        requests: Vec<PolicyRequest>,
+    ) -> Vec<Arc<Outcome>> {
+        let started = Instant::now();
+        let policies = self.policies.current();
+        let recalled: Vec<Option<Arc<Outcome>>> =
+            requests.iter().map(|r| policies.recall(r)).collect();
+        if recalled.iter().all(Option::is_some) {
+            let outcomes = recalled.into_iter().flatten().collect::<Vec<_>>();
+            for (request, outcome) in requests.iter().zip(&outcomes) {
+                self.observe(source, request, outcome, true, started.elapsed());
+            }
+            return outcomes;
+        }
+        let place = self.lanes.place().await;
         let app = self.clone();
+        let count = requests.len();
         let decided = tokio::task::spawn_blocking(move || {
-            let (outcome, remembered) = policies.decide_remembered(&request);
-            app.observe(source, &request, &outcome, remembered, started.elapsed());
-            outcome
+            let _place = place;
+            requests
+                .iter()
+                .map(|request| {
+                    let (outcome, remembered) = policies.decide_remembered(request);
+                    app.observe(source, request, &outcome, remembered, started.elapsed());
+                    outcome
+                })
+                .collect::<Vec<_>>()
         })
         .await;
         // A decision task that died grants nothing.
         decided.unwrap_or_else(|e| {
             tracing::error!(error = %e, "decision task failed");
-            Arc::new(Outcome {
-                granted: Vec::new(),
-                answers: Vec::new(),
-            })
+            (0..count).map(|_| nothing_granted()).collect()
         })
     }
 
@@ -122,4 +189,11 @@ impl App {
             self.metrics.decision_log_dropped();
         }
     }
+}
+
+fn nothing_granted() -> Arc<Outcome> {
+    Arc::new(Outcome {
+        granted: Vec::new(),
+        answers: Vec::new(),
+    })
 }

@@ -15,10 +15,18 @@ use hyper::header::{HOST, HeaderValue, LINK};
 use hyper::{HeaderMap, Request, Response, StatusCode};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-/// Filtering stops after this many upstream pages and hands the client a `Link` to go on.
-const MAX_CATALOG_PAGES: usize = 100;
+/// Filtering stops after this many upstream pages (10 000 repositories, as many decisions)
+/// and hands the client a `Link` to go on: one request, even an anonymous one, costs a
+/// bounded amount of work.
+const MAX_CATALOG_PAGES: usize = 10;
+/// How long a listing waits for the listing lane before it is answered 503: a flood of
+/// listings gets quick refusals instead of piling up connections.
+const LISTING_WAIT: Duration = Duration::from_secs(5);
+/// Repositories decided together, in one turn of the listing lane: long enough to make
+/// the hop to a blocking thread cheap, short enough that no one waits long behind it.
+const CATALOG_BATCH: usize = 100;
 
 /// Who sends a request, and how they proved it.
 struct Caller {
@@ -310,6 +318,11 @@ impl App {
             return Err(ApiError::NotFound);
         };
         let wanted = CatalogQuery::parse(query)?;
+        // The registry walks its storage for every page, and each page is a thousand
+        // decisions: one listing at a time, however many callers ask.
+        let _lane = tokio::time::timeout(LISTING_WAIT, self.lanes.listing())
+            .await
+            .map_err(|_| ApiError::Busy("too many catalog listings at once"))?;
         let mut listed = Vec::new();
         let mut cursor = wanted.last.clone();
         let mut next = None;
@@ -325,27 +338,15 @@ impl App {
                             reason,
                         }
                     })?;
-                let operation = Operation {
-                    method: "GET".into(),
-                    kind: crate::policy::Kind::Catalog,
-                    reference: None,
-                    mount_from: None,
-                };
-                for name in page.repositories {
-                    let scope = Scope {
-                        type_: "repository".into(),
-                        class: None,
-                        name: name.clone(),
-                        actions: vec!["pull".into()],
-                    };
-                    let pull = self
-                        .allowed_by_policies(caller, scope, &operation, client)
-                        .await;
-                    cursor = Some(name.clone());
-                    if pull {
-                        listed.push(name);
-                        if listed.len() == wanted.n {
-                            break;
+                'page: for names in page.repositories.chunks(CATALOG_BATCH) {
+                    let pulls = self.pullable(caller, names, client).await;
+                    for (name, pull) in names.iter().zip(pulls) {
+                        cursor = Some(name.clone());
+                        if pull {
+                            listed.push(name.clone());
+                            if listed.len() == wanted.n {
+                                break 'page;
+                            }
                         }
                     }
                 }
@@ -370,26 +371,40 @@ impl App {
         Ok(response)
     }
 
-    /// The policies alone: a listing is not bounded by the scopes of the caller's token.
-    async fn allowed_by_policies(
+    /// Whether the caller may pull each of `names`, by the policies alone (a listing is not
+    /// bounded by the scopes of the caller's token), decided as one batch.
+    async fn pullable(
         self: &Arc<Self>,
         caller: &Caller,
-        scope: Scope,
-        operation: &Operation,
+        names: &[String],
         client: IpAddr,
-    ) -> bool {
-        let request = PolicyRequest {
-            account: caller.account.clone(),
-            scope,
-            service: self.issuer.service.clone(),
-            client_ip: Some(client.to_string()),
-            operation: Some(operation.clone()),
+    ) -> Vec<bool> {
+        let operation = Operation {
+            method: "GET".into(),
+            kind: crate::policy::Kind::Catalog,
+            reference: None,
+            mount_from: None,
         };
-        self.decide(Source::Gateway, request)
-            .await
-            .granted
+        let requests = names
             .iter()
-            .any(|a| a == "pull")
+            .map(|name| PolicyRequest {
+                account: caller.account.clone(),
+                scope: Scope {
+                    type_: "repository".into(),
+                    class: None,
+                    name: name.clone(),
+                    actions: vec!["pull".into()],
+                },
+                service: self.issuer.service.clone(),
+                client_ip: Some(client.to_string()),
+                operation: Some(operation.clone()),
+            })
+            .collect();
+        self.decide_all(Source::Gateway, requests)
+            .await
+            .iter()
+            .map(|outcome| outcome.granted.iter().any(|a| a == "pull"))
+            .collect()
     }
 }
 
