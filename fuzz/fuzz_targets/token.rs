@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::token::{Issuer, SigningKey, generate};
+use portcullis::token::{Embed, Issuer, SigningKey, generate};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ fn key() -> &'static (tempfile::TempDir, SigningKey) {
     KEY.get_or_init(|| {
         let dir = tempfile::tempdir().expect("tempdir");
         let (key, cert) = generate(dir.path(), false).expect("keygen");
-        let key = SigningKey::load(&key, &cert).expect("key");
+        let key = SigningKey::load(&key, &cert, Embed::X5c).expect("key");
         (dir, key)
     })
 }

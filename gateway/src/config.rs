@@ -2,6 +2,7 @@
 //! the key and its line), paths resolved against the config file's directory.
 
 use crate::policy::{Limits, PolicySpec, SettingsSource};
+use crate::token::Embed;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -139,6 +140,10 @@ pub struct Token {
     /// 0 makes a rotation cut every token of the old key at once (a leaked key).
     #[serde(default = "default_previous_keys")]
     pub previous_keys: usize,
+    /// How tokens name their key: `x5c` (registry 2.x; 3.x with `rootcertbundle`) or `kid`
+    /// (3.x with `jwks`).
+    #[serde(default)]
+    pub embed: Embed,
 }
 
 fn default_ttl() -> u64 {

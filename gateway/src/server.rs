@@ -173,7 +173,9 @@ impl App {
         let token = &config.token;
         let key_files = [token.key.as_path(), token.certificate.as_path()];
         let keys = match previous.filter(|p| {
-            p.config.token.key == token.key && p.config.token.certificate == token.certificate
+            p.config.token.key == token.key
+                && p.config.token.certificate == token.certificate
+                && p.config.token.embed == token.embed
         }) {
             Some(previous) => {
                 read_as.extend(previous.read_as_of(&key_files));
@@ -190,14 +192,15 @@ impl App {
             }
             None => {
                 read_as.extend(read_now(&key_files));
-                let key = SigningKey::load(&token.key, &token.certificate).map_err(|e| fail(&e))?;
+                let key = SigningKey::load(&token.key, &token.certificate, token.embed)
+                    .map_err(|e| fail(&e))?;
                 // Pointing the config at another key is a rotation: the old one still verifies.
                 let rotated = previous
                     .map(|p| {
                         let ring = p.keys.load();
                         std::iter::once(ring.current.clone())
                             .chain(ring.previous.iter().cloned())
-                            .filter(|k| k.kid != key.kid)
+                            .filter(|k| !k.same_key(&key))
                             .take(token.previous_keys)
                             .collect()
                     })
@@ -368,10 +371,11 @@ impl App {
                 Some(Err(e)) => failed("groups", &e),
             },
             FileSet::Key => {
-                match SigningKey::load(&self.config.token.key, &self.config.token.certificate) {
+                let token = &self.config.token;
+                match SigningKey::load(&token.key, &token.certificate, token.embed) {
                     Ok(key) => {
                         let ring = self.keys.load_full();
-                        if key.kid != ring.current.kid {
+                        if !key.same_key(&ring.current) {
                             tracing::info!(kid = %key.kid, "signing key rotated");
                             let previous = std::iter::once(ring.current.clone())
                                 .chain(ring.previous.iter().cloned())

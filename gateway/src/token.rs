@@ -46,6 +46,21 @@ pub enum KeyError {
 #[error("{0}")]
 pub struct TokenError(String);
 
+/// How a token names the key that signed it (`[token] embed`). No one header serves every
+/// registry: distribution 3.x verifies a token carrying `x5c` against its `rootcertbundle`
+/// only, and 2.8 finds a bare `kid` only in its libtrust form.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Embed {
+    /// The certificate chain (`x5c`) and the libtrust `kid`: registry 2.x, and 3.x with
+    /// `rootcertbundle`.
+    #[default]
+    X5c,
+    /// Only a `kid`, the key's RFC 7638 thumbprint, as in the JWKS: registry 3.x with `jwks`
+    /// (or with `rootcertbundle`, from 3.1.0, which looks bundle keys up by thumbprint).
+    Kid,
+}
+
 /// The signing key with everything derived from it.
 pub struct SigningKey {
     algorithm: Algorithm,
@@ -53,15 +68,19 @@ pub struct SigningKey {
     /// The JWT header, base64url: the same for every token this key signs.
     encoded_header: String,
     decoding: DecodingKey,
-    /// libtrust key ID of the public key (distribution 2.8 matches `kid` this way).
+    /// The key ID tokens and the JWKS carry: libtrust form (what distribution 2.8 computes)
+    /// with `x5c`, the RFC 7638 thumbprint with a bare `kid`.
     pub kid: String,
+    /// Both IDs of this key, libtrust and thumbprint: a token names it by either, whichever
+    /// `embed` was set when it was signed.
+    ids: [String; 2],
     jwk: serde_json::Value,
 }
 
 impl SigningKey {
     /// Loads a PKCS#8 private key (EC P-256 or RSA) and its certificate chain (leaf first),
-    /// checking that the certificate is for this key.
-    pub fn load(key_path: &Path, cert_path: &Path) -> Result<SigningKey, KeyError> {
+    /// checking that the certificate is for this key; its tokens name it as `embed` says.
+    pub fn load(key_path: &Path, cert_path: &Path, embed: Embed) -> Result<SigningKey, KeyError> {
         let key_pem = read(key_path)?;
         let cert_pem = read(cert_path)?;
         let invalid = |path: &Path, reason: String| KeyError::Invalid {
@@ -118,15 +137,20 @@ impl SigningKey {
                 DecodingKey::from_rsa_pem(public_pem.as_bytes()),
             ),
         };
-        let kid = libtrust_kid(spki);
+        let ids = [libtrust_kid(spki), jwk_thumbprint(&jwk)];
+        let kid = match embed {
+            Embed::X5c => ids[0].clone(),
+            Embed::Kid => ids[1].clone(),
+        };
         let mut jwk = jwk;
         jwk["kid"] = serde_json::Value::String(kid.clone());
-        // The certificate chain, standard base64 DER, leaf first.
-        let x5c: Vec<String> = chain.iter().map(|der| BASE64.encode(der)).collect();
         let mut header = Header::new(algorithm);
         header.typ = Some("JWT".into());
         header.kid = Some(kid.clone());
-        header.x5c = Some(x5c);
+        if embed == Embed::X5c {
+            // The certificate chain, standard base64 DER, leaf first.
+            header.x5c = Some(chain.iter().map(|der| BASE64.encode(der)).collect());
+        }
         let header = serde_json::to_vec(&header).map_err(|e| invalid(key_path, e.to_string()))?;
         Ok(SigningKey {
             algorithm,
@@ -134,8 +158,14 @@ impl SigningKey {
             encoded_header: BASE64URL_NOPAD.encode(&header),
             decoding: decoding.map_err(|e| invalid(key_path, e.to_string()))?,
             kid,
+            ids,
             jwk,
         })
+    }
+
+    /// Whether this is the same key as `other`, whatever each names itself.
+    pub fn same_key(&self, other: &SigningKey) -> bool {
+        self.ids == other.ids
     }
 
     /// The algorithm tokens are signed with.
@@ -213,6 +243,23 @@ fn pem_blocks(text: &str, label: &str) -> Vec<Vec<u8>> {
         rest = &body[stop + end.len()..];
     }
     blocks
+}
+
+/// The RFC 7638 thumbprint of a public JWK: SHA-256 of its required members, in
+/// lexicographic order without whitespace, base64url.
+pub fn jwk_thumbprint(jwk: &serde_json::Value) -> String {
+    let members: &[&str] = if jwk["kty"] == "RSA" {
+        &["e", "kty", "n"]
+    } else {
+        &["crv", "kty", "x", "y"]
+    };
+    // serde_json writes a string member exactly as RFC 7638 asks (no whitespace).
+    let canonical = members
+        .iter()
+        .map(|name| format!("\"{name}\":{}", jwk[name]))
+        .collect::<Vec<_>>()
+        .join(",");
+    BASE64URL_NOPAD.encode(&Sha256::digest(format!("{{{canonical}}}").as_bytes()))
 }
 
 /// The key ID distribution 2.8 computes (libtrust): SHA-256 of the DER SubjectPublicKeyInfo,
@@ -455,7 +502,13 @@ impl Issuer {
         // token naming another algorithm (`none`, HS256 with our public key) never verifies.
         let key = keys
             .iter()
-            .find(|k| header.kid.as_deref() == Some(k.kid.as_str()) && header.alg == k.algorithm)
+            .find(|k| {
+                header
+                    .kid
+                    .as_deref()
+                    .is_some_and(|kid| k.ids.iter().any(|id| id == kid))
+                    && header.alg == k.algorithm
+            })
             .ok_or_else(|| TokenError(format!("the {what} was not signed by a known key")))?;
         let mut validation = Validation::new(key.algorithm);
         validation.set_issuer(&[&self.issuer]);

@@ -115,6 +115,11 @@ fn defaults_are_safe() {
         (config.token.ttl_seconds, config.token.refresh_ttl_seconds),
         (300, 2_592_000)
     );
+    assert_eq!(
+        config.token.embed,
+        crate::token::Embed::X5c,
+        "what registry 2.x needs"
+    );
 }
 
 #[test]
@@ -219,6 +224,13 @@ fn values_that_do_not_fit_together_say_how_to_fix_them() {
                 "certificate = \"c.pem\"\nprevious_keys = 17",
             ),
             "previous_keys = 17 is too many: at most 16",
+        ),
+        (
+            MINIMAL.replace(
+                "certificate = \"c.pem\"",
+                "certificate = \"c.pem\"\nembed = \"jwk\"",
+            ),
+            "unknown variant `jwk`, expected `x5c` or `kid`",
         ),
         (
             format!("{MINIMAL}[[policy]]\nname = \"p\"\nmodule = \"q.wasm\"\n"),

@@ -5,7 +5,7 @@ use super::*;
 pub(crate) fn keys(rsa: bool) -> (tempfile::TempDir, SigningKey) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (key, cert) = generate(dir.path(), rsa).expect("keygen");
-    let signing = SigningKey::load(&key, &cert).unwrap_or_else(|e| panic!("{e}"));
+    let signing = SigningKey::load(&key, &cert, Embed::X5c).unwrap_or_else(|e| panic!("{e}"));
     (dir, signing)
 }
 
@@ -157,7 +157,7 @@ fn mismatched_or_unusable_files_are_refused_with_the_file_name() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (key_a, _) = generate(&dir.path().join("a"), false).expect("keygen");
     let (_, cert_b) = generate(&dir.path().join("b"), false).expect("keygen");
-    let e = SigningKey::load(&key_a, &cert_b)
+    let e = SigningKey::load(&key_a, &cert_b, Embed::X5c)
         .err()
         .expect("mismatch")
         .to_string();
@@ -168,7 +168,7 @@ fn mismatched_or_unusable_files_are_refused_with_the_file_name() {
         "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\n-----END EC PRIVATE KEY-----\n",
     )
     .expect("write");
-    let e = SigningKey::load(&sec1, &cert_b)
+    let e = SigningKey::load(&sec1, &cert_b, Embed::X5c)
         .err()
         .expect("sec1")
         .to_string();
@@ -178,12 +178,12 @@ fn mismatched_or_unusable_files_are_refused_with_the_file_name() {
     );
     let empty = dir.path().join("empty.crt");
     std::fs::write(&empty, "").expect("write");
-    let e = SigningKey::load(&key_a, &empty)
+    let e = SigningKey::load(&key_a, &empty, Embed::X5c)
         .err()
         .expect("no cert")
         .to_string();
     assert!(e.contains("no `BEGIN CERTIFICATE` block"), "{e}");
-    let e = SigningKey::load(&dir.path().join("missing"), &empty)
+    let e = SigningKey::load(&dir.path().join("missing"), &empty, Embed::X5c)
         .err()
         .expect("missing")
         .to_string();
@@ -390,4 +390,72 @@ fn a_lifetime_past_what_a_jwt_holds_is_an_error_not_a_panic() {
     );
     assert!(issuer.access_token(&key, "alice", Vec::new()).is_err());
     assert!(issuer.refresh_token(&key, "alice", "c").is_err());
+}
+
+/// RFC 7638 section 3.1's own example: the thumbprint distribution 3.x computes for a key
+/// of its `rootcertbundle`, and which a JWKS `kid` must equal for a bare-`kid` token.
+#[test]
+fn the_thumbprint_is_rfc_7638s() {
+    let jwk = serde_json::json!({
+        "kty": "RSA",
+        "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
+        "e": "AQAB",
+        "alg": "RS256",
+        "kid": "2011-04-29",
+    });
+    assert_eq!(
+        jwk_thumbprint(&jwk),
+        "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+    );
+}
+
+/// Issue 13: distribution 3.x verifies a token with `x5c` against its `rootcertbundle` only,
+/// so for a registry that trusts our JWKS the token must carry a bare `kid` that the JWKS
+/// lists; 2.8 needs `x5c` or the libtrust `kid`.
+#[test]
+fn the_header_follows_embed_and_the_jwks_names_the_same_kid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (key, cert) = generate(dir.path(), false).expect("keygen");
+    let x5c = SigningKey::load(&key, &cert, Embed::X5c).expect("loads");
+    let kid = SigningKey::load(&key, &cert, Embed::Kid).expect("loads");
+    let header_of = |k: &SigningKey| {
+        let issued = issuer()
+            .access_token(k, "alice", Vec::new())
+            .expect("signs");
+        jsonwebtoken::decode_header(&issued.token).expect("header")
+    };
+    let with_chain = header_of(&x5c);
+    assert!(with_chain.x5c.is_some_and(|chain| chain.len() == 1));
+    assert_eq!(
+        with_chain.kid.as_deref(),
+        Some(libtrust_kid_of(&x5c).as_str())
+    );
+    let bare = header_of(&kid);
+    assert_eq!(
+        bare.x5c, None,
+        "no x5c: 3.x would check it against the bundle only"
+    );
+    let thumbprint = jwk_thumbprint(kid.jwk());
+    assert_eq!(bare.kid.as_deref(), Some(thumbprint.as_str()));
+    assert_eq!(
+        kid.jwk()["kid"],
+        thumbprint.as_str(),
+        "the JWKS names it alike"
+    );
+    assert_eq!(x5c.jwk()["kid"], x5c.kid.as_str());
+    assert!(x5c.same_key(&kid));
+    // A token of either form verifies, whichever form is configured now.
+    for signer in [&x5c, &kid] {
+        let token = issuer()
+            .access_token(signer, "alice", Vec::new())
+            .expect("signs")
+            .token;
+        for verifier in [&x5c, &kid] {
+            assert!(issuer().verify_access(&[verifier], &token).is_ok());
+        }
+    }
+}
+
+fn libtrust_kid_of(key: &SigningKey) -> String {
+    key.ids[0].clone()
 }
