@@ -685,16 +685,21 @@ fn plain_http_clients_get_challenges_tokens_work_and_errors_look_like_the_regist
         header(&head, "www-authenticate"),
         Some(
             format!(
-                "{realm},scope=\"repository:alice/app:pull,push\",error=\"insufficient_scope\""
+                "{realm},scope=\"repository:alice/app:pull,push\",error=\"insufficient_scope\",\
+                 error_description=\"access to repository:alice/app:pull,push is not granted by \
+                 the token\""
             )
             .as_str()
         )
     );
     let (status, head, _) = g.request("GET", "/v2/alice/app/tags/list", "Bearer not.a.token", b"");
     assert_eq!(status, 401);
-    assert_eq!(
-        header(&head, "www-authenticate"),
-        Some(format!("{realm},error=\"invalid_token\"").as_str())
+    let challenge = header(&head, "www-authenticate").unwrap_or_default();
+    assert!(
+        challenge.starts_with(&format!(
+            "{realm},error=\"invalid_token\",error_description=\"unreadable token"
+        )),
+        "{challenge}"
     );
 
     // Paths that could reach another repository never leave the gateway.
@@ -792,7 +797,7 @@ fn a_removed_user_is_refused_at_once_even_with_a_live_token() {
     let (status, head, _) = g.request("GET", "/v2/alice/app/tags/list", &bearer, b"");
     assert_eq!(status, 401);
     assert!(
-        header(&head, "www-authenticate").is_some_and(|c| c.ends_with("error=\"invalid_token\"")),
+        header(&head, "www-authenticate").is_some_and(|c| c.contains(",error=\"invalid_token\"")),
         "{head}"
     );
     let (status, _, _) = g.request("GET", "/v2/alice/app/tags/list", &basic_auth("alice"), b"");

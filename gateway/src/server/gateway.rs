@@ -111,12 +111,27 @@ fn challenge(
         value.push_str(&format!(",scope=\"{}\"", scope_text(scope)));
     }
     if let Some(error) = error {
-        value.push_str(&format!(",error=\"{error}\""));
+        // RFC 6750's `error_description`: what docker prints for a refusal ("denied: ...").
+        value.push_str(&format!(
+            ",error=\"{error}\",error_description=\"{}\"",
+            description(message)
+        ));
     }
     ApiError::Challenge {
         challenge: value,
         message: message.to_string(),
     }
+}
+
+/// `text` as an `error_description` may carry it (RFC 6750 section 3): printable ASCII
+/// without `"` or `\`; anything else becomes `?`.
+fn description(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            ' ' | '!' | '#'..='[' | ']'..='~' => c,
+            _ => '?',
+        })
+        .collect()
 }
 
 fn scope_text(scope: &Scope) -> String {
@@ -290,8 +305,30 @@ impl App {
                 .iter()
                 .all(|action| token.allows(&scope.type_, &scope.name, action))
         {
-            return Err(Denial::Token);
+            // Most often the token lacks it because the policies withheld it when it was
+            // issued: ask them, so the refusal says who said no and why.
+            return Err(
+                match self.policies_deny(caller, scope, operation, client).await {
+                    Some(why) => Denial::Policy(why),
+                    None => Denial::Token,
+                },
+            );
         }
+        match self.policies_deny(caller, scope, operation, client).await {
+            Some(why) => Err(Denial::Policy(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// None when the policies grant every action of `scope` with the operation; else the
+    /// first policy that withheld one, with its reason.
+    async fn policies_deny(
+        self: &Arc<Self>,
+        caller: &Caller,
+        scope: &Scope,
+        operation: &Operation,
+        client: IpAddr,
+    ) -> Option<Option<String>> {
         let request = PolicyRequest {
             account: caller.account.clone(),
             scope: scope.clone(),
@@ -301,9 +338,9 @@ impl App {
         };
         let outcome = self.decide(Source::Gateway, request).await;
         if scope.actions.iter().all(|a| outcome.granted.contains(a)) {
-            Ok(())
+            None
         } else {
-            Err(Denial::Policy(outcome.withheld_by(&scope.actions)))
+            Some(outcome.withheld_by(&scope.actions))
         }
     }
 
