@@ -7,14 +7,19 @@ cd "$(dirname "$0")/.."
 rustup target add wasm32-unknown-unknown
 
 # The end-to-end tests run the real registry (Debian's docker-registry, the registry:2 code)
-# and the real client (skopeo). They fail, rather than skip, when these are missing.
-# The container files are checked statically (there may be no Docker engine): compose's own
-# parser (Debian's docker-compose), shellcheck and hadolint.
+# and the real clients: skopeo, docker (Debian's engine, started by the tests as root in a
+# temp dir), containerd's ctr and podman; `docker-compose up` of both compose files, with
+# base images made by debootstrap. They fail, rather than skip, when these are missing.
+# The container files are also checked statically: compose's own parser, shellcheck and
+# hadolint.
 missing=()
-command -v docker-registry >/dev/null || missing+=(docker-registry)
-command -v skopeo >/dev/null || missing+=(skopeo)
-command -v docker-compose >/dev/null || missing+=(docker-compose)
-command -v shellcheck >/dev/null || missing+=(shellcheck)
+for tool in docker-registry:docker-registry skopeo:skopeo docker-compose:docker-compose \
+  shellcheck:shellcheck dockerd:docker.io containerd:containerd podman:podman \
+  debootstrap:debootstrap; do
+  command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
+done
+# Debian's docker CLI, which the compose test builds with (a newer one may shadow it on PATH).
+[ -x /usr/bin/docker ] || missing+=(docker.io)
 if [ ${#missing[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     apt-get update -qq

@@ -5,7 +5,11 @@
 set -eu
 state=${PORTCULLIS_STATE:-/var/lib/portcullis}
 if [ "${1:-}" = init ]; then
-  [ -f "$state/keys/token.key" ] || portcullis keygen --out "$state/keys"
+  # Quietly: keygen's hint about the registry's rootcertbundle is no use in gateway mode.
+  if [ ! -f "$state/keys/token.key" ]; then
+    portcullis keygen --out "$state/keys" >/dev/null
+    echo "created the signing key in $state/keys"
+  fi
   if [ ! -s "$state/auth/htpasswd" ]; then
     password=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
     echo "$password" | portcullis passwd "$state/auth/htpasswd" admin >/dev/null

@@ -1,7 +1,9 @@
 //! End to end: Debian's docker-registry (distribution 2.8, the registry:2 code) and skopeo
 //! (containers/image) against the `portcullis` binary. Here token-server mode, the registry
-//! with `auth.token` pointing at `portcullis serve`; gateway mode in [`gateway`].
+//! with `auth.token` pointing at `portcullis serve`; gateway mode in [`gateway`]; docker,
+//! containerd and podman in both modes in [`clients`].
 
+mod clients;
 mod compose;
 mod gateway;
 mod replicas;

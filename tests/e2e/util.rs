@@ -93,17 +93,9 @@ fn outside_ephemeral_range() -> (u16, u16) {
 }
 
 fn wait_for_port(port: u16, what: &str, child: &mut Child) {
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited early with {status}");
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "{what} did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(what, child, || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
 }
 
 /// A process killed when dropped.
@@ -415,7 +407,15 @@ fn serve_with(config: &Path, port: u16, level: &str, stderr: Stdio) -> Running {
 /// Starts `docker-registry serve <config>` with `REGISTRY_*` overrides in `env`, listening
 /// on `port`.
 pub fn registry(config: &Path, port: u16, env: &[(&str, String)], log: &Path) -> Running {
-    let mut child = Command::new("docker-registry")
+    let mut command = Command::new("docker-registry");
+    // The registry takes every REGISTRY_* variable for configuration, podman's
+    // REGISTRY_AUTH_FILE included: only ours reach it.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("REGISTRY_") {
+            command.env_remove(key);
+        }
+    }
+    let mut child = command
         .arg("serve")
         .arg(config)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
@@ -563,6 +563,24 @@ pub fn http(port: u16, request_head: &str, body: &[u8]) -> (u16, String, Vec<u8>
     )
 }
 
+/// The status of a GET of `path`, or None when nothing answers on the port (yet).
+pub fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    String::from_utf8_lossy(&response)
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// Decodes a chunked body (no trailers).
 fn dechunk(mut body: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -593,4 +611,178 @@ pub fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
 
 pub fn basic(user: &str, password: &str) -> String {
     data_encoding::BASE64.encode(format!("{user}:{password}").as_bytes())
+}
+
+/// Waits for `check`, up to 30 s.
+pub fn wait_for(what: &str, child: &mut Child, check: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited early with {status}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{what} did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A daemon of ours, stopped when dropped: asked with SIGTERM (dockerd then stops its
+/// containerd and unmounts what it mounted), killed if it takes more than 10 s.
+pub struct Daemon(pub Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// dockerd as root, in a temp dir of its own: its data and exec roots, socket and pid file;
+/// no iptables, no bridge (the registry is on loopback, which docker treats as insecure, so
+/// plain http works), overlay2.
+pub struct Dockerd {
+    _daemon: Daemon,
+    dir: tempfile::TempDir,
+}
+
+impl Dockerd {
+    pub fn start() -> Dockerd {
+        require("dockerd");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let log = std::fs::File::create(root.join("dockerd.log")).expect("log");
+        let mut child = Command::new("dockerd")
+            .args([
+                "--iptables=false",
+                "--bridge=none",
+                "--storage-driver=overlay2",
+            ])
+            .arg("--data-root")
+            .arg(root.join("data"))
+            .arg("--exec-root")
+            .arg(root.join("exec"))
+            .arg("--pidfile")
+            .arg(root.join("docker.pid"))
+            .arg("--host")
+            .arg(format!("unix://{}", root.join("docker.sock").display()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd runs");
+        let host = format!("unix://{}", root.join("docker.sock").display());
+        // Ready once the API answers, a moment after the socket appears.
+        wait_for("dockerd", &mut child, || {
+            Command::new("docker")
+                .args(["-H", &host, "version"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        Dockerd {
+            _daemon: Daemon(child),
+            dir,
+        }
+    }
+
+    pub fn socket(&self) -> String {
+        format!("unix://{}", self.dir.path().join("docker.sock").display())
+    }
+}
+
+/// What a client did: success, and what it printed.
+pub struct Ran {
+    pub ok: bool,
+    pub text: String,
+}
+
+fn ran(output: Output) -> Ran {
+    Ran {
+        ok: output.status.success(),
+        text: format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    }
+}
+
+/// Runs a client command to its end, with nothing on standard input.
+pub fn run(command: &mut Command) -> Ran {
+    ran(command
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}")))
+}
+
+/// Runs a client command to its end, `input` on its standard input.
+pub fn run_with_stdin(command: &mut Command, input: &str) -> Ran {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    ran(child.wait_with_output().expect("exits"))
+}
+
+/// A tar holding one file: the root file system of the image docker and podman import.
+pub fn rootfs_tar(dir: &Path) -> PathBuf {
+    let tar = dir.join("rootfs.tar");
+    std::fs::write(
+        &tar,
+        tar_with_one_file("hello.txt", b"hello through portcullis\n"),
+    )
+    .expect("write the tar");
+    tar
+}
+
+/// One docker CLI, used by one user: its own config directory (where `docker login`
+/// stores what it keeps).
+pub struct DockerUser<'a> {
+    pub cli: &'a Path,
+    pub dockerd: &'a Dockerd,
+    pub config: PathBuf,
+}
+
+impl DockerUser<'_> {
+    pub fn docker(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(self.cli);
+        command
+            .env("DOCKER_HOST", self.dockerd.socket())
+            .env("DOCKER_CONFIG", &self.config)
+            .args(args);
+        command
+    }
+
+    pub fn login(&self, host: &str, user: &str, password: &str) -> Ran {
+        run_with_stdin(
+            &mut self.docker(&["login", host, "-u", user, "--password-stdin"]),
+            &format!("{password}\n"),
+        )
+    }
+
+    pub fn config_json(&self) -> serde_json::Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(self.config.join("config.json")).unwrap_or_default(),
+        )
+        .unwrap_or(serde_json::Value::Null)
+    }
 }
