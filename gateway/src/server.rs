@@ -12,7 +12,7 @@ pub use live::Live;
 
 use crate::config::Config;
 use crate::decision_log::DecisionLog;
-use crate::identity::{CredentialCache, Groups, Htpasswd, Throttle};
+use crate::identity::{Groups, Htpasswd, Identity};
 use crate::metrics::Metrics;
 use crate::policy::{Host, Policies};
 use crate::proxy::{Body, RouteError, Upstream, UpstreamError};
@@ -38,10 +38,7 @@ pub struct App {
     config: Config,
     issuer: Issuer,
     keys: ArcSwap<KeyRing>,
-    users: ArcSwap<Htpasswd>,
-    groups: ArcSwap<Groups>,
-    cache: Arc<CredentialCache>,
-    throttle: Arc<Throttle>,
+    identity: Arc<Identity>,
     lanes: Arc<access::Lanes>,
     policies: Arc<Policies>,
     host: Host,
@@ -128,7 +125,8 @@ impl App {
 
     /// The App for an edited config: everything loaded afresh from it, except what outlives
     /// one config (the metrics, the wasm engine with its compiled modules, the login
-    /// throttle, the decision lanes, the decision log, remembered credentials, and the key ring and TLS
+    /// throttle and remembered credentials, the decision lanes, the decision log, and the
+    /// key ring and TLS
     /// certificate while their files stay the same). On any failure this App keeps serving.
     pub fn successor(&self, config: Config) -> Result<App, StartError> {
         let (old, new) = (&self.config.server, &config.server);
@@ -245,14 +243,8 @@ impl App {
             })?),
             (None, _) => Arc::new(DecisionLog::disabled()),
         };
-        // Remembered logins are tied to the htpasswd entry they were checked against, so they
-        // carry over: a changed or removed entry is simply not found.
-        let cache = match previous {
-            Some(previous) => previous.cache.clone(),
-            None => Arc::new(
-                CredentialCache::new().map_err(|e| fail(&format!("no random source: {e}")))?,
-            ),
-        };
+        let identity = Identity::new(users, groups, previous.map(|p| p.identity.as_ref()))
+            .map_err(|e| fail(&format!("no random source: {e}")))?;
         let public_origin = match &config.server.public_url {
             Some(url) => {
                 let uri = crate::config::origin(url).map_err(|e| fail(&e))?;
@@ -270,10 +262,7 @@ impl App {
         Ok(App {
             issuer,
             keys: ArcSwap::new(keys),
-            users: ArcSwap::from_pointee(users),
-            groups: ArcSwap::from_pointee(groups),
-            cache,
-            throttle: previous.map(|p| p.throttle.clone()).unwrap_or_default(),
+            identity: Arc::new(identity),
             lanes: previous.map(|p| p.lanes.clone()).unwrap_or_default(),
             policies: Arc::new(policies),
             host,
@@ -355,9 +344,7 @@ impl App {
             FileSet::Users => match identity.htpasswd.as_ref().map(|p| Htpasswd::load(p)) {
                 None => true,
                 Some(Ok(users)) => {
-                    // A removed user or a changed password stops working now: remembered
-                    // logins are tied to the entry they were checked against.
-                    self.users.store(Arc::new(users));
+                    self.identity.set_users(users);
                     true
                 }
                 Some(Err(e)) => failed("htpasswd", &e),
@@ -365,7 +352,7 @@ impl App {
             FileSet::Groups => match identity.groups.as_ref().map(|p| Groups::load(p)) {
                 None => true,
                 Some(Ok(groups)) => {
-                    self.groups.store(Arc::new(groups));
+                    self.identity.set_groups(groups);
                     true
                 }
                 Some(Err(e)) => failed("groups", &e),
@@ -412,8 +399,7 @@ impl App {
     /// Watches policies and every other file the config names.
     pub fn watch(self: &Arc<Self>) -> Result<Vec<FileWatcher>, notify::Error> {
         let mut watchers = Vec::new();
-        // A watcher per set: a key rotation must not clear the credential cache, nor a
-        // groups edit load the htpasswd again (its decoy hash is a bcrypt at its top cost).
+        // A watcher per set: a key rotation or a groups edit must not read the htpasswd again.
         for set in FileSet::ALL {
             let files = self.files_of(set);
             if files.is_empty() {
@@ -552,7 +538,7 @@ impl App {
                 "current": ring.current.kid,
                 "previous": ring.previous.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
             },
-            "users": self.users.load().len(),
+            "users": self.identity.user_count(),
             "config_reload_error": *self.config_error.lock().unwrap_or_else(PoisonError::into_inner),
         })
     }

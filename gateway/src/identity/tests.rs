@@ -1,4 +1,4 @@
-//! htpasswd and groups parsing, bcrypt checks and the credential cache.
+//! htpasswd and groups parsing, bcrypt checks, the credential cache and the login layer.
 
 use super::*;
 use std::time::Instant;
@@ -151,7 +151,11 @@ fn a_check_that_finishes_after_a_password_change_is_not_remembered_for_the_new_f
     assert!(cache.verify(&before, "bob", "b"));
     let after = Htpasswd::parse(
         "f",
-        &format!("alice:{}\nbob:{}\n", hash("y"), before.hashes["bob"]),
+        &format!(
+            "alice:{}\nbob:{}\n",
+            hash("y"),
+            before.entry("bob").expect("bob")
+        ),
     )
     .expect("parses");
     assert!(cache.remembers(&after, "bob", "b"));
@@ -228,4 +232,53 @@ fn a_cost_that_would_stall_every_login_is_refused_naming_the_line() {
     let e = Htpasswd::parse("htpasswd", &format!("# admins\nroot:{hash}\n")).expect_err("cost 31");
     assert_eq!(e.line, 2);
     assert!(e.message.contains("cost of 31"), "{}", e.message);
+}
+
+#[tokio::test]
+async fn the_layer_logs_in_remembers_throttles_and_checks_bindings() {
+    let users = Htpasswd::parse(
+        "f",
+        &format!("alice:{}\n", bcrypt::hash("pw", 4).expect("hash")),
+    )
+    .expect("parses");
+    let groups = Groups::parse("g", "ci: alice\n").expect("parses");
+    let identity = Arc::new(Identity::new(users, groups, None).expect("random"));
+    let client: IpAddr = "10.0.0.1".parse().expect("an address");
+    let first = identity
+        .login("alice", "pw".into(), client)
+        .await
+        .expect("logs in");
+    assert!(!first.remembered);
+    let again = identity
+        .login("alice", "pw".into(), client)
+        .await
+        .expect("logs in");
+    assert_eq!(
+        (again.remembered, &again.credential),
+        (true, &first.credential)
+    );
+    assert_eq!(identity.principal("alice").groups, ["ci"]);
+    assert_eq!(identity.still_holds("alice", &first.credential), Ok(()));
+    assert!(
+        identity
+            .still_holds("alice", "other")
+            .is_err_and(|e| e.contains("log in again"))
+    );
+    assert!(
+        identity
+            .still_holds("bob", &first.credential)
+            .is_err_and(|e| e.contains("no longer exists"))
+    );
+    for _ in 0..5 {
+        assert_eq!(
+            identity.login("alice", "wrong".into(), client).await,
+            Err(LoginError::Wrong)
+        );
+    }
+    assert!(matches!(
+        identity.login("alice", "wrong".into(), client).await,
+        Err(LoginError::Throttled(_))
+    ));
+    // The throttle counts failures; remembered right passwords still pass.
+    assert!(identity.login("alice", "pw".into(), client).await.is_ok());
 }

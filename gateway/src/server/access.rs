@@ -6,6 +6,7 @@
 
 use super::{ApiError, App};
 use crate::decision_log::Source;
+use crate::identity::LoginError;
 use crate::policy::{Account, Outcome, Request as PolicyRequest};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -61,44 +62,24 @@ impl App {
         password: String,
         client: IpAddr,
     ) -> Result<Option<String>, ApiError> {
-        let users = self.users.load_full();
-        let cached = self.cache.remembers(&users, user, &password);
-        self.metrics.credential_check(cached);
-        if cached {
-            return Ok(users.credential_id(user));
-        }
-        let app = self.clone();
-        let user = user.to_string();
-        tokio::task::spawn_blocking(move || app.check_password(&user, &password, client))
-            .await
-            .map_err(|e| ApiError::Internal(format!("login task failed: {e}")))?
-    }
-
-    /// bcrypt with the login throttle around it; `Ok(None)` is a wrong password.
-    fn check_password(
-        &self,
-        user: &str,
-        password: &str,
-        client: IpAddr,
-    ) -> Result<Option<String>, ApiError> {
-        let now = Instant::now();
-        // Checked before bcrypt: a throttled guesser costs us no CPU.
-        self.throttle
-            .check(client, user, now)
-            .map_err(ApiError::TooManyRequests)?;
-        let users = self.users.load_full();
-        if self.cache.verify(&users, user, password) {
-            self.throttle.succeeded(client, user);
-            Ok(users.credential_id(user))
-        } else {
-            self.throttle.failed(client, user, now);
-            Ok(None)
+        match self.identity.login(user, password, client).await {
+            Ok(login) => {
+                self.metrics.credential_check(login.remembered);
+                Ok(Some(login.credential))
+            }
+            Err(LoginError::Wrong) => {
+                self.metrics.credential_check(false);
+                Ok(None)
+            }
+            Err(LoginError::Throttled(wait)) => Err(ApiError::TooManyRequests(wait)),
+            Err(LoginError::Failed(why)) => Err(ApiError::Internal(why)),
         }
     }
 
-    /// A known user with the groups the groups file gives them now.
+    /// A known user with the groups they have now.
     pub(super) fn account(&self, name: &str) -> Account {
-        Account::user(name, self.groups.load().of(name).to_vec())
+        let principal = self.identity.principal(name);
+        Account::user(&principal.name, principal.groups)
     }
 
     /// The policies' answer, from memory when possible, else off the async workers; every

@@ -279,7 +279,7 @@ impl App {
             if !self.config.identity.anonymous {
                 return Err("anonymous access is disabled".into());
             }
-        } else if !self.users.load().contains(&verified.subject) {
+        } else if !self.identity.exists(&verified.subject) {
             return Err(format!("account {:?} no longer exists", verified.subject));
         }
         Ok(verified)

@@ -209,20 +209,9 @@ impl App {
                 })
                 .await?;
                 let user = refresh.subject;
-                match self.users.load().credential_id(&user) {
-                    None => {
-                        return Err(ApiError::Unauthorized(format!(
-                            "account {user:?} no longer exists"
-                        )));
-                    }
-                    Some(credential) if credential != refresh.credential => {
-                        return Err(ApiError::Unauthorized(format!(
-                            "the password of {user:?} changed since this refresh token was \
-                             issued: log in again"
-                        )));
-                    }
-                    Some(_) => {}
-                }
+                self.identity
+                    .still_holds(&user, &refresh.credential)
+                    .map_err(ApiError::Unauthorized)?;
                 (Some(user), Some(Refresh::Keep(token)))
             }
         };
