@@ -50,6 +50,10 @@ docker-compose -f compose.gateway.yaml config -q
 "$kubernetes_validate" --strict --quiet deploy/kubernetes/portcullis.yaml deploy/kubernetes/registry.yaml
 shellcheck -x deploy/docker/entrypoint.sh scripts/*.sh bench/*.sh .ci/run
 
+# The identity tests run a real OpenID provider: npm's oidc-provider on the machine's Node.
+command -v node >/dev/null || { echo "install Node.js 20 or later, then run this again" >&2; exit 1; }
+[ -d tests/oidc/node_modules ] || npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
+
 if cargo fmt --version >/dev/null 2>&1; then
   cargo fmt --all -- --check
 else

@@ -176,6 +176,50 @@ pub struct Identity {
     /// Let unauthenticated requests reach the policies as account "".
     #[serde(default)]
     pub anonymous: bool,
+    /// `[[identity.oidc]]`: issuers whose JWTs log workloads in (CI jobs, pods).
+    #[serde(default)]
+    pub oidc: Vec<Oidc>,
+}
+
+/// One `[[identity.oidc]]`: an issuer of workload identity tokens (GitHub Actions, GitLab
+/// CI, Kubernetes service accounts). A JWT it signed is a password: the login's account and
+/// groups come from its claims.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Oidc {
+    /// The `iss` its tokens carry, exactly; discovery is at `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// The `aud` a token must hold (one of, when it holds several).
+    pub audience: String,
+    /// Where its keys are, when not from discovery.
+    pub jwks_url: Option<String>,
+    /// The account name: a template over claims, `{claim}` replaced by its value.
+    pub username: String,
+    /// Group names, each a template over claims.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Claims that must match these globs (`*` any run, `?` one character) to log in.
+    #[serde(default)]
+    pub require: std::collections::BTreeMap<String, String>,
+    /// Allow `http://` for the issuer and its keys: only for an issuer on loopback (tests).
+    #[serde(default)]
+    pub insecure_http: bool,
+    /// PEM CA(s) trusted for the issuer besides the system's.
+    pub ca: Option<PathBuf>,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`.
+    #[serde(default = "default_leeway_seconds")]
+    pub leeway_seconds: u64,
+    /// A token issued longer ago than this is refused, whatever its `exp`.
+    #[serde(default = "default_max_age_seconds")]
+    pub max_age_seconds: u64,
+}
+
+fn default_leeway_seconds() -> u64 {
+    60
+}
+
+fn default_max_age_seconds() -> u64 {
+    24 * 3600
 }
 
 /// `[upstream]`
@@ -374,6 +418,40 @@ impl Config {
                 token.previous_keys
             ));
         }
+        for (i, oidc) in self.identity.oidc.iter().enumerate() {
+            let at = format!("[[identity.oidc]] #{} ({})", i + 1, oidc.issuer);
+            let urls = std::iter::once(&oidc.issuer).chain(oidc.jwks_url.iter());
+            for url in urls {
+                let uri: hyper::Uri = url
+                    .parse()
+                    .map_err(|e| format!("{at}: {url:?} is not a URL ({e})"))?;
+                match (uri.scheme_str(), oidc.insecure_http) {
+                    (Some("https"), _) | (Some("http"), true) => {}
+                    (Some("http"), false) => {
+                        return Err(format!(
+                            "{at}: {url:?} is plain http: tokens would be checked against keys \
+                             anyone on the path can swap; use https (insecure_http = true only \
+                             for an issuer on loopback)"
+                        ));
+                    }
+                    _ => return Err(format!("{at}: {url:?} must be an https:// URL")),
+                }
+            }
+            if oidc.audience.is_empty() {
+                return Err(format!(
+                    "{at}: audience must not be empty: a token for any service would do"
+                ));
+            }
+            if self.identity.oidc[..i]
+                .iter()
+                .any(|o| o.issuer == oidc.issuer)
+            {
+                return Err(format!("{at}: the issuer is listed twice"));
+            }
+            for template in std::iter::once(&oidc.username).chain(&oidc.groups) {
+                crate::identity::Template::parse(template).map_err(|e| format!("{at}: {e}"))?;
+            }
+        }
         if self.policies.is_empty() {
             return Err(
                 "no [[policy]] is configured: every request would be denied. \
@@ -431,6 +509,7 @@ impl Config {
             .htpasswd
             .iter_mut()
             .chain(identity.groups.iter_mut())
+            .chain(identity.oidc.iter_mut().flat_map(|o| o.ca.iter_mut()))
             .for_each(resolve);
         for policy in &mut self.policies {
             resolve(&mut policy.module);

@@ -1,15 +1,19 @@
 //! Who is asking: the one place that answers "who is this, with which groups", for the token
-//! endpoint and gateway mode alike. It owns the users (the htpasswd), the groups file, the
-//! remembered credentials and the login throttle; the server only routes.
+//! endpoint and gateway mode alike. It owns the sources (the htpasswd with its groups file;
+//! OpenID issuers of workload tokens), the remembered credentials and the login throttle;
+//! the server only routes. A password that is a JWT from a configured issuer is an OIDC
+//! login, whatever the user name; anything else is checked against the htpasswd.
 
 mod cache;
 mod groups;
 mod htpasswd;
+mod oidc;
 mod throttle;
 
 pub use cache::CredentialCache;
 pub use groups::Groups;
 pub use htpasswd::{Htpasswd, MAX_BCRYPT_COST};
+pub use oidc::{OidcIssuer, Template};
 pub use throttle::Throttle;
 
 use arc_swap::ArcSwap;
@@ -43,15 +47,39 @@ fn read(path: &Path) -> Result<String, InvalidFile> {
 pub struct Principal {
     /// The account name.
     pub name: String,
-    /// Their groups, in file order.
+    /// Their groups, in file order (from the claims' templates for an OIDC login).
     pub groups: Vec<String>,
+    /// Where they were found.
+    pub origin: Origin,
+}
+
+/// Where a user comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The htpasswd file.
+    Htpasswd,
+    /// A workload token of this issuer.
+    Oidc(String),
+}
+
+impl Origin {
+    /// `htpasswd`, or the issuer.
+    pub fn name(&self) -> &str {
+        match self {
+            Origin::Htpasswd => "htpasswd",
+            Origin::Oidc(issuer) => issuer,
+        }
+    }
 }
 
 /// A login that succeeded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Login {
-    /// The id of the credential the password matched: what refresh tokens are bound to.
-    pub credential: String,
+    /// Who logged in.
+    pub principal: Principal,
+    /// The id of the credential the password matched, what refresh tokens are bound to:
+    /// None for a workload token, which no refresh token may outlive.
+    pub credential: Option<String>,
     /// True when it came from the remembered credentials, without a bcrypt.
     pub remembered: bool,
 }
@@ -65,6 +93,12 @@ pub enum LoginError {
     /// Too many failures from this client: wait this long.
     #[error("too many failed logins; retry in {} s", .0.as_secs().max(1))]
     Throttled(Duration),
+    /// A workload token that does not verify or does not meet `require`: why.
+    #[error("{0}")]
+    Refused(String),
+    /// The identity provider could not be asked (its keys never fetched): nobody is let in.
+    #[error("{0}")]
+    Unavailable(String),
     /// The check itself failed (a task that died): nobody is let in.
     #[error("the login check failed: {0}")]
     Failed(String),
@@ -74,6 +108,7 @@ pub enum LoginError {
 pub struct Identity {
     users: ArcSwap<Htpasswd>,
     groups: ArcSwap<Groups>,
+    issuers: Vec<OidcIssuer>,
     cache: Arc<CredentialCache>,
     throttle: Arc<Throttle>,
 }
@@ -85,6 +120,7 @@ impl Identity {
     pub fn new(
         users: Htpasswd,
         groups: Groups,
+        issuers: Vec<OidcIssuer>,
         previous: Option<&Identity>,
     ) -> Result<Identity, getrandom::Error> {
         let cache = match previous {
@@ -94,6 +130,7 @@ impl Identity {
         Ok(Identity {
             users: ArcSwap::from_pointee(users),
             groups: ArcSwap::from_pointee(groups),
+            issuers,
             cache,
             throttle: previous.map(|p| p.throttle.clone()).unwrap_or_default(),
         })
@@ -110,21 +147,31 @@ impl Identity {
         self.groups.store(Arc::new(groups));
     }
 
-    /// Checks `password` for `user`: from the remembered credentials when they were verified
-    /// before (microseconds, on the caller's thread), else with bcrypt on a blocking thread,
-    /// behind the throttle.
+    /// Checks `password` for `user`. A JWT from a configured issuer is verified as a
+    /// workload token (the user name is then ignored). Anything else is an htpasswd
+    /// password: from the remembered credentials when they were verified before
+    /// (microseconds, on the caller's thread), else with bcrypt on a blocking thread, behind
+    /// the throttle.
     pub async fn login(
         self: &Arc<Self>,
         user: &str,
         password: String,
         client: IpAddr,
     ) -> Result<Login, LoginError> {
+        if self.issuer_of(&password).is_some() {
+            return Ok(Login {
+                principal: self.login_token(&password).await?,
+                credential: None,
+                remembered: false,
+            });
+        }
         let users = self.users.load_full();
         if self.cache.remembers(&users, user, &password) {
             return users
                 .credential_id(user)
                 .map(|credential| Login {
-                    credential,
+                    principal: self.principal(user),
+                    credential: Some(credential),
                     remembered: true,
                 })
                 .ok_or(LoginError::Wrong);
@@ -158,7 +205,8 @@ impl Identity {
             Some(credential) => {
                 self.throttle.succeeded(client, user);
                 Ok(Login {
-                    credential,
+                    principal: self.principal(user),
+                    credential: Some(credential),
                     remembered: false,
                 })
             }
@@ -169,11 +217,47 @@ impl Identity {
         }
     }
 
-    /// A known user with the groups the groups file gives them now.
+    /// A workload token by itself (an RFC 8693 token exchange): who it logs in, if it comes
+    /// from a configured issuer.
+    pub async fn login_token(&self, token: &str) -> Result<Principal, LoginError> {
+        let Some(issuer) = self.issuer_of(token) else {
+            return Err(LoginError::Refused(
+                "the token is not from a configured issuer ([[identity.oidc]])".into(),
+            ));
+        };
+        let principal = issuer.login(token).await?;
+        // A workload must not become an htpasswd user by a claim's value.
+        if self.exists(&principal.name) {
+            return Err(LoginError::Refused(format!(
+                "{}: the account {:?} made from the claims is an htpasswd user's; give the \
+                 issuer's username template a prefix of its own (gha:...)",
+                issuer.issuer(),
+                principal.name
+            )));
+        }
+        Ok(principal)
+    }
+
+    /// The configured issuer a JWT claims to come from.
+    fn issuer_of(&self, token: &str) -> Option<&OidcIssuer> {
+        if self.issuers.is_empty() {
+            return None;
+        }
+        let iss = oidc::claimed_issuer(token)?;
+        self.issuers.iter().find(|issuer| issuer.issuer() == iss)
+    }
+
+    /// The configured issuers.
+    pub fn issuers(&self) -> &[OidcIssuer] {
+        &self.issuers
+    }
+
+    /// An htpasswd user with the groups the groups file gives them now.
     pub fn principal(&self, name: &str) -> Principal {
         Principal {
             name: name.to_string(),
             groups: self.groups.load().of(name).to_vec(),
+            origin: Origin::Htpasswd,
         }
     }
 

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod config;
 pub mod decision_log;
 pub mod identity;

@@ -299,6 +299,23 @@ fn check(path: &Path) -> Result<ExitCode, String> {
             status.digest
         );
     }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let mut failed = false;
+    for (source, result) in runtime.block_on(app.check_sources()) {
+        match result {
+            Ok(said) => println!("{source}: {said}"),
+            Err(error) => {
+                failed = true;
+                eprintln!("portcullis: {source}: {error}");
+            }
+        }
+    }
+    if failed {
+        return Ok(ExitCode::FAILURE);
+    }
     println!("{}: ok", path.display());
     Ok(ExitCode::SUCCESS)
 }

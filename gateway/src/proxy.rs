@@ -13,13 +13,7 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::{Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, Uri};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -115,7 +109,7 @@ impl UpstreamError {
 
 /// The registry behind the gateway, with a pool of kept-alive connections.
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    client: crate::client::HttpsClient<Body>,
     /// `scheme://host:port`, no trailing slash.
     origin: String,
     /// `[upstream] idle_timeout_seconds`.
@@ -132,51 +126,18 @@ impl Upstream {
             .authority()
             .ok_or_else(|| format!("[upstream] url = {:?} names no host", config.url))?;
         let origin = format!("{}://{authority}", uri.scheme_str().unwrap_or("http"));
-        let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        roots.add_parsable_certificates(native.certs);
-        if let Some(ca) = &config.ca {
-            let certs = CertificateDer::pem_file_iter(ca)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("[upstream] ca {}: {e}", ca.display()))?;
-            if certs.is_empty() {
-                return Err(format!(
-                    "[upstream] ca {}: no `BEGIN CERTIFICATE` block",
-                    ca.display()
-                ));
-            }
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("[upstream] ca {}: {e}", ca.display()))?;
-            }
-        }
-        if uri.scheme_str() == Some("https") && roots.is_empty() {
+        if uri.scheme_str() == Some("https") && !crate::client::has_roots(config.ca.as_deref()) {
             return Err(
                 "[upstream] is https but no CA is trusted: install the system's \
                         ca-certificates or set [upstream] ca"
                     .into(),
             );
         }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup failed: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(config.connect_timeout_seconds)));
-        http.set_nodelay(true);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+        let client = crate::client::https_client(
+            config.ca.as_deref(),
+            "[upstream] ca",
+            Duration::from_secs(config.connect_timeout_seconds),
+        )?;
         Ok(Upstream {
             client,
             origin,

@@ -12,7 +12,7 @@ pub use live::Live;
 
 use crate::config::Config;
 use crate::decision_log::DecisionLog;
-use crate::identity::{Groups, Htpasswd, Identity};
+use crate::identity::{Groups, Htpasswd, Identity, OidcIssuer};
 use crate::metrics::Metrics;
 use crate::policy::{Host, Policies};
 use crate::proxy::{Body, RouteError, Upstream, UpstreamError};
@@ -243,8 +243,20 @@ impl App {
             })?),
             (None, _) => Arc::new(DecisionLog::disabled()),
         };
-        let identity = Identity::new(users, groups, previous.map(|p| p.identity.as_ref()))
-            .map_err(|e| fail(&format!("no random source: {e}")))?;
+        let issuers = config
+            .identity
+            .oidc
+            .iter()
+            .map(OidcIssuer::new)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| fail(&e))?;
+        let identity = Identity::new(
+            users,
+            groups,
+            issuers,
+            previous.map(|p| p.identity.as_ref()),
+        )
+        .map_err(|e| fail(&format!("no random source: {e}")))?;
         let public_origin = match &config.server.public_url {
             Some(url) => {
                 let uri = crate::config::origin(url).map_err(|e| fail(&e))?;
@@ -389,6 +401,20 @@ impl App {
         self.reload_files();
         let failures = self.policies.reload();
         self.metrics.reload("policies", failures.is_empty());
+    }
+
+    /// Asks every identity source that lives elsewhere (each OIDC issuer's keys), for
+    /// `portcullis check`: each source's name and what it said.
+    pub async fn check_sources(&self) -> Vec<(String, Result<String, String>)> {
+        let mut said = Vec::new();
+        for issuer in self.identity.issuers() {
+            let result = issuer
+                .check()
+                .await
+                .map(|keys| format!("{keys} signing key(s)"));
+            said.push((format!("oidc issuer {}", issuer.issuer()), result));
+        }
+        said
     }
 
     /// Each policy's serving version and last reload error.
@@ -539,6 +565,10 @@ impl App {
                 "previous": ring.previous.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
             },
             "users": self.identity.user_count(),
+            "oidc": self.identity.issuers().iter().map(|issuer| {
+                let (keys, error) = issuer.status().unwrap_or((None, Some("fetching".into())));
+                serde_json::json!({"issuer": issuer.issuer(), "keys": keys, "last_error": error})
+            }).collect::<Vec<_>>(),
             "config_reload_error": *self.config_error.lock().unwrap_or_else(PoisonError::into_inner),
         })
     }

@@ -337,6 +337,23 @@ struct Claims {
     /// [`Htpasswd::credential_id`](crate::identity::Htpasswd::credential_id)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cred: Option<String>,
+    /// Access tokens of users that are not in the htpasswd: where they came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    src: Option<String>,
+    /// With `src`: the groups the policies saw when the token was issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    grp: Option<Vec<String>>,
+}
+
+/// An access token's account when it is a workload (of an OIDC issuer), not an htpasswd
+/// user: the gateway cannot look it up again, so the token carries what the policies saw,
+/// for as long as it lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    /// The issuer of the workload's token.
+    pub issuer: String,
+    /// The account's groups.
+    pub groups: Vec<String>,
 }
 
 /// What a verified refresh token says.
@@ -357,6 +374,8 @@ pub struct Verified {
     pub access: Vec<Access>,
     /// When it stops being valid.
     pub expires_at: SystemTime,
+    /// Set for a workload (not an htpasswd user).
+    pub workload: Option<Workload>,
 }
 
 impl Verified {
@@ -408,16 +427,22 @@ impl Issuer {
         !self.refresh_ttl.is_zero()
     }
 
-    /// An access token for `account` ("" = anonymous) holding exactly `access`.
+    /// An access token for `account` ("" = anonymous) holding exactly `access`; `workload`
+    /// when the account is one.
     pub fn access_token(
         &self,
         key: &SigningKey,
         account: &str,
         access: Vec<Access>,
+        workload: Option<&Workload>,
     ) -> Result<Issued, TokenError> {
         let now = SystemTime::now();
         let mut claims = self.claims(now, account, self.service.clone(), self.ttl)?;
         claims.access = Some(access);
+        if let Some(workload) = workload {
+            claims.src = Some(workload.issuer.clone());
+            claims.grp = Some(workload.groups.clone());
+        }
         let token = key.sign(&claims)?;
         Ok(Issued {
             token,
@@ -472,6 +497,10 @@ impl Issuer {
             subject: claims.sub,
             access: claims.access.unwrap_or_default(),
             expires_at: UNIX_EPOCH + Duration::from_secs(expires),
+            workload: claims.src.map(|issuer| Workload {
+                issuer,
+                groups: claims.grp.unwrap_or_default(),
+            }),
         })
     }
 
@@ -544,6 +573,8 @@ impl Issuer {
             jti: random_id(),
             access: None,
             cred: None,
+            src: None,
+            grp: None,
         })
     }
 }

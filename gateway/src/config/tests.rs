@@ -233,6 +233,30 @@ fn values_that_do_not_fit_together_say_how_to_fix_them() {
             "unknown variant `jwk`, expected `x5c` or `kid`",
         ),
         (
+            format!(
+                "{MINIMAL}[[identity.oidc]]\nissuer = \"http://ci.example\"\naudience = \"r\"\nusername = \"gha:{{repository}}\"\n"
+            ),
+            "is plain http",
+        ),
+        (
+            format!(
+                "{MINIMAL}[[identity.oidc]]\nissuer = \"https://ci.example\"\naudience = \"\"\nusername = \"x\"\n"
+            ),
+            "audience must not be empty",
+        ),
+        (
+            format!(
+                "{MINIMAL}[[identity.oidc]]\nissuer = \"https://ci.example\"\naudience = \"r\"\nusername = \"gha:{{repository\"\n"
+            ),
+            "unclosed `{`",
+        ),
+        (
+            format!(
+                "{MINIMAL}[[identity.oidc]]\nissuer = \"https://ci.example\"\naudience = \"r\"\nusername = \"x\"\n[[identity.oidc]]\nissuer = \"https://ci.example\"\naudience = \"r\"\nusername = \"y\"\n"
+            ),
+            "the issuer is listed twice",
+        ),
+        (
             format!("{MINIMAL}[[policy]]\nname = \"p\"\nmodule = \"q.wasm\"\n"),
             "used twice",
         ),

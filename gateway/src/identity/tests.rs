@@ -242,12 +242,13 @@ async fn the_layer_logs_in_remembers_throttles_and_checks_bindings() {
     )
     .expect("parses");
     let groups = Groups::parse("g", "ci: alice\n").expect("parses");
-    let identity = Arc::new(Identity::new(users, groups, None).expect("random"));
+    let identity = Arc::new(Identity::new(users, groups, Vec::new(), None).expect("random"));
     let client: IpAddr = "10.0.0.1".parse().expect("an address");
     let first = identity
         .login("alice", "pw".into(), client)
         .await
         .expect("logs in");
+    let credential = first.credential.clone().expect("an htpasswd credential");
     assert!(!first.remembered);
     let again = identity
         .login("alice", "pw".into(), client)
@@ -258,7 +259,7 @@ async fn the_layer_logs_in_remembers_throttles_and_checks_bindings() {
         (true, &first.credential)
     );
     assert_eq!(identity.principal("alice").groups, ["ci"]);
-    assert_eq!(identity.still_holds("alice", &first.credential), Ok(()));
+    assert_eq!(identity.still_holds("alice", &credential), Ok(()));
     assert!(
         identity
             .still_holds("alice", "other")
@@ -266,7 +267,7 @@ async fn the_layer_logs_in_remembers_throttles_and_checks_bindings() {
     );
     assert!(
         identity
-            .still_holds("bob", &first.credential)
+            .still_holds("bob", &credential)
             .is_err_and(|e| e.contains("no longer exists"))
     );
     for _ in 0..5 {

@@ -6,7 +6,7 @@
 
 use super::{ApiError, App};
 use crate::decision_log::Source;
-use crate::identity::LoginError;
+use crate::identity::{Login, LoginError, Origin, Principal};
 use crate::policy::{Account, Outcome, Request as PolicyRequest};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -53,33 +53,30 @@ impl Lanes {
 }
 
 impl App {
-    /// Whether `password` is right for `user`: the id of the credential it matched (what
-    /// refresh tokens are bound to), `Ok(None)` for a wrong password, an error for a
-    /// throttled address.
+    /// Logs `user` in with `password` (or a workload token as the password). A wrong
+    /// password or a refused token is `Unauthorized` with what the client may be told; a
+    /// throttled address `TooManyRequests`; an identity provider that cannot be asked a 503.
     pub(super) async fn login(
         self: &Arc<Self>,
         user: &str,
         password: String,
         client: IpAddr,
-    ) -> Result<Option<String>, ApiError> {
-        match self.identity.login(user, password, client).await {
-            Ok(login) => {
-                self.metrics.credential_check(login.remembered);
-                Ok(Some(login.credential))
-            }
-            Err(LoginError::Wrong) => {
-                self.metrics.credential_check(false);
-                Ok(None)
-            }
-            Err(LoginError::Throttled(wait)) => Err(ApiError::TooManyRequests(wait)),
-            Err(LoginError::Failed(why)) => Err(ApiError::Internal(why)),
+    ) -> Result<Login, ApiError> {
+        let login = self.identity.login(user, password, client).await;
+        if matches!(
+            login.as_ref().map(|l| &l.principal.origin),
+            Ok(Origin::Htpasswd)
+        ) || matches!(login, Err(LoginError::Wrong))
+        {
+            self.metrics
+                .credential_check(login.as_ref().is_ok_and(|l| l.remembered));
         }
+        login.map_err(login_refused)
     }
 
-    /// A known user with the groups they have now.
-    pub(super) fn account(&self, name: &str) -> Account {
-        let principal = self.identity.principal(name);
-        Account::user(&principal.name, principal.groups)
+    /// The account the policies see for a principal.
+    pub(super) fn account(principal: &Principal) -> Account {
+        Account::user(&principal.name, principal.groups.clone())
     }
 
     /// The policies' answer, from memory when possible, else off the async workers; every
@@ -177,4 +174,19 @@ fn nothing_granted() -> Arc<Outcome> {
         granted: Vec::new(),
         answers: Vec::new(),
     })
+}
+
+/// What a failed login becomes: the reason a client may read, never which of user and
+/// password was wrong.
+pub(super) fn login_refused(error: LoginError) -> ApiError {
+    match error {
+        LoginError::Wrong => ApiError::Unauthorized("invalid username or password".into()),
+        LoginError::Refused(why) => ApiError::Unauthorized(why),
+        LoginError::Throttled(wait) => ApiError::TooManyRequests(wait),
+        LoginError::Unavailable(why) => {
+            tracing::warn!(error = %why, "identity provider unavailable");
+            ApiError::Busy("the identity provider cannot be reached")
+        }
+        LoginError::Failed(why) => ApiError::Internal(why),
+    }
 }

@@ -228,10 +228,11 @@ impl App {
                 let verified = self.verify_bearer(token).await.map_err(|message| {
                     challenge(realm, service, None, Some("invalid_token"), &message)
                 })?;
-                let account = if verified.subject.is_empty() {
-                    Account::anonymous()
-                } else {
-                    self.account(&verified.subject)
+                let account = match (&verified.workload, verified.subject.as_str()) {
+                    (_, "") => Account::anonymous(),
+                    // A workload: what its token says the policies saw at issue.
+                    (Some(workload), subject) => Account::user(subject, workload.groups.clone()),
+                    (None, subject) => App::account(&self.identity.principal(subject)),
                 };
                 Ok(Caller {
                     account,
@@ -239,11 +240,15 @@ impl App {
                 })
             }
             Credentials::Basic { user, password } => {
-                if self.login(&user, password, client).await?.is_none() {
-                    return Err(unauthorized("invalid username or password"));
-                }
+                let login = self
+                    .login(&user, password, client)
+                    .await
+                    .map_err(|e| match e {
+                        ApiError::Unauthorized(why) => unauthorized(&why),
+                        other => other,
+                    })?;
                 Ok(Caller {
-                    account: self.account(&user),
+                    account: App::account(&login.principal),
                     via: Via::Basic,
                 })
             }
@@ -279,7 +284,9 @@ impl App {
             if !self.config.identity.anonymous {
                 return Err("anonymous access is disabled".into());
             }
-        } else if !self.identity.exists(&verified.subject) {
+        } else if verified.workload.is_none() && !self.identity.exists(&verified.subject) {
+            // An htpasswd user must still be there; a workload's token lives its few
+            // minutes, like the workload token it was issued for.
             return Err(format!("account {:?} no longer exists", verified.subject));
         }
         Ok(verified)

@@ -1,12 +1,15 @@
-//! `GET|POST /token`: authenticate (Basic, OAuth2 password or refresh grant, or anonymous),
-//! ask the policies about every scope, and sign a token holding exactly the granted subset.
+//! `GET|POST /token`: authenticate (Basic, OAuth2 password or refresh grant, an RFC 8693
+//! exchange of a workload token, or anonymous), ask the policies about every scope, and sign
+//! a token holding exactly the granted subset.
 
+use super::access::login_refused;
 use super::credentials::{Credentials, client_ip, credentials};
 use super::{ApiError, App, Body, json};
 use crate::decision_log::Source;
+use crate::identity::{Origin, Principal};
 use crate::policy::{Account, Request as PolicyRequest};
 use crate::scope::Scope;
-use crate::token::{Access, Issued, SigningKey, TokenError};
+use crate::token::{Access, Issued, SigningKey, TokenError, Workload};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
@@ -19,10 +22,24 @@ const MAX_FORM_BYTES: usize = 64 * 1024;
 /// More scopes than any client asks for in one token.
 const MAX_SCOPES: usize = 100;
 
+/// RFC 8693's grant type: a workload token exchanged for a registry token.
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// The token types a workload token may be presented as.
+const SUBJECT_TOKEN_TYPES: [&str; 3] = [
+    "urn:ietf:params:oauth:token-type:jwt",
+    "urn:ietf:params:oauth:token-type:id_token",
+    "urn:ietf:params:oauth:token-type:access_token",
+];
+
 enum Grant {
     None,
-    Password { user: String, password: String },
+    Password {
+        user: String,
+        password: String,
+    },
     Refresh(String),
+    /// A workload token from a configured issuer (RFC 8693).
+    Exchange(String),
 }
 
 /// The refresh token of a response.
@@ -72,7 +89,7 @@ pub(super) async fn handle(
     if is_get
         && let Some((key, _)) = params
             .iter()
-            .find(|(key, _)| key == "password" || key == "refresh_token")
+            .find(|(key, _)| ["password", "refresh_token", "subject_token"].contains(&key.as_str()))
     {
         // A query string ends up in access logs and proxies' logs; a form body does not.
         return Err(bad_request(
@@ -112,6 +129,7 @@ fn parse(
     let mut account = None;
     let mut grant_type = None;
     let (mut username, mut password, mut refresh_token) = (None, None, None);
+    let (mut subject_token, mut subject_token_type) = (None, None);
     for (key, value) in params {
         match key.as_str() {
             // Spec: one space-separated value; containers/image: repeated fields. Both work.
@@ -146,6 +164,8 @@ fn parse(
             "username" => username = Some(value),
             "password" => password = Some(value),
             "refresh_token" => refresh_token = Some(value),
+            "subject_token" => subject_token = Some(value),
+            "subject_token_type" => subject_token_type = Some(value),
             _ => {}
         }
     }
@@ -162,10 +182,25 @@ fn parse(
         Some("refresh_token") => {
             Grant::Refresh(refresh_token.ok_or_else(|| missing("refresh_token"))?)
         }
+        Some(TOKEN_EXCHANGE) => {
+            let kind = subject_token_type.ok_or_else(|| missing("subject_token_type"))?;
+            if !SUBJECT_TOKEN_TYPES.contains(&kind.as_str()) {
+                return Err(bad_request(
+                    "UNSUPPORTED",
+                    format!(
+                        "subject_token_type {kind:?} is not a JWT type; use one of {SUBJECT_TOKEN_TYPES:?}"
+                    ),
+                ));
+            }
+            Grant::Exchange(subject_token.ok_or_else(|| missing("subject_token"))?)
+        }
         Some(other) => {
             return Err(bad_request(
                 "UNSUPPORTED",
-                format!("grant_type {other:?} is not supported (use password or refresh_token)"),
+                format!(
+                    "grant_type {other:?} is not supported (use password, refresh_token or \
+                     {TOKEN_EXCHANGE})"
+                ),
             ));
         }
     };
@@ -183,47 +218,65 @@ impl App {
         request: TokenRequest,
         client_ip: IpAddr,
     ) -> Result<Response<Body>, ApiError> {
-        // The refresh token to hand back: the one presented, or one to mint for the
-        // credential just checked.
-        let (user, refresh) = match request.grant {
-            Grant::None if self.config.identity.anonymous => (None, None),
-            Grant::None => {
-                return Err(ApiError::Unauthorized("authentication required".into()));
-            }
-            Grant::Password { user, password } => {
-                let Some(credential) = self.login(&user, password, client_ip).await? else {
-                    return Err(ApiError::Unauthorized(
-                        "invalid username or password".into(),
-                    ));
-                };
-                (Some(user), Some(Refresh::Mint(credential)))
-            }
-            Grant::Refresh(token) => {
-                let app = self.clone();
-                let (refresh, token) = blocking(move || {
-                    let ring = app.keys.load();
-                    app.issuer
-                        .verify_refresh(&ring.all(), &token)
-                        .map(|refresh| (refresh, token))
-                        .map_err(|e| ApiError::Unauthorized(e.to_string()))
-                })
-                .await?;
-                let user = refresh.subject;
-                self.identity
-                    .still_holds(&user, &refresh.credential)
-                    .map_err(ApiError::Unauthorized)?;
-                (Some(user), Some(Refresh::Keep(token)))
-            }
-        };
-        if let (Some(asked), Some(user)) = (&request.account, &user)
-            && asked != user
+        // Who asks (nobody: anonymous), as the name they logged in with, and the refresh
+        // token to hand back: the one presented, or one to mint for the credential just
+        // checked (never for a workload token, which it would outlive).
+        let exchange = matches!(request.grant, Grant::Exchange(_));
+        let (principal, refresh): (Option<(Principal, String)>, Option<Refresh>) =
+            match request.grant {
+                Grant::None if self.config.identity.anonymous => (None, None),
+                Grant::None => {
+                    return Err(ApiError::Unauthorized("authentication required".into()));
+                }
+                Grant::Password { user, password } => {
+                    let login = self.login(&user, password, client_ip).await?;
+                    (
+                        Some((login.principal, user)),
+                        login.credential.map(Refresh::Mint),
+                    )
+                }
+                Grant::Exchange(token) => {
+                    let principal = self
+                        .identity
+                        .login_token(&token)
+                        .await
+                        .map_err(login_refused)?;
+                    let name = principal.name.clone();
+                    (Some((principal, name)), None)
+                }
+                Grant::Refresh(token) => {
+                    let app = self.clone();
+                    let (refresh, token) = blocking(move || {
+                        let ring = app.keys.load();
+                        app.issuer
+                            .verify_refresh(&ring.all(), &token)
+                            .map(|refresh| (refresh, token))
+                            .map_err(|e| ApiError::Unauthorized(e.to_string()))
+                    })
+                    .await?;
+                    let user = refresh.subject;
+                    self.identity
+                        .still_holds(&user, &refresh.credential)
+                        .map_err(ApiError::Unauthorized)?;
+                    (
+                        Some((self.identity.principal(&user), user)),
+                        Some(Refresh::Keep(token)),
+                    )
+                }
+            };
+        // `account` is the name the client logged in with; a workload's account comes from
+        // its token's claims, whatever name came with it.
+        if let (Some(asked), Some((principal, logged_in_as))) = (&request.account, &principal)
+            && principal.origin == Origin::Htpasswd
+            && asked != logged_in_as
         {
             return Err(ApiError::Unauthorized(format!(
-                "account {asked:?} does not match the credentials of {user:?}"
+                "account {asked:?} does not match the credentials of {logged_in_as:?}"
             )));
         }
-        let account = match &user {
-            Some(name) => self.account(name),
+        let principal = principal.map(|(principal, _)| principal);
+        let account = match &principal {
+            Some(principal) => App::account(principal),
             None => Account::anonymous(),
         };
         let mut access = Vec::with_capacity(request.scopes.len());
@@ -242,7 +295,7 @@ impl App {
         let offline = request.offline && self.issuer.refresh_enabled();
         let (app, ring) = (self.clone(), self.keys.load_full());
         let quick = ring.current.signs_quickly();
-        let sign = move || app.sign(&ring.current, user, access, refresh, offline);
+        let sign = move || app.sign(&ring.current, principal.as_ref(), access, refresh, offline);
         let (issued, refresh_token) = if quick {
             sign()?
         } else {
@@ -257,6 +310,10 @@ impl App {
         if let Some(refresh) = refresh_token {
             body["refresh_token"] = serde_json::Value::String(refresh);
         }
+        if exchange {
+            body["issued_token_type"] = "urn:ietf:params:oauth:token-type:access_token".into();
+            body["token_type"] = "Bearer".into();
+        }
         Ok(json(StatusCode::OK, &body))
     }
 
@@ -265,22 +322,28 @@ impl App {
     fn sign(
         &self,
         key: &SigningKey,
-        user: Option<String>,
+        principal: Option<&Principal>,
         access: Vec<Access>,
         refresh: Option<Refresh>,
         offline: bool,
     ) -> Result<(Issued, Option<String>), ApiError> {
         let failed = |e: TokenError| ApiError::Internal(e.to_string());
-        let subject = user.as_deref().unwrap_or("");
+        let subject = principal.map_or("", |p| p.name.as_str());
+        let workload = principal
+            .filter(|p| p.origin != Origin::Htpasswd)
+            .map(|p| Workload {
+                issuer: p.origin.name().to_string(),
+                groups: p.groups.clone(),
+            });
         let issued = self
             .issuer
-            .access_token(key, subject, access)
+            .access_token(key, subject, access, workload.as_ref())
             .map_err(failed)?;
-        let refresh_token = match (refresh, &user) {
-            (Some(Refresh::Keep(token)), _) => Some(token),
-            (Some(Refresh::Mint(credential)), Some(user)) if offline => Some(
+        let refresh_token = match refresh {
+            Some(Refresh::Keep(token)) => Some(token),
+            Some(Refresh::Mint(credential)) if offline && !subject.is_empty() => Some(
                 self.issuer
-                    .refresh_token(key, user, &credential)
+                    .refresh_token(key, subject, &credential)
                     .map_err(failed)?,
             ),
             _ => None,

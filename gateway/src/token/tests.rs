@@ -34,7 +34,9 @@ fn access_tokens_carry_what_registry_2_8_checks() {
             name: "alice/app".into(),
             actions: vec!["pull".into(), "push".into()],
         }];
-        let issued = issuer().access_token(&key, "alice", access).expect("signs");
+        let issued = issuer()
+            .access_token(&key, "alice", access, None)
+            .expect("signs");
         let header = jsonwebtoken::decode_header(&issued.token).expect("header");
         assert_eq!(
             header.alg,
@@ -80,7 +82,9 @@ fn access_tokens_carry_what_registry_2_8_checks() {
 #[test]
 fn an_empty_grant_is_a_token_with_empty_access() {
     let (_dir, key) = keys(false);
-    let issued = issuer().access_token(&key, "", Vec::new()).expect("signs");
+    let issued = issuer()
+        .access_token(&key, "", Vec::new(), None)
+        .expect("signs");
     assert_eq!(payload(&issued.token)["access"], serde_json::json!([]));
 }
 
@@ -118,7 +122,7 @@ fn refresh_tokens_are_bound_and_not_interchangeable() {
     // Not an access token: the registry checks aud == service.
     assert_eq!(payload(&refresh)["aud"], "portcullis-refresh:registry.test");
     let access = issuer
-        .access_token(&key, "alice", Vec::new())
+        .access_token(&key, "alice", Vec::new(), None)
         .expect("signs")
         .token;
     assert!(
@@ -223,6 +227,8 @@ fn claims(issuer: &Issuer, aud: &str, exp_offset: i64, nbf_offset: i64) -> Claim
             actions: vec!["push".into()],
         }]),
         cred: Some("c".into()),
+        src: None,
+        grp: None,
     }
 }
 
@@ -237,7 +243,7 @@ fn access_tokens_verify_and_say_what_they_grant() {
         actions: vec!["pull".into(), "push".into()],
     }];
     let token = issuer
-        .access_token(&key, "alice", access)
+        .access_token(&key, "alice", access, None)
         .expect("signs")
         .token;
     let verified = issuer.verify_access(&[&key], &token).expect("verifies");
@@ -319,7 +325,7 @@ fn forged_expired_and_misdirected_access_tokens_are_rejected() {
     // Unknown kid: a token from another key.
     let (_dir2, other) = keys(false);
     let foreign = issuer
-        .access_token(&other, "alice", Vec::new())
+        .access_token(&other, "alice", Vec::new(), None)
         .expect("signs")
         .token;
     reject(&foreign, "unknown kid");
@@ -373,7 +379,9 @@ fn the_scope_class_is_kept_in_the_token() {
         name: "x".into(),
         actions: vec!["pull".into()],
     }];
-    let issued = issuer().access_token(&key, "alice", access).expect("signs");
+    let issued = issuer()
+        .access_token(&key, "alice", access, None)
+        .expect("signs");
     let access = &payload(&issued.token)["access"][0];
     assert_eq!(access["class"], "plugin");
     assert_eq!(access["type"], "repository");
@@ -388,7 +396,11 @@ fn a_lifetime_past_what_a_jwt_holds_is_an_error_not_a_panic() {
         Duration::from_secs(u64::MAX),
         Duration::from_secs(u64::MAX / 2),
     );
-    assert!(issuer.access_token(&key, "alice", Vec::new()).is_err());
+    assert!(
+        issuer
+            .access_token(&key, "alice", Vec::new(), None)
+            .is_err()
+    );
     assert!(issuer.refresh_token(&key, "alice", "c").is_err());
 }
 
@@ -420,7 +432,7 @@ fn the_header_follows_embed_and_the_jwks_names_the_same_kid() {
     let kid = SigningKey::load(&key, &cert, Embed::Kid).expect("loads");
     let header_of = |k: &SigningKey| {
         let issued = issuer()
-            .access_token(k, "alice", Vec::new())
+            .access_token(k, "alice", Vec::new(), None)
             .expect("signs");
         jsonwebtoken::decode_header(&issued.token).expect("header")
     };
@@ -447,7 +459,7 @@ fn the_header_follows_embed_and_the_jwks_names_the_same_kid() {
     // A token of either form verifies, whichever form is configured now.
     for signer in [&x5c, &kid] {
         let token = issuer()
-            .access_token(signer, "alice", Vec::new())
+            .access_token(signer, "alice", Vec::new(), None)
             .expect("signs")
             .token;
         for verifier in [&x5c, &kid] {

@@ -1,0 +1,70 @@
+//! Outgoing HTTP(S): one way to build a pooled client that trusts the system's roots plus an
+//! optional CA file, for the registry behind the gateway and for identity providers.
+
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A client for `http://` and `https://` URLs with bodies of type `B`.
+pub type HttpsClient<B> = Client<HttpsConnector<HttpConnector>, B>;
+
+/// A pooled client: TLS 1.2/1.3 by rustls, trusting the system's roots and the PEM
+/// certificates in `ca` (named in errors as `what`, a config key).
+pub fn https_client<B>(
+    ca: Option<&Path>,
+    what: &str,
+    connect_timeout: Duration,
+) -> Result<HttpsClient<B>, String>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+{
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    if let Some(ca) = ca {
+        let certs = CertificateDer::pem_file_iter(ca)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("{what} {}: {e}", ca.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "{what} {}: no `BEGIN CERTIFICATE` block",
+                ca.display()
+            ));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| format!("{what} {}: {e}", ca.display()))?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS setup failed: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(connector))
+}
+
+/// Whether the client trusts any root for `https` (none when the system has no
+/// ca-certificates and no CA file was given).
+pub fn has_roots(ca: Option<&Path>) -> bool {
+    ca.is_some() || !rustls_native_certs::load_native_certs().certs.is_empty()
+}

@@ -1,0 +1,591 @@
+//! Workload identity end to end: a real OpenID provider (npm's oidc-provider, started on a
+//! loopback port) issues JWTs with CI-style claims; a workload logs in with its JWT as the
+//! password (skopeo, in both modes), or exchanges it for a registry token (RFC 8693), and
+//! the policies decide by the account and groups made from its claims. Every bad token is
+//! refused with a reason and nothing is remembered.
+
+use crate::util::{Running, SERVICE, Setup, free_port, header, http, oci_image, push, require};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Workloads of the `acme` organisation push to `acme/<their repository>`; anything else
+/// is refused.
+const ACL: &str = r#"{"rules": [
+  {"match": {"group": "acme", "name": "acme/**"}, "actions": ["pull", "push"], "comment": "acme's workloads"},
+  {"match": {"account": "alice"}, "actions": ["*"]}
+]}"#;
+
+const USERS: &[(&str, &str)] = &[("alice", "alice-pw")];
+
+/// The provider, stopped when dropped.
+struct Provider {
+    child: Child,
+    port: u16,
+    key: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Provider {
+    fn start() -> Provider {
+        require("node");
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("oidc/provider.mjs");
+        assert!(
+            script.with_file_name("node_modules").exists(),
+            "run `npm ci --prefix tests/oidc` (scripts/test.sh does) first"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("provider.pem");
+        let port = free_port();
+        let mut child = Command::new("node")
+            .arg(&script)
+            .arg(port.to_string())
+            .arg(&key)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node runs");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the listening line");
+        assert!(line.starts_with("oidc provider listening"), "{line:?}");
+        Provider {
+            child,
+            port,
+            key,
+            _dir: dir,
+        }
+    }
+
+    fn issuer(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A token from the provider's own token endpoint, with these claims.
+    fn token(&self, claims: &[(&str, &str)]) -> String {
+        let body: String = claims.iter().map(|(k, v)| format!("&{k}={v}")).collect();
+        let body = format!("grant_type=client_credentials{body}");
+        let head = format!(
+            "POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            data_encoding::BASE64.encode(b"ci:ci-secret"),
+            body.len()
+        );
+        let (status, head, body) = http(self.port, &head, body.as_bytes());
+        assert_eq!(status, 200, "{head}");
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        json["access_token"].as_str().expect("a token").to_string()
+    }
+
+    /// A token signed with the provider's own key that it would not issue itself.
+    fn forge(&self, claims: serde_json::Value) -> String {
+        let pem = std::fs::read(&self.key).expect("the provider's key");
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some("provider-key-1".into());
+        jsonwebtoken::encode(
+            &header,
+            &claims,
+            &EncodingKey::from_rsa_pem(&pem).expect("an RSA key"),
+        )
+        .expect("signs")
+    }
+
+    fn jwks_fetches(&self) -> u64 {
+        let (_, _, body) = http(
+            self.port,
+            "GET /jwks-fetches HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"",
+        );
+        serde_json::from_slice::<serde_json::Value>(&body).expect("json")["count"]
+            .as_u64()
+            .expect("a count")
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// The `[[identity.oidc]]` block for the provider.
+fn oidc_config(provider: &Provider, require_owner: &str) -> String {
+    format!(
+        r#"
+[[identity.oidc]]
+issuer = "{issuer}"
+audience = "{SERVICE}"
+username = "gha:{{repository}}"
+groups = ["{{repository_owner}}"]
+require = {{ repository_owner = "{require_owner}" }}
+insecure_http = true
+"#,
+        issuer = provider.issuer()
+    )
+}
+
+/// The config with the oidc block placed inside [identity] (TOML tables go in order).
+fn with_oidc(setup: &Setup, block: &str) {
+    let path = setup.path("portcullis.toml");
+    let text = std::fs::read_to_string(&path).expect("config");
+    let (before, after) = text
+        .split_once("\n[[policy]]")
+        .expect("the config has a [[policy]]");
+    std::fs::write(&path, format!("{before}\n{block}\n[[policy]]{after}")).expect("write");
+}
+
+struct Site {
+    _gateway: Running,
+    _registry: Running,
+    setup: Setup,
+    port: u16,
+    image: PathBuf,
+}
+
+fn site(provider: &Provider, gateway_mode: bool) -> Site {
+    require("docker-registry");
+    require("skopeo");
+    let setup = if gateway_mode {
+        Setup::gateway(ACL, USERS, "")
+    } else {
+        Setup::new(ACL, USERS)
+    };
+    with_oidc(&setup, &oidc_config(provider, "acme"));
+    let gateway = setup.start_gateway();
+    let (registry, port) = if gateway_mode {
+        (setup.start_plain_registry(), setup.gateway_port)
+    } else {
+        (
+            setup.start_registry(&setup.path("keys/token.crt")),
+            setup.registry_port,
+        )
+    };
+    let image = setup.path("image");
+    oci_image(&image, b"a workload's image");
+    Site {
+        _gateway: gateway,
+        _registry: registry,
+        setup,
+        port,
+        image,
+    }
+}
+
+fn push_as(site: &Site, token: &str, reference: &str) -> (bool, String) {
+    push(
+        site.setup.dir.path(),
+        &site.image,
+        &format!("ci:{token}"),
+        site.port,
+        reference,
+    )
+}
+
+#[test]
+fn a_workload_pushes_with_its_jwt_as_the_password_in_both_modes() {
+    let provider = Provider::start();
+    for gateway_mode in [false, true] {
+        let site = site(&provider, gateway_mode);
+        let mode = if gateway_mode {
+            "gateway"
+        } else {
+            "token-server"
+        };
+        let app = provider.token(&[("repository", "acme/app"), ("repository_owner", "acme")]);
+        let (ok, err) = push_as(&site, &app, "acme/app:1");
+        assert!(ok, "{mode}: acme/app's workload pushes to acme/: {err}");
+        let (ok, _) = push_as(&site, &app, "other/app:1");
+        assert!(!ok, "{mode}: but not outside acme/");
+        // Another organisation's workload is refused by `require`, whatever it asks.
+        let evil = provider.token(&[("repository", "evil/app"), ("repository_owner", "evil")]);
+        let (ok, err) = push_as(&site, &evil, "acme/app:2");
+        assert!(!ok, "{mode}: evil's workload pushed");
+        assert!(
+            err.contains("401") || err.contains("unauthorized"),
+            "{mode}: {err}"
+        );
+        // The htpasswd still works beside it.
+        let (ok, err) = push(
+            site.setup.dir.path(),
+            &site.image,
+            "alice:alice-pw",
+            site.port,
+            "alice/x:1",
+        );
+        assert!(ok, "{mode}: alice: {err}");
+    }
+}
+
+/// A POST to the gateway's /token; (status, JSON body).
+fn token_request(port: u16, form: &str) -> (u16, serde_json::Value) {
+    let head = format!(
+        "POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        form.len()
+    );
+    let (status, _, body) = http(port, &head, form.as_bytes());
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn claims_of(token: &str) -> serde_json::Value {
+    let payload = token.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(
+        &data_encoding::BASE64URL_NOPAD
+            .decode(payload.as_bytes())
+            .expect("base64url"),
+    )
+    .expect("json")
+}
+
+#[test]
+fn a_workload_token_is_exchanged_for_a_registry_token_decided_per_scope() {
+    let provider = Provider::start();
+    let site = site(&provider, true);
+    let gateway = site.setup.gateway_port;
+    let jwt = provider.token(&[("repository", "acme/app"), ("repository_owner", "acme")]);
+    let form = format!(
+        "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt&subject_token={jwt}&service={SERVICE}&scope=repository:acme/app:pull,push&scope=repository:other/app:pull"
+    );
+    let (status, body) = token_request(gateway, &form);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["issued_token_type"],
+        "urn:ietf:params:oauth:token-type:access_token"
+    );
+    assert_eq!(body["token_type"], "Bearer");
+    assert!(
+        body.get("refresh_token").is_none(),
+        "a workload gets no refresh token"
+    );
+    let token = body["access_token"].as_str().expect("a token");
+    let claims = claims_of(token);
+    assert_eq!(claims["sub"], "gha:acme/app");
+    assert_eq!(claims["src"], provider.issuer());
+    assert_eq!(
+        claims["access"],
+        serde_json::json!([
+            {"type": "repository", "name": "acme/app", "actions": ["pull", "push"]},
+            {"type": "repository", "name": "other/app", "actions": []},
+        ])
+    );
+    // The workload JWT never reaches the registry: the gateway takes our token instead.
+    let (status, head, _) = http(
+        gateway,
+        &format!(
+            "GET /v2/acme/app/tags/list HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        ),
+        b"",
+    );
+    assert!(status == 404 || status == 200, "{head}");
+    let (status, head, _) = http(
+        gateway,
+        &format!(
+            "GET /v2/acme/app/tags/list HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {jwt}\r\nConnection: close\r\n\r\n"
+        ),
+        b"",
+    );
+    assert_eq!(
+        status, 401,
+        "the workload's own JWT is no registry token: {head}"
+    );
+    assert!(header(&head, "www-authenticate").is_some_and(|c| c.contains("invalid_token")));
+}
+
+#[test]
+fn bad_workload_tokens_are_refused_with_a_reason_and_never_remembered() {
+    let provider = Provider::start();
+    let site = site(&provider, true);
+    let gateway = site.setup.gateway_port;
+    let issuer = provider.issuer();
+    let good = |extra: serde_json::Value| {
+        let mut claims = serde_json::json!({
+            "iss": issuer, "aud": SERVICE, "sub": "ci", "iat": now(), "exp": now() + 300,
+            "repository": "acme/app", "repository_owner": "acme",
+        });
+        // `null` takes a claim out.
+        for (k, v) in extra.as_object().expect("an object") {
+            match v {
+                serde_json::Value::Null => {
+                    claims.as_object_mut().expect("an object").remove(k);
+                }
+                v => claims[k] = v.clone(),
+            }
+        }
+        claims
+    };
+    let basic = |token: &str| {
+        let head = format!(
+            "GET /v2/acme/app/tags/list HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
+            data_encoding::BASE64.encode(format!("ci:{token}").as_bytes())
+        );
+        let (status, _, body) = http(gateway, &head, b"");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    // A token the provider itself signed, well formed: accepted (the registry has no tags).
+    let (status, body) = basic(&provider.forge(good(serde_json::json!({}))));
+    assert!(status == 404 || status == 200, "{status}: {body}");
+    let hs256 = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &good(serde_json::json!({})),
+        &EncodingKey::from_secret(b"anyone's secret"),
+    )
+    .expect("signs");
+    let none = format!(
+        "{}.{}.",
+        data_encoding::BASE64URL_NOPAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        data_encoding::BASE64URL_NOPAD.encode(good(serde_json::json!({})).to_string().as_bytes())
+    );
+    let huge = provider.forge(good(serde_json::json!({"padding": "x".repeat(20_000)})));
+    let cases = [
+        (
+            "expired",
+            provider.forge(good(
+                serde_json::json!({"iat": now() - 7200, "exp": now() - 3600}),
+            )),
+            "ExpiredSignature",
+        ),
+        (
+            "not yet valid",
+            provider.forge(good(serde_json::json!({"nbf": now() + 3600}))),
+            "ImmatureSignature",
+        ),
+        (
+            "another audience",
+            provider.forge(good(serde_json::json!({"aud": "elsewhere"}))),
+            "InvalidAudience",
+        ),
+        (
+            "issued in the future",
+            provider.forge(good(
+                serde_json::json!({"iat": now() + 3600, "exp": now() + 7200}),
+            )),
+            "in the future",
+        ),
+        (
+            "too old",
+            provider.forge(good(serde_json::json!({"iat": now() - 2 * 86_400}))),
+            "issued more than",
+        ),
+        ("HS256", hs256, "only asymmetric"),
+        ("alg none", none, "unreadable token"),
+        ("huge", huge, "is not a workload token"),
+        (
+            "missing claim",
+            provider.forge(good(serde_json::json!({"repository": null}))),
+            "no `repository` claim",
+        ),
+        (
+            "another owner",
+            provider.forge(good(serde_json::json!({"repository_owner": "evil"}))),
+            "does not match",
+        ),
+    ];
+    for (what, token, reason) in cases {
+        let (status, body) = basic(&token);
+        assert_eq!(status, 401, "{what}: {body}");
+        assert!(body.contains(reason), "{what}: {body}");
+    }
+    // A token of another issuer is no OIDC login: a wrong password, nothing more.
+    let (status, body) = basic(&provider.forge(good(
+        serde_json::json!({"iss": "https://elsewhere.example"}),
+    )));
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("invalid username or password"), "{body}");
+
+    // Keys the issuer does not list: fetched again at most every 10 s, however many come.
+    let stranger = stranger_key();
+    let before = provider.jwks_fetches();
+    for i in 0..20 {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(format!("unknown-{i}"));
+        let token =
+            jsonwebtoken::encode(&header, &good(serde_json::json!({})), &stranger).expect("signs");
+        let (status, body) = basic(&token);
+        assert_eq!(status, 401, "{body}");
+        assert!(body.contains("does not list"), "{body}");
+    }
+    assert!(
+        provider.jwks_fetches() - before <= 1,
+        "a flood of kids fetched the keys again and again"
+    );
+
+    // Replayed after the required claim changed: the same token is refused at once.
+    let token = provider.token(&[("repository", "acme/app"), ("repository_owner", "acme")]);
+    assert!(matches!(basic(&token).0, 200 | 404));
+    let config = site.setup.path("portcullis.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let tmp = site.setup.path("portcullis.toml.new");
+    std::fs::write(
+        &tmp,
+        text.replace(
+            "repository_owner = \"acme\"",
+            "repository_owner = \"acme-corp\"",
+        ),
+    )
+    .expect("write");
+    std::fs::rename(&tmp, &config).expect("rename");
+    let refused = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        basic(&token).0 == 401
+    });
+    assert!(refused, "the remembered token kept its old admission");
+}
+
+/// An RSA key of nobody's issuer, for tokens signed by a key the provider does not list.
+fn stranger_key() -> EncodingKey {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("stranger.pem");
+    let out = Command::new("node")
+        .args([
+            "-e",
+            "const {generateKeyPairSync}=require('node:crypto');const fs=require('node:fs');\
+             const {privateKey}=generateKeyPairSync('rsa',{modulusLength:2048});\
+             fs.writeFileSync(process.argv[1],privateKey.export({format:'pem',type:'pkcs8'}));",
+        ])
+        .arg(&key)
+        .output()
+        .expect("node runs");
+    assert!(out.status.success(), "{out:?}");
+    EncodingKey::from_rsa_pem(&std::fs::read(&key).expect("key")).expect("an RSA key")
+}
+
+#[test]
+fn an_issuer_that_goes_away_keeps_serving_its_last_keys_and_one_never_reached_fails_closed() {
+    let mut provider = Provider::start();
+    let site = site(&provider, true);
+    let gateway = site.setup.gateway_port;
+    let token = provider.token(&[("repository", "acme/app"), ("repository_owner", "acme")]);
+    let later = provider.token(&[("repository", "acme/lib"), ("repository_owner", "acme")]);
+    let tags = |token: &str| {
+        let head = format!(
+            "GET /v2/acme/app/tags/list HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
+            data_encoding::BASE64.encode(format!("ci:{token}").as_bytes())
+        );
+        let (status, head, body) = http(gateway, &head, b"");
+        (status, head, String::from_utf8_lossy(&body).into_owned())
+    };
+    assert!(matches!(tags(&token).0, 200 | 404));
+    // The provider goes away: its keys were fetched, so its other tokens still verify.
+    let _ = provider.child.kill();
+    let _ = provider.child.wait();
+    let (status, _, body) = tags(&later);
+    assert!(matches!(status, 200 | 404), "{status}: {body}");
+
+    // An issuer whose keys were never fetched, down from the start: refused, as a 503 that
+    // does not call anyone's password wrong.
+    let gone = Provider::start();
+    let site = self::site(&gone, true);
+    let token = gone.token(&[("repository", "acme/app"), ("repository_owner", "acme")]);
+    drop(gone);
+    let head = format!(
+        "GET /v2/acme/app/tags/list HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
+        data_encoding::BASE64.encode(format!("ci:{token}").as_bytes())
+    );
+    let (status, head, body) = http(site.setup.gateway_port, &head, b"");
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 503, "{head}{body}");
+    assert!(
+        body.contains("identity provider cannot be reached"),
+        "{body}"
+    );
+    assert!(!body.contains("password"), "{body}");
+}
+
+#[test]
+fn check_asks_each_issuer_and_says_what_fails() {
+    let provider = Provider::start();
+    let setup = Setup::gateway(ACL, USERS, "");
+    with_oidc(&setup, &oidc_config(&provider, "acme"));
+    let config = setup.path("portcullis.toml");
+    let out = crate::util::portcullis(
+        &["check", "--config", config.to_str().expect("utf-8")],
+        None,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "oidc issuer {}: 1 signing key(s)",
+            provider.issuer()
+        )),
+        "{stdout}"
+    );
+    let issuer = provider.issuer();
+    drop(provider);
+    let out = crate::util::portcullis(
+        &["check", "--config", config.to_str().expect("utf-8")],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "oidc issuer {issuer}: {issuer}/.well-known/openid-configuration"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_kubernetes_style_workload_is_named_from_nested_claims() {
+    let provider = Provider::start();
+    require("docker-registry");
+    require("skopeo");
+    let acl = r#"{"rules": [
+      {"match": {"account": "k8s:ci/*", "name": "ci/**"}, "actions": ["pull", "push"]}
+    ]}"#;
+    let setup = Setup::gateway(acl, USERS, "");
+    with_oidc(
+        &setup,
+        &format!(
+            r#"
+[[identity.oidc]]
+issuer = "{issuer}"
+audience = "{SERVICE}"
+username = "k8s:{{kubernetes.io/namespace}}/{{kubernetes.io/serviceaccount/name}}"
+require = {{ "kubernetes.io/namespace" = "ci" }}
+insecure_http = true
+"#,
+            issuer = provider.issuer()
+        ),
+    );
+    let _gateway = setup.start_gateway();
+    let _registry = setup.start_plain_registry();
+    let image = setup.path("image");
+    oci_image(&image, b"a pod's image");
+    let pod = |namespace: &str| {
+        provider.token(&[("namespace", namespace), ("serviceaccount", "builder")])
+    };
+    let (ok, err) = push(
+        setup.dir.path(),
+        &image,
+        &format!("pod:{}", pod("ci")),
+        setup.gateway_port,
+        "ci/tool:1",
+    );
+    assert!(ok, "the ci namespace's builder pushes: {err}");
+    let (ok, _) = push(
+        setup.dir.path(),
+        &image,
+        &format!("pod:{}", pod("default")),
+        setup.gateway_port,
+        "ci/tool:2",
+    );
+    assert!(!ok, "another namespace's pod is refused by require");
+}

@@ -1,0 +1,74 @@
+// A real OpenID provider for the end-to-end tests: npm's oidc-provider, issuing JWT access
+// tokens by the client-credentials grant with the claims the request names (as a CI system
+// would put a job's repository and owner in its token).
+//
+// usage: node provider.mjs PORT KEY_FILE
+// Writes its RSA signing key (PKCS#8 PEM) to KEY_FILE, so tests can also sign tokens no
+// well-behaved provider would issue (expired, not yet valid, huge), then prints
+// "oidc provider listening on <issuer>". GET /jwks-fetches says how often its keys were read.
+import Provider from 'oidc-provider';
+import { generateKeyPairSync } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+
+const [port, keyFile] = process.argv.slice(2);
+const issuer = `http://127.0.0.1:${port}`;
+const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+writeFileSync(keyFile, privateKey.export({ format: 'pem', type: 'pkcs8' }));
+const jwk = { ...privateKey.export({ format: 'jwk' }), kid: 'provider-key-1', alg: 'RS256', use: 'sig' };
+// Claims a token request may ask for, as form fields.
+const CLAIMS = ['repository', 'repository_owner', 'ref'];
+
+const provider = new Provider(issuer, {
+  clients: [{
+    client_id: 'ci',
+    client_secret: 'ci-secret',
+    grant_types: ['client_credentials'],
+    redirect_uris: [],
+    response_types: [],
+  }],
+  jwks: { keys: [jwk] },
+  ttl: { ClientCredentials: 600 },
+  features: {
+    devInteractions: { enabled: false },
+    clientCredentials: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: () => 'urn:registry',
+      getResourceServerInfo: (ctx) => ({
+        scope: '',
+        audience: ctx.oidc.body?.audience || 'registry.test',
+        accessTokenFormat: 'jwt',
+        jwt: { sign: { alg: 'RS256' } },
+      }),
+      useGrantedResource: () => true,
+    },
+  },
+  extraTokenClaims: (ctx) => {
+    const claims = {};
+    for (const name of CLAIMS) {
+      if (ctx.oidc.body?.[name]) claims[name] = ctx.oidc.body[name];
+    }
+    // As a Kubernetes service account token carries them.
+    if (ctx.oidc.body?.namespace) {
+      claims['kubernetes.io'] = {
+        namespace: ctx.oidc.body.namespace,
+        serviceaccount: { name: ctx.oidc.body.serviceaccount },
+      };
+    }
+    return claims;
+  },
+});
+
+let jwksFetches = 0;
+provider.use(async (ctx, next) => {
+  if (ctx.path === '/jwks-fetches') {
+    ctx.body = { count: jwksFetches };
+    return;
+  }
+  if (ctx.path === '/jwks') jwksFetches += 1;
+  await next();
+});
+
+provider.listen(Number(port), '127.0.0.1', () => {
+  console.log(`oidc provider listening on ${issuer}`);
+});
