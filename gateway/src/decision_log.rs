@@ -187,6 +187,8 @@ fn entry(
         "account": request.account.name,
         "authenticated": request.account.authenticated,
         "groups": request.account.groups,
+        "account_source": request.account.source,
+        "claims": request.account.claims,
         "client_ip": request.client_ip,
         "scope": format!("{}:{}:{}", scope.type_, scope.name, scope.actions.join(",")),
         "operation": operation,

@@ -51,6 +51,9 @@ pub struct Principal {
     pub groups: Vec<String>,
     /// Where they were found.
     pub origin: Origin,
+    /// The claims of a workload's token, as (name, text) pairs: an object's members as
+    /// `a/b`, a list's elements each on its own. Empty for htpasswd users.
+    pub claims: Vec<(String, String)>,
 }
 
 /// Where a user comes from.
@@ -258,6 +261,7 @@ impl Identity {
             name: name.to_string(),
             groups: self.groups.load().of(name).to_vec(),
             origin: Origin::Htpasswd,
+            claims: Vec::new(),
         }
     }
 

@@ -67,7 +67,7 @@ enum Command {
 #[derive(Subcommand)]
 enum PolicyCommand {
     /// Runs a policy module against requests and prints each decision as a JSON line.
-    Eval(EvalArgs),
+    Eval(Box<EvalArgs>),
 }
 
 #[derive(Args)]
@@ -83,6 +83,12 @@ struct EvalArgs {
     /// A group of the account (repeatable).
     #[arg(long = "group")]
     groups: Vec<String>,
+    /// Where the account comes from: `htpasswd` (default), or an OIDC issuer's URL.
+    #[arg(long, default_value = "htpasswd")]
+    source: String,
+    /// A claim of the account's token, `NAME=VALUE` (repeatable), as a workload logs in.
+    #[arg(long = "claim", value_parser = parse_claim)]
+    claims: Vec<(String, String)>,
     /// A scope such as `repository:team/app:pull,push` (repeatable), as a token request
     /// asks it.
     #[arg(long = "scope", required_unless_present = "requests")]
@@ -115,7 +121,7 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Keygen { out, rsa } => keygen(&out, rsa),
         Command::Passwd { file, user, cost } => passwd(&file, &user, cost),
-        Command::Policy(PolicyCommand::Eval(args)) => eval(args),
+        Command::Policy(PolicyCommand::Eval(args)) => eval(*args),
     };
     match result {
         Ok(code) => code,
@@ -320,6 +326,14 @@ fn check(path: &Path) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `NAME=VALUE` of `--claim`.
+fn parse_claim(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err(format!("{text:?} is not NAME=VALUE")),
+    }
+}
+
 /// Prints one JSON line per scope; exits 1 if the module fails to load or any decision faults.
 fn eval(args: EvalArgs) -> Result<ExitCode, String> {
     let mut asks: Vec<(PolicyScope, Option<Operation>)> = Vec::new();
@@ -362,7 +376,7 @@ fn eval(args: EvalArgs) -> Result<ExitCode, String> {
     let account = if args.account.is_empty() {
         Account::anonymous()
     } else {
-        Account::user(&args.account, args.groups)
+        Account::user(&args.account, args.groups).from_source(&args.source, args.claims)
     };
     let mut code = ExitCode::SUCCESS;
     for (scope, operation) in asks {

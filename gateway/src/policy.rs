@@ -7,8 +7,9 @@ mod bindings;
 mod clock;
 mod host;
 mod reload;
+mod world;
 
-pub use bindings::portcullis::policy::types::{
+pub use bindings::current::portcullis::policy::types::{
     Account, Decision, Kind, Operation, Reference, Request, Scope,
 };
 pub use host::{
@@ -207,6 +208,12 @@ fn memo_key(request: &Request) -> Vec<u8> {
     put(if account.authenticated { "1" } else { "0" });
     put(&account.groups.len().to_string());
     account.groups.iter().for_each(|g| put(g));
+    put(&account.source);
+    put(&account.claims.len().to_string());
+    account.claims.iter().for_each(|(name, value)| {
+        put(name);
+        put(value);
+    });
     let scope = &request.scope;
     put(&scope.type_);
     put(scope.class.as_deref().unwrap_or("\0none"));
@@ -273,16 +280,27 @@ impl Account {
             name: String::new(),
             authenticated: false,
             groups: Vec::new(),
+            source: String::new(),
+            claims: Vec::new(),
         }
     }
 
-    /// A verified user and its groups.
+    /// A verified htpasswd user and its groups.
     pub fn user(name: &str, groups: Vec<String>) -> Account {
         Account {
             name: name.to_string(),
             authenticated: true,
             groups,
+            source: "htpasswd".to_string(),
+            claims: Vec::new(),
         }
+    }
+
+    /// The same account, found elsewhere (an OIDC issuer), with the claims it came with.
+    pub fn from_source(mut self, source: &str, claims: Vec<(String, String)>) -> Account {
+        self.source = source.to_string();
+        self.claims = claims;
+        self
     }
 }
 

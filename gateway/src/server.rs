@@ -549,6 +549,7 @@ impl App {
                     "digest": p.digest,
                     "settings_digest": p.settings_digest,
                     "loaded_at": humantime::format_rfc3339_seconds(p.loaded_at).to_string(),
+                    "world": p.world,
                     "last_reload_error": p.last_error,
                 })
             })

@@ -343,6 +343,9 @@ struct Claims {
     /// With `src`: the groups the policies saw when the token was issued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     grp: Option<Vec<String>>,
+    /// With `src`: the claims the policies saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    clm: Option<Vec<(String, String)>>,
 }
 
 /// An access token's account when it is a workload (of an OIDC issuer), not an htpasswd
@@ -354,6 +357,8 @@ pub struct Workload {
     pub issuer: String,
     /// The account's groups.
     pub groups: Vec<String>,
+    /// The claims of its token, as the policies saw them.
+    pub claims: Vec<(String, String)>,
 }
 
 /// What a verified refresh token says.
@@ -442,6 +447,7 @@ impl Issuer {
         if let Some(workload) = workload {
             claims.src = Some(workload.issuer.clone());
             claims.grp = Some(workload.groups.clone());
+            claims.clm = Some(workload.claims.clone());
         }
         let token = key.sign(&claims)?;
         Ok(Issued {
@@ -500,6 +506,7 @@ impl Issuer {
             workload: claims.src.map(|issuer| Workload {
                 issuer,
                 groups: claims.grp.unwrap_or_default(),
+                claims: claims.clm.unwrap_or_default(),
             }),
         })
     }
@@ -575,6 +582,7 @@ impl Issuer {
             cred: None,
             src: None,
             grp: None,
+            clm: None,
         })
     }
 }

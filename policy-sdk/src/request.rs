@@ -31,10 +31,27 @@ impl Request {
         }
     }
 
-    /// Sets an authenticated account with this name (keeping its groups).
+    /// Sets an authenticated htpasswd account with this name (keeping its groups).
     pub fn account(mut self, name: &str) -> Request {
         self.account.name = name.to_string();
         self.account.authenticated = true;
+        if self.account.source.is_empty() {
+            self.account.source = "htpasswd".to_string();
+        }
+        self
+    }
+
+    /// Sets where the account was found: `htpasswd`, or an OIDC issuer's URL.
+    pub fn source(mut self, source: &str) -> Request {
+        self.account.source = source.to_string();
+        self
+    }
+
+    /// Adds a claim of the account's token (an object's member as `a/b`).
+    pub fn claim(mut self, name: &str, value: &str) -> Request {
+        self.account
+            .claims
+            .push((name.to_string(), value.to_string()));
         self
     }
 
@@ -92,13 +109,32 @@ impl Request {
 }
 
 impl Account {
-    /// The account of an unauthenticated request: empty name, no groups.
+    /// The account of an unauthenticated request: empty name, no groups, no source.
     pub fn anonymous() -> Account {
         Account {
             name: String::new(),
             authenticated: false,
             groups: Vec::new(),
+            source: String::new(),
+            claims: Vec::new(),
         }
+    }
+
+    /// The first value of the claim `name` of the account's token (`repository`,
+    /// `kubernetes.io/namespace`), if it has one.
+    pub fn claim(&self, name: &str) -> Option<&str> {
+        self.claims
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of the claim `name` (a list claim has one per element).
+    pub fn claims<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.claims
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// True for unauthenticated requests.

@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Workloads of the `acme` organisation push to `acme/<their repository>`; anything else
-/// is refused.
+/// A workload of the `acme` organisation pushes to its own repository, by the claims of its
+/// token (world 0.2.0); anything else is refused.
 const ACL: &str = r#"{"rules": [
-  {"match": {"group": "acme", "name": "acme/**"}, "actions": ["pull", "push"], "comment": "acme's workloads"},
+  {"match": {"claims": {"repository_owner": "acme"}, "name": "${claim:repository}"}, "actions": ["pull", "push"], "comment": "a job pushes its own repository"},
   {"match": {"account": "alice"}, "actions": ["*"]}
 ]}"#;
 
@@ -156,7 +156,7 @@ fn site(provider: &Provider, gateway_mode: bool) -> Site {
     require("docker-registry");
     require("skopeo");
     let setup = if gateway_mode {
-        Setup::gateway(ACL, USERS, "")
+        Setup::gateway(ACL, USERS, "[log]\ndecisions = \"decisions.jsonl\"\n")
     } else {
         Setup::new(ACL, USERS)
     };
@@ -204,8 +204,11 @@ fn a_workload_pushes_with_its_jwt_as_the_password_in_both_modes() {
         let app = provider.token(&[("repository", "acme/app"), ("repository_owner", "acme")]);
         let (ok, err) = push_as(&site, &app, "acme/app:1");
         assert!(ok, "{mode}: acme/app's workload pushes to acme/: {err}");
-        let (ok, _) = push_as(&site, &app, "other/app:1");
-        assert!(!ok, "{mode}: but not outside acme/");
+        let (ok, _) = push_as(&site, &app, "acme/lib:1");
+        assert!(
+            !ok,
+            "{mode}: but not another repository: denials follow the claims"
+        );
         // Another organisation's workload is refused by `require`, whatever it asks.
         let evil = provider.token(&[("repository", "evil/app"), ("repository_owner", "evil")]);
         let (ok, err) = push_as(&site, &evil, "acme/app:2");
@@ -301,6 +304,34 @@ fn a_workload_token_is_exchanged_for_a_registry_token_decided_per_scope() {
         "the workload's own JWT is no registry token: {head}"
     );
     assert!(header(&head, "www-authenticate").is_some_and(|c| c.contains("invalid_token")));
+    // The decision log names where the account came from and the claims the policies saw,
+    // never the token.
+    let started = std::time::Instant::now();
+    let log = loop {
+        let log = std::fs::read_to_string(site.setup.path("decisions.jsonl")).unwrap_or_default();
+        if log.contains("gha:acme/app") || started.elapsed().as_secs() > 5 {
+            break log;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let line: serde_json::Value = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON"))
+        .find(|d| d["account"] == "gha:acme/app")
+        .expect("a decision for the workload");
+    assert_eq!(line["account_source"], provider.issuer());
+    assert!(
+        line["claims"]
+            .as_array()
+            .expect("claims")
+            .contains(&serde_json::json!(["repository_owner", "acme"])),
+        "{line}"
+    );
+    let signature = jwt.rsplit('.').next().expect("a signature");
+    assert!(
+        !log.contains(signature),
+        "the token reached the decision log"
+    );
 }
 
 #[test]
@@ -467,7 +498,11 @@ fn an_issuer_that_goes_away_keeps_serving_its_last_keys_and_one_never_reached_fa
     let site = site(&provider, true);
     let gateway = site.setup.gateway_port;
     let token = provider.token(&[("repository", "acme/app"), ("repository_owner", "acme")]);
-    let later = provider.token(&[("repository", "acme/lib"), ("repository_owner", "acme")]);
+    let later = provider.token(&[
+        ("repository", "acme/app"),
+        ("repository_owner", "acme"),
+        ("ref", "refs/heads/later"),
+    ]);
     let tags = |token: &str| {
         let head = format!(
             "GET /v2/acme/app/tags/list HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",

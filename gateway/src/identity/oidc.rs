@@ -111,6 +111,27 @@ fn scalar(claims: &Map<String, Value>, name: &str) -> Result<String, String> {
     }
 }
 
+/// The claims as (name, text) pairs, as the policies get them: an object's members as
+/// `a/b`, each element of a list on its own, `null` left out.
+fn flatten(claims: &Map<String, Value>) -> Vec<(String, String)> {
+    fn walk(name: &str, value: &Value, out: &mut Vec<(String, String)>) {
+        match value {
+            Value::Null => {}
+            Value::String(s) => out.push((name.to_string(), s.clone())),
+            Value::Bool(_) | Value::Number(_) => out.push((name.to_string(), value.to_string())),
+            Value::Array(items) => items.iter().for_each(|item| walk(name, item, out)),
+            Value::Object(members) => members
+                .iter()
+                .for_each(|(key, item)| walk(&format!("{name}/{key}"), item, out)),
+        }
+    }
+    let mut out = Vec::new();
+    for (name, value) in claims {
+        walk(name, value, &mut out);
+    }
+    out
+}
+
 /// `*` matches any run, `?` one character, everything else itself.
 fn glob(pattern: &str, value: &str) -> bool {
     let (p, v): (Vec<char>, Vec<char>) = (pattern.chars().collect(), value.chars().collect());
@@ -242,6 +263,7 @@ impl OidcIssuer {
                 .map(|g| g.render(claims))
                 .collect::<Result<_, _>>()?,
             origin: Origin::Oidc(self.config.issuer.clone()),
+            claims: flatten(claims),
         })
     }
 

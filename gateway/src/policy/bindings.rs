@@ -1,7 +1,19 @@
-//! Host bindings generated from the policy world in `policy-sdk/wit` (the single source of
-//! truth for the guest and the host).
+//! Host bindings generated from the policy worlds: the current one in `policy-sdk/wit` (the
+//! single source of truth for the guest and the host), and 0.1.0, frozen in `gateway/wit`,
+//! for modules built before accounts carried their source and claims.
 
-wasmtime::component::bindgen!({
-    world: "policy",
-    path: "../policy-sdk/wit",
-});
+/// `portcullis:policy@0.2.0`, the world the SDK builds.
+pub mod current {
+    wasmtime::component::bindgen!({
+        world: "policy",
+        path: "../policy-sdk/wit",
+    });
+}
+
+/// `portcullis:policy@0.1.0`: accounts without source and claims.
+pub mod v0_1 {
+    wasmtime::component::bindgen!({
+        world: "policy",
+        path: "wit/policy-0.1.0",
+    });
+}

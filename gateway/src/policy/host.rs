@@ -2,8 +2,8 @@
 //! compiled once and served by a pool of configured instances. Every fault denies and drops
 //! the instance that faulted.
 
-use super::bindings::{Policy as Bindings, PolicyPre};
 use super::clock::{Clock, TICK};
+use super::world::{Bound, Pre};
 use super::{Decision, Request};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -210,7 +210,7 @@ impl Fault {
 }
 
 /// Compiled modules by digest, least recently used first.
-type CompiledCache = Vec<(String, PolicyPre<StoreState>)>;
+type CompiledCache = Vec<(String, Pre<StoreState>)>;
 
 /// The wasm engine shared by every policy.
 #[derive(Clone)]
@@ -260,7 +260,7 @@ impl Host {
         &self,
         spec: &PolicySpec,
         source: &PolicySource,
-    ) -> Result<PolicyPre<StoreState>, LoadError> {
+    ) -> Result<Pre<StoreState>, LoadError> {
         {
             let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(i) = cache
@@ -286,7 +286,7 @@ impl Host {
         &self,
         spec: &PolicySpec,
         source: PolicySource,
-        pre: PolicyPre<StoreState>,
+        pre: Pre<StoreState>,
     ) -> Result<LoadedPolicy, LoadError> {
         let fail = |problem| spec.error(problem);
         if spec.limits.memory_bytes > MAX_MEMORY_BYTES {
@@ -321,11 +321,7 @@ impl Host {
         Ok(policy)
     }
 
-    fn compile(
-        &self,
-        spec: &PolicySpec,
-        module: &[u8],
-    ) -> Result<PolicyPre<StoreState>, LoadError> {
+    fn compile(&self, spec: &PolicySpec, module: &[u8]) -> Result<Pre<StoreState>, LoadError> {
         let component = Component::new(&self.engine, module).map_err(|e| {
             spec.error(LoadProblem::Compile {
                 path: spec.module.clone(),
@@ -339,7 +335,7 @@ impl Host {
             })
         };
         let pre = self.linker.instantiate_pre(&component).map_err(world)?;
-        PolicyPre::new(pre).map_err(world)
+        Pre::new(pre).map_err(world)
     }
 }
 
@@ -354,13 +350,13 @@ pub struct LoadedPolicy {
     limits: Limits,
     engine: Engine,
     clock: Arc<Clock>,
-    pre: PolicyPre<StoreState>,
+    pre: Pre<StoreState>,
     idle: Mutex<Vec<Instance>>,
 }
 
 struct Instance {
     store: Store<StoreState>,
-    bindings: Bindings,
+    bindings: Bound,
 }
 
 enum ConfigureError {
@@ -389,6 +385,12 @@ impl LoadedPolicy {
         self.loaded_at
     }
 
+    /// The policy world the module was built against: `0.2.0`, or `0.1.0` for a module
+    /// whose accounts carry no source and claims.
+    pub fn world(&self) -> &'static str {
+        self.pre.version()
+    }
+
     /// Decides one request. A fault (trap, deadline, memory cap, an action granted that was
     /// not asked for) is returned as an error: the caller must treat it as a denial.
     pub fn authorize(&self, request: &Request) -> Result<Decision, Fault> {
@@ -412,7 +414,7 @@ impl LoadedPolicy {
         let _ticking = self.clock.ticking();
         let decision = instance
             .bindings
-            .call_authorize(&mut instance.store, request)
+            .authorize(&mut instance.store, request)
             .map_err(|e| classify(e, &self.limits))?;
         let unasked: Vec<String> = decision
             .granted
@@ -443,7 +445,7 @@ impl LoadedPolicy {
         let _ticking = self.clock.ticking();
         let bindings = self.pre.instantiate(&mut store).map_err(fault)?;
         bindings
-            .call_configure(&mut store, &self.settings)
+            .configure(&mut store, &self.settings)
             .map_err(fault)?
             .map_err(ConfigureError::Refused)?;
         Ok(Instance { store, bindings })

@@ -34,6 +34,8 @@ pub struct PolicyStatus {
     pub settings_digest: String,
     /// When the serving version was loaded.
     pub loaded_at: SystemTime,
+    /// The policy world of its module.
+    pub world: &'static str,
     /// Why the last reload failed, while the failure is not yet fixed.
     pub last_error: Option<String>,
 }
@@ -120,6 +122,7 @@ impl Policies {
                 digest: policy.digest().to_string(),
                 settings_digest: policy.settings_digest().to_string(),
                 loaded_at: policy.loaded_at(),
+                world: policy.world(),
                 last_error: error.clone(),
             })
             .collect()

@@ -77,6 +77,7 @@ impl App {
     /// The account the policies see for a principal.
     pub(super) fn account(principal: &Principal) -> Account {
         Account::user(&principal.name, principal.groups.clone())
+            .from_source(principal.origin.name(), principal.claims.clone())
     }
 
     /// The policies' answer, from memory when possible, else off the async workers; every

@@ -231,7 +231,8 @@ impl App {
                 let account = match (&verified.workload, verified.subject.as_str()) {
                     (_, "") => Account::anonymous(),
                     // A workload: what its token says the policies saw at issue.
-                    (Some(workload), subject) => Account::user(subject, workload.groups.clone()),
+                    (Some(workload), subject) => Account::user(subject, workload.groups.clone())
+                        .from_source(&workload.issuer, workload.claims.clone()),
                     (None, subject) => App::account(&self.identity.principal(subject)),
                 };
                 Ok(Caller {

@@ -334,6 +334,7 @@ impl App {
             .map(|p| Workload {
                 issuer: p.origin.name().to_string(),
                 groups: p.groups.clone(),
+                claims: p.claims.clone(),
             });
         let issued = self
             .issuer

@@ -229,6 +229,7 @@ fn claims(issuer: &Issuer, aud: &str, exp_offset: i64, nbf_offset: i64) -> Claim
         cred: Some("c".into()),
         src: None,
         grp: None,
+        clm: None,
     }
 }
 

@@ -305,3 +305,38 @@ fn other_decisions_keep_flowing_while_one_policy_spins() {
         "good decisions fell from {alone:.0}/s to {beside:.0}/s beside the spinning policy"
     );
 }
+
+/// Issue 14: a module built against the 0.1.0 world loads unchanged and decides without the
+/// account's source and claims; a 0.2.0 module sees them.
+#[test]
+fn modules_of_the_0_1_world_still_load_and_claims_reach_0_2_modules() {
+    let legacy = load(&spec("legacy", "world_0_1", SettingsSource::Empty));
+    assert_eq!(legacy.world(), "0.1.0");
+    let mut asked = request("gha:acme/app", &["acme"], "repository:acme/app:pull,push");
+    asked.account = asked.account.from_source(
+        "https://token.actions.githubusercontent.com",
+        vec![("repository_owner".into(), "acme".into())],
+    );
+    let decision = legacy.authorize(&asked).expect("decides");
+    assert_eq!(decision.granted, ["pull"]);
+    assert_eq!(
+        decision.reason.as_deref(),
+        Some("0.1.0 module: gha:acme/app in [acme]")
+    );
+    let acl = load(&spec(
+        "acl",
+        "acl",
+        SettingsSource::Inline(
+            r#"{"rules": [{"match": {"claims": {"repository_owner": "acme"}}, "actions": ["*"]}]}"#
+                .into(),
+        ),
+    ));
+    assert_eq!(acl.world(), "0.2.0");
+    assert_eq!(
+        acl.authorize(&asked).expect("decides").granted,
+        ["pull", "push"]
+    );
+    let mut other = asked.clone();
+    other.account.claims = vec![("repository_owner".into(), "evil".into())];
+    assert!(acl.authorize(&other).expect("decides").granted.is_empty());
+}

@@ -1,5 +1,5 @@
 //! The `acl` policy: ordered rules, the first whose `match` fits decides, granted = requested
-//! ∩ the rule's `actions`. Settings are strict: unknown keys, rules without `actions`, bad
+//! ∩ the rule's `actions`. A rule may match the claims of a workload's token (`claims`). Settings are strict: unknown keys, rules without `actions`, bad
 //! patterns and bad CIDRs fail the load instead of silently matching everyone.
 
 mod pattern;
@@ -42,6 +42,8 @@ pub struct MatchSettings {
     resource_type: Option<OneOrMany>,
     service: Option<OneOrMany>,
     ip: Option<OneOrMany>,
+    /// Claims of the account's token, each matched by its own patterns.
+    claims: Option<std::collections::BTreeMap<String, OneOrMany>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +74,8 @@ struct Rule {
     resource_type: Vec<Pattern>,
     service: Vec<Pattern>,
     ip: Vec<ipnet::IpNet>,
+    /// Each claim with its patterns: every one must have a value that one pattern matches.
+    claims: Vec<(String, Vec<Pattern>)>,
     actions: Vec<String>,
     reason: String,
 }
@@ -139,6 +143,15 @@ impl Rule {
             resource_type: patterns("type", m.resource_type)?,
             service: patterns("service", m.service)?,
             ip,
+            claims: m
+                .claims
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(claim, values)| {
+                    let key = format!("claims.{claim}");
+                    Ok((claim, patterns(&key, Some(values))?))
+                })
+                .collect::<Result<_, String>>()?,
             actions: settings.actions,
             reason,
         })
@@ -149,6 +162,7 @@ impl Rule {
         let ctx = Context {
             account: &account.name,
             groups: &account.groups,
+            claims: &account.claims,
         };
         let any = |patterns: &[Pattern], value: &str| {
             patterns.is_empty() || patterns.iter().any(|p| p.matches(value, &ctx))
@@ -159,6 +173,10 @@ impl Rule {
             && any(&self.resource_type, &request.scope.type_)
             && any(&self.service, &request.service)
             && (self.ip.is_empty() || self.ip_matches(request.client_ip.as_deref()))
+            && self
+                .claims
+                .iter()
+                .all(|(claim, patterns)| account.claims(claim).any(|value| any(patterns, value)))
     }
 
     fn ip_matches(&self, client_ip: Option<&str>) -> bool {

@@ -1,6 +1,8 @@
 //! `match` values: globs (`*` = a run without `/`, `**` = any run, `?` = one character other
-//! than `/`) or `/regex/` (always anchored), both with `${account}` and `${group}`
-//! placeholders that expand to the requester's name and to each of its groups.
+//! than `/`) or `/regex/` (always anchored), both with `${account}`, `${group}` and
+//! `${claim:NAME}` placeholders that expand to the requester's name, to each of its groups,
+//! and to the value of a claim of its token (a pattern naming a claim the account does not
+//! have matches nothing).
 
 use regex_lite::Regex;
 
@@ -8,6 +10,31 @@ use regex_lite::Regex;
 pub struct Context<'a> {
     pub account: &'a str,
     pub groups: &'a [String],
+    pub claims: &'a [(String, String)],
+}
+
+/// What placeholders expand to for one try of a pattern: the request, and the group being
+/// tried for `${group}`.
+struct Expand<'a> {
+    ctx: &'a Context<'a>,
+    group: &'a str,
+}
+
+impl<'a> Expand<'a> {
+    /// A piece's text; None for a claim the account does not have.
+    fn text(&self, piece: &'a Piece) -> Option<&'a str> {
+        match piece {
+            Piece::Text(text) => Some(text),
+            Piece::Account => Some(self.ctx.account),
+            Piece::Group => Some(self.group),
+            Piece::Claim(name) => self
+                .ctx
+                .claims
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str()),
+        }
+    }
 }
 
 /// A compiled `match` value.
@@ -32,6 +59,7 @@ enum Piece {
     Text(String),
     Account,
     Group,
+    Claim(String),
 }
 
 #[derive(Debug, PartialEq)]
@@ -57,8 +85,12 @@ impl Pattern {
             Some(source) => {
                 let pieces = placeholders(source)?;
                 // A template is compiled with stand-in values so that a bad regex fails the load.
-                let compiled = compile_regex(&pieces, "x", "x")
-                    .map_err(|e| format!("invalid regex {value:?}: {e}"))?;
+                let stand_ins = pieces.iter().map(|piece| match piece {
+                    Piece::Text(text) => text.clone(),
+                    _ => "x".to_string(),
+                });
+                let compiled =
+                    anchored(stand_ins).map_err(|e| format!("invalid regex {value:?}: {e}"))?;
                 if pieces.iter().all(|p| matches!(p, Piece::Text(_))) {
                     Kind::Regex(compiled)
                 } else {
@@ -78,16 +110,26 @@ impl Pattern {
     }
 
     pub fn matches(&self, value: &str, ctx: &Context) -> bool {
-        let try_with = |group: &str| match &self.kind {
-            Kind::Exact(text) => value == text,
-            Kind::Regex(regex) => regex.is_match(value),
-            Kind::Glob(tokens) => glob_match(tokens, value, ctx.account, group),
-            Kind::RegexTemplate(pieces) => compile_regex(
-                pieces,
-                &regex_lite::escape(ctx.account),
-                &regex_lite::escape(group),
-            )
-            .is_ok_and(|regex| regex.is_match(value)),
+        let try_with = |group: &str| {
+            let expand = Expand { ctx, group };
+            match &self.kind {
+                Kind::Exact(text) => value == text,
+                Kind::Regex(regex) => regex.is_match(value),
+                Kind::Glob(tokens) => glob_match(tokens, value, &expand),
+                Kind::RegexTemplate(pieces) => {
+                    // Placeholder values are matched literally, never as a pattern.
+                    let sources: Option<Vec<String>> = pieces
+                        .iter()
+                        .map(|piece| match piece {
+                            Piece::Text(text) => Some(text.clone()),
+                            other => expand.text(other).map(regex_lite::escape),
+                        })
+                        .collect();
+                    sources.is_some_and(|sources| {
+                        anchored(sources.into_iter()).is_ok_and(|regex| regex.is_match(value))
+                    })
+                }
+            }
         };
         if self.per_group {
             ctx.groups.iter().any(|group| try_with(group))
@@ -97,17 +139,9 @@ impl Pattern {
     }
 }
 
-fn compile_regex(pieces: &[Piece], account: &str, group: &str) -> Result<Regex, regex_lite::Error> {
-    let mut source = String::from("^(?:");
-    for piece in pieces {
-        source.push_str(match piece {
-            Piece::Text(text) => text,
-            Piece::Account => account,
-            Piece::Group => group,
-        });
-    }
-    source.push_str(")$");
-    Regex::new(&source)
+/// The regex of these source pieces, anchored at both ends.
+fn anchored(sources: impl Iterator<Item = String>) -> Result<Regex, regex_lite::Error> {
+    Regex::new(&format!("^(?:{})$", sources.collect::<String>()))
 }
 
 /// Splits out `${account}` and `${group}`; any other `${...}` is an error.
@@ -125,9 +159,13 @@ fn placeholders(value: &str) -> Result<Vec<Piece>, String> {
         pieces.push(match &after[..end] {
             "account" => Piece::Account,
             "group" => Piece::Group,
+            claim if claim.starts_with("claim:") && claim.len() > "claim:".len() => {
+                Piece::Claim(claim["claim:".len()..].to_string())
+            }
             other => {
                 return Err(format!(
-                    "{value:?}: unknown placeholder ${{{other}}} (use ${{account}} or ${{group}})"
+                    "{value:?}: unknown placeholder ${{{other}}} (use ${{account}}, ${{group}} \
+                     or ${{claim:NAME}})"
                 ));
             }
         });
@@ -176,15 +214,18 @@ fn glob_tokens(pieces: Vec<Piece>) -> Vec<GlobToken> {
 
 /// Matches without backtracking: the set of positions in `value` reachable after each token
 /// is carried forward, so even a pattern full of stars costs O(tokens × length²) at worst.
-fn glob_match(tokens: &[GlobToken], value: &str, account: &str, group: &str) -> bool {
+/// A piece without text (a claim the account does not have) matches nothing.
+fn glob_match<'a>(tokens: &'a [GlobToken], value: &str, expand: &Expand<'a>) -> bool {
     // Most rules fail on their leading text: reject those before allocating anything.
     if let Some(GlobToken::Piece(first)) = tokens.first()
-        && !value.starts_with(piece_text(first, account, group))
+        && !expand
+            .text(first)
+            .is_some_and(|text| value.starts_with(text))
     {
         return false;
     }
     if let Some(GlobToken::Piece(last)) = tokens.last()
-        && !value.ends_with(piece_text(last, account, group))
+        && !expand.text(last).is_some_and(|text| value.ends_with(text))
     {
         return false;
     }
@@ -198,7 +239,9 @@ fn glob_match(tokens: &[GlobToken], value: &str, account: &str, group: &str) -> 
             let rest = &value[start..];
             match token {
                 GlobToken::Piece(piece) => {
-                    let text = piece_text(piece, account, group);
+                    let Some(text) = expand.text(piece) else {
+                        return false;
+                    };
                     if rest.starts_with(text) {
                         next[start + text.len()] = true;
                     }
@@ -229,12 +272,4 @@ fn glob_match(tokens: &[GlobToken], value: &str, account: &str, group: &str) -> 
         std::mem::swap(&mut reach, &mut next);
     }
     reach[len]
-}
-
-fn piece_text<'a>(piece: &'a Piece, account: &'a str, group: &'a str) -> &'a str {
-    match piece {
-        Piece::Text(text) => text,
-        Piece::Account => account,
-        Piece::Group => group,
-    }
 }

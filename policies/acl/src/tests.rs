@@ -247,6 +247,62 @@ fn globs_match_names_with_non_ascii_characters() {
     assert!(acl.authorize(&other).granted.is_empty());
 }
 
+/// Issue 14: rules on the claims of a workload's token, and `${claim:NAME}` placeholders.
+#[test]
+fn claims_match_and_expand() {
+    let acl = acl(r#"{"rules": [
+      {"match": {"claims": {"repository_owner": "acme", "ref": ["refs/heads/main", "refs/tags/v*"]}, "name": "${claim:repository}"}, "actions": ["pull", "push"], "comment": "a job pushes its own repository"},
+      {"match": {"claims": {"kubernetes.io/namespace": "ci"}, "name": "ci/**"}, "actions": ["pull"]}
+    ]}"#);
+    let job = |repository: &str, owner: &str, git_ref: &str| {
+        repo(repository, &["pull", "push"])
+            .account(&format!("gha:{repository}"))
+            .source("https://token.actions.githubusercontent.com")
+            .claim("repository", repository)
+            .claim("repository_owner", owner)
+            .claim("ref", git_ref)
+    };
+    assert_eq!(
+        acl.authorize(&job("acme/app", "acme", "refs/heads/main"))
+            .granted,
+        ["pull", "push"]
+    );
+    assert_eq!(
+        acl.authorize(&job("acme/app", "acme", "refs/tags/v1.0"))
+            .granted,
+        ["pull", "push"]
+    );
+    assert!(
+        acl.authorize(&job("acme/app", "acme", "refs/heads/dev"))
+            .granted
+            .is_empty()
+    );
+    assert!(
+        acl.authorize(&job("acme/app", "evil", "refs/heads/main"))
+            .granted
+            .is_empty()
+    );
+    // The placeholder's value is matched literally: a claim holding `*` matches only `*`.
+    let sneaky = repo("acme/app", &["pull"])
+        .account("gha:x")
+        .claim("repository", "acme/*")
+        .claim("repository_owner", "acme")
+        .claim("ref", "refs/heads/main");
+    assert!(acl.authorize(&sneaky).granted.is_empty());
+    // No claims at all (an htpasswd user): no claim rule fits.
+    assert!(
+        acl.authorize(&repo("acme/app", &["pull"]).account("alice"))
+            .granted
+            .is_empty()
+    );
+    let pod = repo("ci/tool", &["pull"])
+        .account("k8s:ci/builder")
+        .claim("kubernetes.io/namespace", "ci");
+    assert_eq!(acl.authorize(&pod).granted, ["pull"]);
+    let e = load_error(r#"{"rules": [{"match": {"name": "${claim:}"}, "actions": []}]}"#);
+    assert!(e.contains("unknown placeholder"), "{e}");
+}
+
 /// Pattern pieces the rule language gives meaning to, mixed with arbitrary text.
 fn pattern() -> impl proptest::strategy::Strategy<Value = String> {
     use proptest::prelude::*;

@@ -1,0 +1,146 @@
+//! The policy worlds a module may be built against, and one way for the host to call either:
+//! the current one (`portcullis:policy@0.2.0`: accounts with their source and claims) and
+//! 0.1.0, whose modules are loaded unchanged and see the request without the new fields.
+
+use super::bindings::{current, v0_1};
+use super::{Decision, Kind, Operation, Reference, Request, Scope};
+use wasmtime::component::InstancePre;
+use wasmtime::{AsContextMut, Result};
+
+/// A compiled module, ready to instantiate, in the world it was built against.
+pub enum Pre<T: 'static> {
+    /// `portcullis:policy@0.2.0`.
+    Current(current::PolicyPre<T>),
+    /// `portcullis:policy@0.1.0`.
+    V0_1(v0_1::PolicyPre<T>),
+}
+
+impl<T: 'static> Clone for Pre<T> {
+    fn clone(&self) -> Pre<T> {
+        match self {
+            Pre::Current(pre) => Pre::Current(pre.clone()),
+            Pre::V0_1(pre) => Pre::V0_1(pre.clone()),
+        }
+    }
+}
+
+/// An instance of a module, in its world.
+pub enum Bound {
+    /// `portcullis:policy@0.2.0`.
+    Current(current::Policy),
+    /// `portcullis:policy@0.1.0`.
+    V0_1(v0_1::Policy),
+}
+
+impl<T: 'static> Pre<T> {
+    /// The module's world: the current one if its exports fit it, else 0.1.0; an error
+    /// (the current world's complaint) when neither fits.
+    pub fn new(pre: InstancePre<T>) -> Result<Pre<T>> {
+        match current::PolicyPre::new(pre.clone()) {
+            Ok(current) => Ok(Pre::Current(current)),
+            Err(error) => match v0_1::PolicyPre::new(pre) {
+                Ok(old) => Ok(Pre::V0_1(old)),
+                Err(_) => Err(error),
+            },
+        }
+    }
+
+    /// `0.2.0` or `0.1.0`.
+    pub fn version(&self) -> &'static str {
+        match self {
+            Pre::Current(_) => "0.2.0",
+            Pre::V0_1(_) => "0.1.0",
+        }
+    }
+
+    /// A fresh instance in `store`.
+    pub fn instantiate(&self, store: impl AsContextMut<Data = T>) -> Result<Bound> {
+        Ok(match self {
+            Pre::Current(pre) => Bound::Current(pre.instantiate(store)?),
+            Pre::V0_1(pre) => Bound::V0_1(pre.instantiate(store)?),
+        })
+    }
+}
+
+impl Bound {
+    /// The module's `configure`.
+    pub fn configure<T: 'static>(
+        &self,
+        store: impl AsContextMut<Data = T>,
+        settings: &str,
+    ) -> Result<std::result::Result<(), String>> {
+        match self {
+            Bound::Current(policy) => policy.call_configure(store, settings),
+            Bound::V0_1(policy) => policy.call_configure(store, settings),
+        }
+    }
+
+    /// The module's `authorize`; a 0.1.0 module is asked without the account's source and
+    /// claims.
+    pub fn authorize<T: 'static>(
+        &self,
+        store: impl AsContextMut<Data = T>,
+        request: &Request,
+    ) -> Result<Decision> {
+        match self {
+            Bound::Current(policy) => policy.call_authorize(store, request),
+            Bound::V0_1(policy) => {
+                let decision = policy.call_authorize(store, &to_v0_1(request))?;
+                Ok(Decision {
+                    granted: decision.granted,
+                    reason: decision.reason,
+                })
+            }
+        }
+    }
+}
+
+fn to_v0_1(request: &Request) -> v0_1::portcullis::policy::types::Request {
+    use v0_1::portcullis::policy::types as old;
+    let Scope {
+        type_,
+        class,
+        name,
+        actions,
+    } = &request.scope;
+    old::Request {
+        account: old::Account {
+            name: request.account.name.clone(),
+            authenticated: request.account.authenticated,
+            groups: request.account.groups.clone(),
+        },
+        scope: old::Scope {
+            type_: type_.clone(),
+            class: class.clone(),
+            name: name.clone(),
+            actions: actions.clone(),
+        },
+        service: request.service.clone(),
+        client_ip: request.client_ip.clone(),
+        operation: request.operation.as_ref().map(|op| {
+            let Operation {
+                method,
+                kind,
+                reference,
+                mount_from,
+            } = op;
+            old::Operation {
+                method: method.clone(),
+                kind: match kind {
+                    Kind::Base => old::Kind::Base,
+                    Kind::Manifest => old::Kind::Manifest,
+                    Kind::Blob => old::Kind::Blob,
+                    Kind::Upload => old::Kind::Upload,
+                    Kind::Tags => old::Kind::Tags,
+                    Kind::Catalog => old::Kind::Catalog,
+                    Kind::Referrers => old::Kind::Referrers,
+                },
+                reference: reference.as_ref().map(|r| match r {
+                    Reference::Tag(tag) => old::Reference::Tag(tag.clone()),
+                    Reference::Digest(digest) => old::Reference::Digest(digest.clone()),
+                }),
+                mount_from: mount_from.clone(),
+            }
+        }),
+    }
+}
