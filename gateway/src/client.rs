@@ -1,5 +1,5 @@
-//! Outgoing HTTP(S): one way to build a pooled client that trusts the system's roots plus an
-//! optional CA file, for the registry behind the gateway and for identity providers.
+//! Outgoing TLS: one way to trust the system's roots plus an optional CA file, and a pooled
+//! HTTP(S) client on it, for the registry behind the gateway and for identity providers.
 
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -24,6 +24,23 @@ where
     B: hyper::body::Body + Send + 'static,
     B::Data: Send,
 {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config(ca, what)?)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(connector))
+}
+
+/// TLS 1.2/1.3 by rustls (ring), trusting the system's roots and the PEM certificates in
+/// `ca` (named in errors as `what`, a config key).
+pub fn tls_config(ca: Option<&Path>, what: &str) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
     if let Some(ca) = ca {
@@ -42,25 +59,13 @@ where
                 .map_err(|e| format!("{what} {}: {e}", ca.display()))?;
         }
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .map_err(|e| format!("TLS setup failed: {e}"))?
     .with_root_certificates(roots)
-    .with_no_client_auth();
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(connect_timeout));
-    http.set_nodelay(true);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(connector))
+    .with_no_client_auth())
 }
 
 /// Whether the client trusts any root for `https` (none when the system has no

@@ -179,6 +179,86 @@ pub struct Identity {
     /// `[[identity.oidc]]`: issuers whose JWTs log workloads in (CI jobs, pods).
     #[serde(default)]
     pub oidc: Vec<Oidc>,
+    /// `[identity.ldap]`: a directory (LDAP or Active Directory) asked for users the
+    /// htpasswd does not list.
+    pub ldap: Option<Ldap>,
+}
+
+/// `[identity.ldap]`: a service account finds the user by a filter, then Portcullis binds as
+/// the user's entry with the password given.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ldap {
+    /// `ldaps://host[:port]`, or `ldap://host[:port]` with `starttls = true`.
+    pub url: String,
+    /// Upgrade an `ldap://` connection with StartTLS.
+    #[serde(default)]
+    pub starttls: bool,
+    /// PEM CA(s) trusted for the directory besides the system's.
+    pub ca: Option<PathBuf>,
+    /// The service account that searches.
+    pub bind_dn: String,
+    /// A file holding its password (one line; a trailing newline is ignored).
+    pub bind_password_file: PathBuf,
+    /// Where users are searched.
+    pub user_base: String,
+    /// The search for one user; `{username}` is replaced, escaped (RFC 4515).
+    #[serde(default = "default_user_filter")]
+    pub user_filter: String,
+    /// The attribute whose value is the account name (canonical case); default: the name
+    /// typed.
+    pub username_attribute: Option<String>,
+    /// The user attribute listing their groups' DNs (`memberOf` in Active Directory and with
+    /// OpenLDAP's memberof overlay); each group's name is its DN's first value. `""` for none.
+    #[serde(default = "default_member_of")]
+    pub member_of_attribute: String,
+    /// Where groups are searched, when they are (else only `member_of_attribute` counts).
+    pub group_base: Option<String>,
+    /// The search for a member's groups; `{dn}` and `{username}` are replaced, escaped.
+    /// Groups of groups are followed too (a bounded walk), so nested groups count; Active
+    /// Directory resolves them itself with `(member:1.2.840.113556.1.4.1941:={dn})`.
+    #[serde(default = "default_group_filter")]
+    pub group_filter: String,
+    /// The attribute of a group holding its name.
+    #[serde(default = "default_group_name_attribute")]
+    pub group_name_attribute: String,
+    /// User attributes handed to the policies as claims (`mail`, `department`, ...).
+    #[serde(default)]
+    pub attributes: Vec<String>,
+    /// How long a verified login (with its groups and attributes) is remembered.
+    #[serde(default = "default_cache_seconds")]
+    pub cache_seconds: u64,
+    /// How long the directory may take to connect and to answer each operation.
+    #[serde(default = "default_ldap_timeout_seconds")]
+    pub timeout_seconds: u64,
+    /// Allow `ldap://` without StartTLS: passwords would cross the network in clear. Only
+    /// for a directory on loopback.
+    #[serde(default)]
+    pub insecure_plaintext: bool,
+}
+
+fn default_user_filter() -> String {
+    "(uid={username})".into()
+}
+
+fn default_member_of() -> String {
+    "memberOf".into()
+}
+
+fn default_group_filter() -> String {
+    "(member={dn})".into()
+}
+
+fn default_group_name_attribute() -> String {
+    "cn".into()
+}
+
+fn default_cache_seconds() -> u64 {
+    300
+}
+
+fn default_ldap_timeout_seconds() -> u64 {
+    5
 }
 
 /// One `[[identity.oidc]]`: an issuer of workload identity tokens (GitHub Actions, GitLab
@@ -452,6 +532,35 @@ impl Config {
                 crate::identity::Template::parse(template).map_err(|e| format!("{at}: {e}"))?;
             }
         }
+        if let Some(ldap) = &self.identity.ldap {
+            let at = "[identity.ldap]";
+            let secure = ldap.url.starts_with("ldaps://")
+                || (ldap.url.starts_with("ldap://") && (ldap.starttls || ldap.insecure_plaintext));
+            if !secure {
+                return Err(if ldap.url.starts_with("ldap://") {
+                    format!(
+                        "{at} url = {:?}: passwords would cross the network in clear; use \
+                         ldaps://, or starttls = true (insecure_plaintext = true only for a \
+                         directory on loopback)",
+                        ldap.url
+                    )
+                } else {
+                    format!("{at} url = {:?} must be ldaps:// or ldap://", ldap.url)
+                });
+            }
+            if !ldap.user_filter.contains("{username}") {
+                return Err(format!(
+                    "{at} user_filter = {:?} does not use {{username}}: every login would find \
+                     the same entry",
+                    ldap.user_filter
+                ));
+            }
+            if ldap.cache_seconds == 0 || ldap.timeout_seconds == 0 {
+                return Err(format!(
+                    "{at} cache_seconds and timeout_seconds must be above 0"
+                ));
+            }
+        }
         if self.policies.is_empty() {
             return Err(
                 "no [[policy]] is configured: every request would be denied. \
@@ -511,6 +620,10 @@ impl Config {
             .chain(identity.groups.iter_mut())
             .chain(identity.oidc.iter_mut().flat_map(|o| o.ca.iter_mut()))
             .for_each(resolve);
+        if let Some(ldap) = &mut identity.ldap {
+            ldap.ca.iter_mut().for_each(resolve);
+            resolve(&mut ldap.bind_password_file);
+        }
         for policy in &mut self.policies {
             resolve(&mut policy.module);
             policy.settings_file.iter_mut().for_each(resolve);

@@ -1,18 +1,22 @@
 //! Who is asking: the one place that answers "who is this, with which groups", for the token
 //! endpoint and gateway mode alike. It owns the sources (the htpasswd with its groups file;
-//! OpenID issuers of workload tokens), the remembered credentials and the login throttle;
-//! the server only routes. A password that is a JWT from a configured issuer is an OIDC
-//! login, whatever the user name; anything else is checked against the htpasswd.
+//! a directory, LDAP or Active Directory; OpenID issuers of workload tokens), the remembered
+//! credentials and the login throttle; the server only routes. A password that is a JWT from
+//! a configured issuer is an OIDC login, whatever the user name; a name the htpasswd lists
+//! is checked there and never falls through to the directory; other names go to the
+//! directory when one is configured.
 
 mod cache;
 mod groups;
 mod htpasswd;
+mod ldap;
 mod oidc;
 mod throttle;
 
 pub use cache::CredentialCache;
 pub use groups::Groups;
 pub use htpasswd::{Htpasswd, MAX_BCRYPT_COST};
+pub use ldap::Directory;
 pub use oidc::{OidcIssuer, Template};
 pub use throttle::Throttle;
 
@@ -61,6 +65,8 @@ pub struct Principal {
 pub enum Origin {
     /// The htpasswd file.
     Htpasswd,
+    /// The directory (`[identity.ldap]`).
+    Ldap,
     /// A workload token of this issuer.
     Oidc(String),
 }
@@ -70,6 +76,7 @@ impl Origin {
     pub fn name(&self) -> &str {
         match self {
             Origin::Htpasswd => "htpasswd",
+            Origin::Ldap => "ldap",
             Origin::Oidc(issuer) => issuer,
         }
     }
@@ -112,6 +119,7 @@ pub struct Identity {
     users: ArcSwap<Htpasswd>,
     groups: ArcSwap<Groups>,
     issuers: Vec<OidcIssuer>,
+    directory: Option<Directory>,
     cache: Arc<CredentialCache>,
     throttle: Arc<Throttle>,
 }
@@ -124,6 +132,7 @@ impl Identity {
         users: Htpasswd,
         groups: Groups,
         issuers: Vec<OidcIssuer>,
+        directory: Option<Directory>,
         previous: Option<&Identity>,
     ) -> Result<Identity, getrandom::Error> {
         let cache = match previous {
@@ -134,6 +143,7 @@ impl Identity {
             users: ArcSwap::from_pointee(users),
             groups: ArcSwap::from_pointee(groups),
             issuers,
+            directory,
             cache,
             throttle: previous.map(|p| p.throttle.clone()).unwrap_or_default(),
         })
@@ -169,6 +179,13 @@ impl Identity {
             });
         }
         let users = self.users.load_full();
+        if let Some(directory) = &self.directory
+            && !users.contains(user)
+        {
+            return self
+                .directory_login(directory, user, &password, client)
+                .await;
+        }
         if self.cache.remembers(&users, user, &password) {
             return users
                 .credential_id(user)
@@ -220,6 +237,36 @@ impl Identity {
         }
     }
 
+    /// A directory login, behind the same throttle as passwords of the htpasswd (remembered
+    /// logins skip it, as there).
+    async fn directory_login(
+        &self,
+        directory: &Directory,
+        user: &str,
+        password: &str,
+        client: IpAddr,
+    ) -> Result<Login, LoginError> {
+        let now = Instant::now();
+        self.throttle
+            .check(client, user, now)
+            .map_err(LoginError::Throttled)?;
+        match directory.login(user, password).await {
+            Ok((principal, credential, remembered)) => {
+                self.throttle.succeeded(client, user);
+                Ok(Login {
+                    principal,
+                    credential: Some(credential),
+                    remembered,
+                })
+            }
+            Err(LoginError::Wrong) => {
+                self.throttle.failed(client, user, now);
+                Err(LoginError::Wrong)
+            }
+            Err(other) => Err(other),
+        }
+    }
+
     /// A workload token by itself (an RFC 8693 token exchange): who it logs in, if it comes
     /// from a configured issuer.
     pub async fn login_token(&self, token: &str) -> Result<Principal, LoginError> {
@@ -255,6 +302,11 @@ impl Identity {
         &self.issuers
     }
 
+    /// The configured directory.
+    pub fn directory(&self) -> Option<&Directory> {
+        self.directory.as_ref()
+    }
+
     /// An htpasswd user with the groups the groups file gives them now.
     pub fn principal(&self, name: &str) -> Principal {
         Principal {
@@ -265,14 +317,19 @@ impl Identity {
         }
     }
 
-    /// Whether `user` still holds `credential` (a refresh token's binding): the reason to
-    /// give when not.
-    pub fn still_holds(&self, user: &str, credential: &str) -> Result<(), String> {
+    /// Whether `user` still holds `credential` (a refresh token's binding). A directory
+    /// user's entry is looked up again, at most once per cache period.
+    pub async fn still_holds(&self, user: &str, credential: &str) -> Result<(), LoginError> {
+        if let (Some(directory), true) = (&self.directory, credential.starts_with("ldap:")) {
+            return directory.still_holds(user, credential).await;
+        }
         match self.users.load().credential_id(user) {
-            None => Err(format!("account {user:?} no longer exists")),
-            Some(now) if now != credential => Err(format!(
+            None => Err(LoginError::Refused(format!(
+                "account {user:?} no longer exists"
+            ))),
+            Some(now) if now != credential => Err(LoginError::Refused(format!(
                 "the password of {user:?} changed since this refresh token was issued: log in again"
-            )),
+            ))),
             Some(_) => Ok(()),
         }
     }

@@ -12,7 +12,7 @@ pub use live::Live;
 
 use crate::config::Config;
 use crate::decision_log::DecisionLog;
-use crate::identity::{Groups, Htpasswd, Identity, OidcIssuer};
+use crate::identity::{Directory, Groups, Htpasswd, Identity, OidcIssuer};
 use crate::metrics::Metrics;
 use crate::policy::{Host, Policies};
 use crate::proxy::{Body, RouteError, Upstream, UpstreamError};
@@ -250,10 +250,15 @@ impl App {
             .map(OidcIssuer::new)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| fail(&e))?;
+        let directory = match &config.identity.ldap {
+            Some(ldap) => Some(Directory::new(ldap).map_err(|e| fail(&e))?),
+            None => None,
+        };
         let identity = Identity::new(
             users,
             groups,
             issuers,
+            directory,
             previous.map(|p| p.identity.as_ref()),
         )
         .map_err(|e| fail(&format!("no random source: {e}")))?;
@@ -414,6 +419,9 @@ impl App {
                 .map(|keys| format!("{keys} signing key(s)"));
             said.push((format!("oidc issuer {}", issuer.issuer()), result));
         }
+        if let Some(directory) = self.identity.directory() {
+            said.push((format!("ldap {}", directory.url()), directory.check().await));
+        }
         said
     }
 
@@ -570,6 +578,9 @@ impl App {
                 let (keys, error) = issuer.status().unwrap_or((None, Some("fetching".into())));
                 serde_json::json!({"issuer": issuer.issuer(), "keys": keys, "last_error": error})
             }).collect::<Vec<_>>(),
+            "ldap": self.identity.directory().map(|d| serde_json::json!({
+                "url": d.url(), "last_error": d.last_error(),
+            })),
             "config_reload_error": *self.config_error.lock().unwrap_or_else(PoisonError::into_inner),
         })
     }

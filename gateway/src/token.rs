@@ -348,13 +348,13 @@ struct Claims {
     clm: Option<Vec<(String, String)>>,
 }
 
-/// An access token's account when it is a workload (of an OIDC issuer), not an htpasswd
-/// user: the gateway cannot look it up again, so the token carries what the policies saw,
-/// for as long as it lives.
+/// An access token's account when it is not an htpasswd user (a directory user, a
+/// workload of an OIDC issuer): gateway mode does not look it up again, so the token carries
+/// what the policies saw, for as long as it lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Workload {
-    /// The issuer of the workload's token.
-    pub issuer: String,
+pub struct Principal {
+    /// Where the account came from: `ldap`, or the issuer of the workload's token.
+    pub source: String,
     /// The account's groups.
     pub groups: Vec<String>,
     /// The claims of its token, as the policies saw them.
@@ -379,8 +379,8 @@ pub struct Verified {
     pub access: Vec<Access>,
     /// When it stops being valid.
     pub expires_at: SystemTime,
-    /// Set for a workload (not an htpasswd user).
-    pub workload: Option<Workload>,
+    /// Set for an account that is not an htpasswd user.
+    pub principal: Option<Principal>,
 }
 
 impl Verified {
@@ -432,22 +432,22 @@ impl Issuer {
         !self.refresh_ttl.is_zero()
     }
 
-    /// An access token for `account` ("" = anonymous) holding exactly `access`; `workload`
-    /// when the account is one.
+    /// An access token for `account` ("" = anonymous) holding exactly `access`;
+    /// `principal` for an account that is not an htpasswd user.
     pub fn access_token(
         &self,
         key: &SigningKey,
         account: &str,
         access: Vec<Access>,
-        workload: Option<&Workload>,
+        principal: Option<&Principal>,
     ) -> Result<Issued, TokenError> {
         let now = SystemTime::now();
         let mut claims = self.claims(now, account, self.service.clone(), self.ttl)?;
         claims.access = Some(access);
-        if let Some(workload) = workload {
-            claims.src = Some(workload.issuer.clone());
-            claims.grp = Some(workload.groups.clone());
-            claims.clm = Some(workload.claims.clone());
+        if let Some(principal) = principal {
+            claims.src = Some(principal.source.clone());
+            claims.grp = Some(principal.groups.clone());
+            claims.clm = Some(principal.claims.clone());
         }
         let token = key.sign(&claims)?;
         Ok(Issued {
@@ -503,8 +503,8 @@ impl Issuer {
             subject: claims.sub,
             access: claims.access.unwrap_or_default(),
             expires_at: UNIX_EPOCH + Duration::from_secs(expires),
-            workload: claims.src.map(|issuer| Workload {
-                issuer,
+            principal: claims.src.map(|source| Principal {
+                source,
                 groups: claims.grp.unwrap_or_default(),
                 claims: claims.clm.unwrap_or_default(),
             }),

@@ -6,6 +6,7 @@
 mod clients;
 mod compose;
 mod gateway;
+mod ldap;
 mod oidc;
 mod replicas;
 mod util;

@@ -242,7 +242,7 @@ async fn the_layer_logs_in_remembers_throttles_and_checks_bindings() {
     )
     .expect("parses");
     let groups = Groups::parse("g", "ci: alice\n").expect("parses");
-    let identity = Arc::new(Identity::new(users, groups, Vec::new(), None).expect("random"));
+    let identity = Arc::new(Identity::new(users, groups, Vec::new(), None, None).expect("random"));
     let client: IpAddr = "10.0.0.1".parse().expect("an address");
     let first = identity
         .login("alice", "pw".into(), client)
@@ -259,16 +259,18 @@ async fn the_layer_logs_in_remembers_throttles_and_checks_bindings() {
         (true, &first.credential)
     );
     assert_eq!(identity.principal("alice").groups, ["ci"]);
-    assert_eq!(identity.still_holds("alice", &credential), Ok(()));
+    assert_eq!(identity.still_holds("alice", &credential).await, Ok(()));
     assert!(
         identity
             .still_holds("alice", "other")
-            .is_err_and(|e| e.contains("log in again"))
+            .await
+            .is_err_and(|e| e.to_string().contains("log in again"))
     );
     assert!(
         identity
             .still_holds("bob", &credential)
-            .is_err_and(|e| e.contains("no longer exists"))
+            .await
+            .is_err_and(|e| e.to_string().contains("no longer exists"))
     );
     for _ in 0..5 {
         assert_eq!(

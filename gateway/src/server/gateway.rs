@@ -228,11 +228,11 @@ impl App {
                 let verified = self.verify_bearer(token).await.map_err(|message| {
                     challenge(realm, service, None, Some("invalid_token"), &message)
                 })?;
-                let account = match (&verified.workload, verified.subject.as_str()) {
+                let account = match (&verified.principal, verified.subject.as_str()) {
                     (_, "") => Account::anonymous(),
-                    // A workload: what its token says the policies saw at issue.
-                    (Some(workload), subject) => Account::user(subject, workload.groups.clone())
-                        .from_source(&workload.issuer, workload.claims.clone()),
+                    // Not in the htpasswd: what the token says the policies saw at issue.
+                    (Some(carried), subject) => Account::user(subject, carried.groups.clone())
+                        .from_source(&carried.source, carried.claims.clone()),
                     (None, subject) => App::account(&self.identity.principal(subject)),
                 };
                 Ok(Caller {
@@ -285,9 +285,9 @@ impl App {
             if !self.config.identity.anonymous {
                 return Err("anonymous access is disabled".into());
             }
-        } else if verified.workload.is_none() && !self.identity.exists(&verified.subject) {
-            // An htpasswd user must still be there; a workload's token lives its few
-            // minutes, like the workload token it was issued for.
+        } else if verified.principal.is_none() && !self.identity.exists(&verified.subject) {
+            // An htpasswd user must still be there; a directory user's or a workload's token
+            // lives its few minutes (ttl_seconds) without a lookup.
             return Err(format!("account {:?} no longer exists", verified.subject));
         }
         Ok(verified)

@@ -9,7 +9,7 @@ use crate::decision_log::Source;
 use crate::identity::{Origin, Principal};
 use crate::policy::{Account, Request as PolicyRequest};
 use crate::scope::Scope;
-use crate::token::{Access, Issued, SigningKey, TokenError, Workload};
+use crate::token::{Access, Issued, SigningKey, TokenError};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
@@ -257,7 +257,8 @@ impl App {
                     let user = refresh.subject;
                     self.identity
                         .still_holds(&user, &refresh.credential)
-                        .map_err(ApiError::Unauthorized)?;
+                        .await
+                        .map_err(login_refused)?;
                     (
                         Some((self.identity.principal(&user), user)),
                         Some(Refresh::Keep(token)),
@@ -329,16 +330,18 @@ impl App {
     ) -> Result<(Issued, Option<String>), ApiError> {
         let failed = |e: TokenError| ApiError::Internal(e.to_string());
         let subject = principal.map_or("", |p| p.name.as_str());
-        let workload = principal
-            .filter(|p| p.origin != Origin::Htpasswd)
-            .map(|p| Workload {
-                issuer: p.origin.name().to_string(),
-                groups: p.groups.clone(),
-                claims: p.claims.clone(),
-            });
+        // Gateway mode does not look up who is not in the htpasswd: the token says it.
+        let carried =
+            principal
+                .filter(|p| p.origin != Origin::Htpasswd)
+                .map(|p| crate::token::Principal {
+                    source: p.origin.name().to_string(),
+                    groups: p.groups.clone(),
+                    claims: p.claims.clone(),
+                });
         let issued = self
             .issuer
-            .access_token(key, subject, access, workload.as_ref())
+            .access_token(key, subject, access, carried.as_ref())
             .map_err(failed)?;
         let refresh_token = match refresh {
             Some(Refresh::Keep(token)) => Some(token),

@@ -1,0 +1,473 @@
+//! Directory users end to end: a real OpenLDAP server (Debian's slapd, its own config in a
+//! temp dir, TLS with a certificate made here, the memberof overlay) holds users,
+//! `groupOfNames` groups and a group of groups; skopeo logs in and pushes as a directory
+//! user in both modes, decided by nested groups and by attributes handed to the policies;
+//! every way a directory login can go wrong is refused, closed.
+
+use crate::util::{Running, SERVICE, Setup, free_port, http, oci_image, push, require, wait_for};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+const BASE: &str = "dc=example,dc=org";
+const ADMIN: &str = "cn=admin,dc=example,dc=org";
+
+/// `engineering` (holding the group `devs`, which holds alice) pushes to `eng/`; the
+/// `platform` department pushes to `platform/`; everyone reads `public/`.
+const ACL: &str = r#"{"rules": [
+  {"match": {"group": "engineering", "name": "eng/**"}, "actions": ["pull", "push"], "comment": "engineering, nested groups included"},
+  {"match": {"claims": {"departmentNumber": "platform"}, "name": "platform/**"}, "actions": ["pull", "push"], "comment": "by department"},
+  {"match": {"account": "/.+/", "name": "${account}/**"}, "actions": ["pull", "push"]}
+]}"#;
+
+const PEOPLE: &str = "\
+dn: dc=example,dc=org
+objectClass: dcObject
+objectClass: organization
+o: Example
+dc: example
+
+dn: ou=people,dc=example,dc=org
+objectClass: organizationalUnit
+ou: people
+
+dn: ou=groups,dc=example,dc=org
+objectClass: organizationalUnit
+ou: groups
+
+dn: ou=services,dc=example,dc=org
+objectClass: organizationalUnit
+ou: services
+
+dn: cn=portcullis,ou=services,dc=example,dc=org
+objectClass: organizationalRole
+objectClass: simpleSecurityObject
+cn: portcullis
+userPassword: service-pw
+
+dn: uid=alice,ou=people,dc=example,dc=org
+objectClass: inetOrgPerson
+uid: alice
+cn: Alice
+sn: A
+mail: alice@example.org
+departmentNumber: platform
+userPassword: alice-pw
+
+dn: uid=bob,ou=people,dc=example,dc=org
+objectClass: inetOrgPerson
+uid: bob
+cn: Bob
+sn: B
+departmentNumber: sales
+userPassword: bob-pw
+
+dn: uid=dave,ou=people,dc=example,dc=org
+objectClass: inetOrgPerson
+uid: dave
+cn: Dave, without a password: an account that cannot log in
+sn: D
+
+dn: cn=devs,ou=groups,dc=example,dc=org
+objectClass: groupOfNames
+cn: devs
+member: uid=alice,ou=people,dc=example,dc=org
+
+dn: cn=engineering,ou=groups,dc=example,dc=org
+objectClass: groupOfNames
+cn: engineering
+member: cn=devs,ou=groups,dc=example,dc=org
+";
+
+/// slapd, stopped when dropped.
+struct Slapd {
+    child: Child,
+    /// `ldap://` (StartTLS) and `ldaps://` ports.
+    port: u16,
+    tls_port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Slapd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Slapd {
+    /// A fresh directory; `extra` lines go into slapd.conf's global section.
+    fn start(extra: &str) -> Slapd {
+        require("slapd");
+        require("ldapadd");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("db")).expect("mkdir");
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
+            .expect("a certificate");
+        std::fs::write(root.join("ldap.crt"), cert.cert.pem()).expect("cert");
+        std::fs::write(root.join("ldap.key"), cert.signing_key.serialize_pem()).expect("key");
+        std::fs::write(
+            root.join("slapd.conf"),
+            format!(
+                "include /etc/ldap/schema/core.schema\n\
+                 include /etc/ldap/schema/cosine.schema\n\
+                 include /etc/ldap/schema/inetorgperson.schema\n\
+                 include /etc/ldap/schema/nis.schema\n\
+                 modulepath /usr/lib/ldap\nmoduleload back_mdb\nmoduleload memberof\n\
+                 pidfile {root}/slapd.pid\n\
+                 TLSCertificateFile {root}/ldap.crt\nTLSCertificateKeyFile {root}/ldap.key\n\
+                 {extra}\n\
+                 database mdb\nsuffix \"{BASE}\"\nrootdn \"{ADMIN}\"\nrootpw admin-pw\n\
+                 directory {root}/db\noverlay memberof\n",
+                root = root.display()
+            ),
+        )
+        .expect("slapd.conf");
+        let (port, tls_port) = (free_port(), free_port());
+        let mut slapd = Slapd {
+            child: Self::spawn(root, port, tls_port),
+            port,
+            tls_port,
+            dir,
+        };
+        slapd.wait();
+        slapd.ldif("ldapadd", PEOPLE);
+        slapd
+    }
+
+    fn spawn(root: &Path, port: u16, tls_port: u16) -> Child {
+        Command::new("slapd")
+            .args(["-d", "0", "-h"])
+            .arg(format!(
+                "ldap://127.0.0.1:{port}/ ldaps://127.0.0.1:{tls_port}/"
+            ))
+            .arg("-f")
+            .arg(root.join("slapd.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("slapd runs")
+    }
+
+    fn wait(&mut self) {
+        let port = self.port;
+        wait_for("slapd", &mut self.child, || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Runs `tool` (ldapadd, ldapmodify, ldapdelete) as the admin with `input`.
+    fn ldif(&self, tool: &str, input: &str) {
+        let r = crate::util::run_with_stdin(
+            Command::new(tool).args([
+                "-x",
+                "-H",
+                &format!("ldap://127.0.0.1:{}", self.port),
+                "-D",
+                ADMIN,
+                "-w",
+                "admin-pw",
+            ]),
+            input,
+        );
+        assert!(r.ok, "{tool}: {}", r.text);
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ldap.crt")
+    }
+}
+
+/// The `[identity.ldap]` block for `url`, with `ca`.
+fn ldap_config(setup: &Setup, url: &str, ca: &Path, extra: &str) -> String {
+    std::fs::write(setup.path("ldap-password"), "service-pw\n").expect("password file");
+    format!(
+        r#"
+[identity.ldap]
+url = "{url}"
+ca = "{ca}"
+bind_dn = "cn=portcullis,ou=services,{BASE}"
+bind_password_file = "ldap-password"
+user_base = "ou=people,{BASE}"
+user_filter = "(uid={{username}})"
+group_base = "ou=groups,{BASE}"
+group_filter = "(member={{dn}})"
+attributes = ["mail", "departmentNumber"]
+timeout_seconds = 2
+{extra}
+"#,
+        ca = ca.display()
+    )
+}
+
+/// The config with `block` placed before the first [[policy]] (TOML tables go in order).
+fn with_block(setup: &Setup, block: &str) {
+    let path = setup.path("portcullis.toml");
+    let text = std::fs::read_to_string(&path).expect("config");
+    let (before, after) = text
+        .split_once("\n[[policy]]")
+        .expect("the config has a [[policy]]");
+    std::fs::write(&path, format!("{before}\n{block}\n[[policy]]{after}")).expect("write");
+}
+
+struct Site {
+    _gateway: Running,
+    _registry: Running,
+    setup: Setup,
+    port: u16,
+    image: PathBuf,
+}
+
+fn site(gateway_mode: bool, block: impl FnOnce(&Setup) -> String) -> Site {
+    require("docker-registry");
+    require("skopeo");
+    // The htpasswd holds only carol: everyone else is the directory's.
+    let users = &[("carol", "carol-pw")];
+    let setup = if gateway_mode {
+        Setup::gateway(ACL, users, "")
+    } else {
+        Setup::new(ACL, users)
+    };
+    with_block(&setup, &block(&setup));
+    let gateway = setup.start_gateway();
+    let (registry, port) = if gateway_mode {
+        (setup.start_plain_registry(), setup.gateway_port)
+    } else {
+        (
+            setup.start_registry(&setup.path("keys/token.crt")),
+            setup.registry_port,
+        )
+    };
+    let image = setup.path("image");
+    oci_image(&image, b"a directory user's image");
+    Site {
+        _gateway: gateway,
+        _registry: registry,
+        setup,
+        port,
+        image,
+    }
+}
+
+impl Site {
+    fn push(&self, creds: &str, reference: &str) -> (bool, String) {
+        push(
+            self.setup.dir.path(),
+            &self.image,
+            creds,
+            self.port,
+            reference,
+        )
+    }
+
+    /// A Basic-authenticated GET to the gateway: status and body.
+    fn get(&self, user: &str, password: &str, path: &str) -> (u16, String) {
+        let head = format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
+            data_encoding::BASE64.encode(format!("{user}:{password}").as_bytes())
+        );
+        let (status, _, body) = http(self.setup.gateway_port, &head, b"");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+#[test]
+fn a_directory_user_pushes_by_nested_groups_and_attributes_in_both_modes() {
+    let slapd = Slapd::start("");
+    for (gateway_mode, url) in [
+        (false, format!("ldaps://127.0.0.1:{}", slapd.tls_port)),
+        (true, format!("ldap://127.0.0.1:{}", slapd.port)),
+    ] {
+        let starttls = if gateway_mode { "starttls = true" } else { "" };
+        let site = site(gateway_mode, |setup| {
+            ldap_config(setup, &url, &slapd.ca(), starttls)
+        });
+        let mode = if gateway_mode {
+            "gateway, StartTLS"
+        } else {
+            "token-server, LDAPS"
+        };
+        let (ok, err) = site.push("alice:alice-pw", "eng/app:1");
+        assert!(
+            ok,
+            "{mode}: alice, in engineering through devs, pushes to eng/: {err}"
+        );
+        let (ok, err) = site.push("alice:alice-pw", "platform/tool:1");
+        assert!(ok, "{mode}: alice's department reaches the policies: {err}");
+        let (ok, _) = site.push("bob:bob-pw", "eng/app:2");
+        assert!(!ok, "{mode}: bob is in no group");
+        let (ok, _) = site.push("bob:bob-pw", "platform/tool:2");
+        assert!(!ok, "{mode}: bob is in sales");
+        let (ok, err) = site.push("bob:bob-pw", "bob/own:1");
+        assert!(ok, "{mode}: bob pushes his own: {err}");
+        let (ok, _) = site.push("alice:wrong", "alice/x:1");
+        assert!(!ok, "{mode}: a wrong password");
+        // The htpasswd's own user still logs in, and is never sent to the directory.
+        let (ok, err) = site.push("carol:carol-pw", "carol/x:1");
+        assert!(ok, "{mode}: carol from the htpasswd: {err}");
+    }
+}
+
+/// Every way a directory login can go wrong is refused, closed, and nothing is remembered:
+/// a name made of filter metacharacters, an empty password (on a server that would take it
+/// as an anonymous bind), an account that cannot bind, a directory that stops, one that
+/// never answers, one with a certificate nobody vouches for.
+#[test]
+fn directory_logins_fail_closed_and_remember_only_successes() {
+    // `allow bind_anon_dn`: a DN with an empty password binds as anonymous, the classic
+    // bypass a client must not walk into.
+    let mut slapd = Slapd::start("allow bind_anon_dn");
+    let url = format!("ldaps://127.0.0.1:{}", slapd.tls_port);
+    let site = site(true, |setup| {
+        ldap_config(setup, &url, &slapd.ca(), "cache_seconds = 60")
+    });
+    let tags = "/v2/alice/app/tags/list";
+    assert_eq!(
+        site.get("alice", "alice-pw", tags).0,
+        404,
+        "alice logs in (no such repository)"
+    );
+    for (what, user, password) in [
+        ("a wildcard that would find alice", "al*", "alice-pw"),
+        ("a filter injection", "alice)(uid=*", "alice-pw"),
+        ("an empty password", "alice", ""),
+        ("an account without a password", "dave", "anything"),
+        ("an unknown user", "mallory", "alice-pw"),
+    ] {
+        let (status, body) = site.get(user, password, tags);
+        assert_eq!(status, 401, "{what}: {body}");
+        assert!(
+            body.contains("invalid username or password"),
+            "{what}: {body}"
+        );
+    }
+
+    // The directory stops: alice's remembered login still works for cache_seconds; bob's
+    // first login fails as unavailable, never as a wrong password.
+    slapd.stop();
+    assert_eq!(site.get("alice", "alice-pw", tags).0, 404, "remembered");
+    let (status, body) = site.get("bob", "bob-pw", "/v2/bob/app/tags/list");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("identity provider cannot be reached"),
+        "{body}"
+    );
+    assert!(!body.contains("password"), "{body}");
+    // A wrong password while it is down is no more remembered than a failure.
+    assert_eq!(site.get("alice", "wrong", tags).0, 503);
+
+    // It comes back: bob logs in.
+    slapd.child = Slapd::spawn(slapd.dir.path(), slapd.port, slapd.tls_port);
+    slapd.wait();
+    assert_eq!(site.get("bob", "bob-pw", "/v2/bob/app/tags/list").0, 404);
+}
+
+#[test]
+fn a_silent_directory_or_an_unknown_certificate_is_unavailable_within_the_timeout() {
+    let slapd = Slapd::start("");
+    // A directory that accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_url = format!(
+        "ldaps://127.0.0.1:{}",
+        silent.local_addr().expect("addr").port()
+    );
+    let wrong_ca = tempfile::tempdir().expect("tempdir");
+    let other =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("a certificate");
+    std::fs::write(wrong_ca.path().join("other.crt"), other.cert.pem()).expect("write");
+    for (what, url, ca) in [
+        ("silent", silent_url, slapd.ca()),
+        (
+            "an unknown certificate",
+            format!("ldaps://127.0.0.1:{}", slapd.tls_port),
+            wrong_ca.path().join("other.crt"),
+        ),
+    ] {
+        let site = site(true, |setup| ldap_config(setup, &url, &ca, ""));
+        let started = std::time::Instant::now();
+        let (status, body) = site.get("alice", "alice-pw", "/v2/alice/app/tags/list");
+        assert_eq!(status, 503, "{what}: {body}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(8),
+            "{what}: the 2 s timeout held the login for {:?}",
+            started.elapsed()
+        );
+        // htpasswd users are not held up by the directory.
+        assert_eq!(
+            site.get("carol", "carol-pw", "/v2/carol/x/tags/list").0,
+            404,
+            "{what}"
+        );
+    }
+    drop(silent);
+}
+
+#[test]
+fn a_directory_users_refresh_token_ends_when_the_entry_goes() {
+    let slapd = Slapd::start("");
+    let url = format!("ldaps://127.0.0.1:{}", slapd.tls_port);
+    let site = site(true, |setup| {
+        ldap_config(setup, &url, &slapd.ca(), "cache_seconds = 1")
+    });
+    let head = format!(
+        "GET /token?service={SERVICE}&offline_token=true&client_id=docker HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
+        data_encoding::BASE64.encode(b"bob:bob-pw")
+    );
+    let (status, _, body) = http(site.setup.gateway_port, &head, b"");
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let refresh = json["refresh_token"]
+        .as_str()
+        .expect("a refresh token")
+        .to_string();
+    let redeem = || {
+        let form = format!("grant_type=refresh_token&service={SERVICE}&refresh_token={refresh}");
+        let head = format!(
+            "POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            form.len()
+        );
+        let (status, _, body) = http(site.setup.gateway_port, &head, form.as_bytes());
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    assert_eq!(redeem().0, 200);
+    slapd.ldif("ldapdelete", "uid=bob,ou=people,dc=example,dc=org\n");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (status, body) = redeem();
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("no longer in the directory"), "{body}");
+}
+
+#[test]
+fn check_binds_the_service_account_and_says_what_fails() {
+    let slapd = Slapd::start("");
+    let setup = Setup::gateway(ACL, &[("carol", "carol-pw")], "");
+    let url = format!("ldaps://127.0.0.1:{}", slapd.tls_port);
+    with_block(&setup, &ldap_config(&setup, &url, &slapd.ca(), ""));
+    let config = setup.path("portcullis.toml");
+    let check = || {
+        crate::util::portcullis(
+            &["check", "--config", config.to_str().expect("utf-8")],
+            None,
+        )
+    };
+    let out = check();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("ldap {url}: bound as cn=portcullis")),
+        "{stdout}"
+    );
+    std::fs::write(setup.path("ldap-password"), "wrong\n").expect("write");
+    let out = check();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("the service account's bind"), "{stderr}");
+}
