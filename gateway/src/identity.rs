@@ -297,6 +297,17 @@ impl Identity {
         self.issuers.iter().find(|issuer| issuer.issuer() == iss)
     }
 
+    /// Which source a login with these credentials goes to: `oidc`, `htpasswd` or `ldap`.
+    pub fn source_of(&self, user: &str, password: &str) -> &'static str {
+        if self.issuer_of(password).is_some() {
+            "oidc"
+        } else if self.directory.is_some() && !self.users.load().contains(user) {
+            "ldap"
+        } else {
+            "htpasswd"
+        }
+    }
+
     /// The configured issuers.
     pub fn issuers(&self) -> &[OidcIssuer] {
         &self.issuers

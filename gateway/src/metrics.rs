@@ -51,6 +51,12 @@ struct Kind {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LoginResult {
+    source: &'static str,
+    result: &'static str,
+}
+
 type Latency = Family<Route, Histogram, fn() -> Histogram>;
 
 /// Every metric the gateway exports.
@@ -63,6 +69,7 @@ pub struct Metrics {
     reloads: Family<Reload, Counter>,
     credential_cache: Family<Outcome, Counter>,
     upstream_errors: Family<Kind, Counter>,
+    logins: Family<LoginResult, Counter>,
     decision_log_dropped: Counter,
     connections: Gauge,
     connections_refused: Counter,
@@ -118,6 +125,13 @@ impl Default for Metrics {
             "Requests the registry behind the gateway failed: unavailable, timeout or failed",
             upstream_errors.clone(),
         );
+        let logins = Family::<LoginResult, Counter>::default();
+        registry.register(
+            "logins",
+            "Logins by source (htpasswd, ldap, oidc) and result (ok, wrong, refused, \
+             unavailable, throttled)",
+            logins.clone(),
+        );
         let decision_log_dropped = Counter::default();
         registry.register(
             "decision_log_dropped",
@@ -145,6 +159,7 @@ impl Default for Metrics {
             reloads,
             credential_cache,
             upstream_errors,
+            logins,
             decision_log_dropped,
             connections,
             connections_refused,
@@ -208,6 +223,13 @@ impl Metrics {
     /// A request the registry behind the gateway failed.
     pub fn upstream_error(&self, kind: &'static str) {
         self.upstream_errors.get_or_create(&Kind { kind }).inc();
+    }
+
+    /// A login through `source` and how it ended.
+    pub fn login(&self, source: &'static str, result: &'static str) {
+        self.logins
+            .get_or_create(&LoginResult { source, result })
+            .inc();
     }
 
     /// A decision log line that was dropped.

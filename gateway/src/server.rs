@@ -520,7 +520,7 @@ impl App {
     }
 
     /// Ready to serve: everything loaded (or the process would not run), and in gateway mode
-    /// the registry answering.
+    /// the registry answering. The directory's last failure is shown, not waited for.
     async fn readiness(&self) -> Response<Body> {
         let upstream = match &self.upstream {
             None => None,
@@ -533,6 +533,11 @@ impl App {
             "upstream": upstream.map(|probe| match probe {
                 Ok(()) => "reachable".to_string(),
                 Err(e) => e.to_string(),
+            }),
+            // Reported, not probed, and never unready for it: htpasswd users and remembered
+            // logins are served while the directory is away.
+            "ldap": self.identity.directory().map(|d| {
+                d.last_error().unwrap_or_else(|| "no failure seen".into())
             }),
         });
         let status = if ready {

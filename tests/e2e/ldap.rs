@@ -359,6 +359,36 @@ fn directory_logins_fail_closed_and_remember_only_successes() {
     assert!(!body.contains("password"), "{body}");
     // A wrong password while it is down is no more remembered than a failure.
     assert_eq!(site.get("alice", "wrong", tags).0, 503);
+    // Counted, and shown in /readyz (which stays ready: htpasswd users are served).
+    let admin = |path: &str| {
+        let (status, _, body) = http(
+            site.setup.admin_port,
+            &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+            b"",
+        );
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    let (_, metrics) = admin("/metrics");
+    assert!(
+        metrics.contains("portcullis_logins_total{source=\"ldap\",result=\"unavailable\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portcullis_logins_total{source=\"ldap\",result=\"ok\"}"),
+        "{metrics}"
+    );
+    let (status, ready) = admin("/readyz");
+    assert_eq!(
+        status, 200,
+        "still ready while the directory is away: {ready}"
+    );
+    let ready: serde_json::Value = serde_json::from_str(&ready).expect("json");
+    assert!(
+        ready["ldap"]
+            .as_str()
+            .is_some_and(|e| e.contains("Connection refused")),
+        "{ready}"
+    );
 
     // It comes back: bob logs in.
     slapd.child = Slapd::spawn(slapd.dir.path(), slapd.port, slapd.tls_port);
@@ -470,4 +500,166 @@ fn check_binds_the_service_account_and_says_what_fails() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("the service account's bind"), "{stderr}");
+}
+
+/// A Samba Active Directory domain controller of our own: provisioned into a temp dir
+/// (about 3 s, as root), serving LDAPS only on a loopback address of its own (its ports
+/// are fixed), with a certificate made here. Stopped when dropped.
+struct ActiveDirectory {
+    child: Child,
+    address: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for ActiveDirectory {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The domain's base DN.
+const AD_BASE: &str = "DC=example,DC=test";
+
+impl ActiveDirectory {
+    fn start() -> ActiveDirectory {
+        require("samba");
+        require("samba-tool");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        // LDAPS is on port 636 whatever we say: a loopback address nobody else uses.
+        let address = (10..250u16)
+            .map(|n| format!("127.0.{}.{}", std::process::id() % 200 + 20, n))
+            .find(|a| std::net::TcpStream::connect((a.as_str(), 636)).is_err())
+            .expect("a free loopback address");
+        let cert =
+            rcgen::generate_simple_self_signed(vec![address.clone()]).expect("a certificate");
+        std::fs::write(root.join("ad.crt"), cert.cert.pem()).expect("cert");
+        let key = root.join("ad.key");
+        std::fs::write(&key, cert.signing_key.serialize_pem()).expect("key");
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod");
+        let dc = root.join("dc");
+        let r = crate::util::run(
+            Command::new("samba-tool")
+                .args([
+                    "domain",
+                    "provision",
+                    "--realm=EXAMPLE.TEST",
+                    "--domain=EXAMPLE",
+                ])
+                .args([
+                    "--server-role=dc",
+                    "--dns-backend=NONE",
+                    "--adminpass=Admin-pw1!x",
+                ])
+                .arg(format!("--targetdir={}", dc.display()))
+                .arg(format!("--host-ip={address}"))
+                .arg(format!("--option=interfaces={address}/8"))
+                .arg("--option=bind interfaces only=yes")
+                .arg(format!(
+                    "--option=tls certfile={}",
+                    root.join("ad.crt").display()
+                ))
+                .arg(format!("--option=tls keyfile={}", key.display()))
+                .arg("--option=tls cafile="),
+        );
+        assert!(r.ok, "provision: {}", r.text);
+        let conf = dc.join("etc/smb.conf");
+        let sam = dc.join("private/sam.ldb");
+        for command in [
+            "user create svc Svc-pw1!xx",
+            "user create alice Alice-pw1!x",
+            "user create bob Bob-pw1!xx",
+            "user create eve Eve-pw1!xxx",
+            "user disable eve",
+            "group add devs",
+            "group add engineering",
+            "group addmembers devs alice",
+            "group addmembers engineering devs",
+        ] {
+            let r = crate::util::run(
+                Command::new("samba-tool")
+                    .args(command.split(' '))
+                    .arg("-s")
+                    .arg(&conf)
+                    .arg("-H")
+                    .arg(&sam),
+            );
+            assert!(r.ok, "samba-tool {command}: {}", r.text);
+        }
+        let log = std::fs::File::create(root.join("samba.log")).expect("log");
+        let mut child = Command::new("samba")
+            .args(["-i", "-M", "single", "-s"])
+            .arg(&conf)
+            .arg("--option=server services=ldap")
+            // Its own pid file: the default one in /run/samba is shared by every samba.
+            .arg(format!("--option=pid directory={}", root.display()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("samba runs");
+        let probe = address.clone();
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect((probe.as_str(), 636)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "samba exited with {status}: {}",
+                    std::fs::read_to_string(root.join("samba.log")).unwrap_or_default()
+                );
+            }
+            assert!(
+                started.elapsed().as_secs() < 30,
+                "samba did not listen on {probe}:636"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        ActiveDirectory {
+            child,
+            address,
+            dir,
+        }
+    }
+}
+
+/// Active Directory's own nested groups: alice is in `devs`, which is in `engineering`;
+/// the in-chain matching rule (1.2.840.113556.1.4.1941) finds both in one search. A
+/// disabled account cannot log in.
+#[test]
+fn active_directory_users_log_in_with_their_nested_groups() {
+    let ad = ActiveDirectory::start();
+    let site = site(true, |setup| {
+        std::fs::write(setup.path("ad-password"), "Svc-pw1!xx\n").expect("password file");
+        format!(
+            r#"
+[identity.ldap]
+url = "ldaps://{address}"
+ca = "{ca}"
+bind_dn = "CN=svc,CN=Users,{AD_BASE}"
+bind_password_file = "ad-password"
+user_base = "CN=Users,{AD_BASE}"
+user_filter = "(&(sAMAccountName={{username}})(!(userAccountControl:1.2.840.113556.1.4.803:=2)))"
+username_attribute = "sAMAccountName"
+member_of_attribute = ""
+group_base = "{AD_BASE}"
+group_filter = "(member:1.2.840.113556.1.4.1941:={{dn}})"
+timeout_seconds = 5
+"#,
+            address = ad.address,
+            ca = ad.dir.path().join("ad.crt").display(),
+        )
+    });
+    let (ok, err) = site.push("alice:Alice-pw1!x", "eng/app:1");
+    assert!(
+        ok,
+        "alice, in engineering through devs, pushes to eng/: {err}"
+    );
+    let (ok, _) = site.push("bob:Bob-pw1!xx", "eng/app:2");
+    assert!(!ok, "bob is in no group");
+    let (ok, err) = site.push("bob:Bob-pw1!xx", "bob/own:1");
+    assert!(ok, "bob pushes his own: {err}");
+    let (status, body) = site.get("eve", "Eve-pw1!xxx", "/v2/eve/x/tags/list");
+    assert_eq!(status, 401, "a disabled account: {body}");
+    let (status, _) = site.get("alice", "wrong", "/v2/alice/x/tags/list");
+    assert_eq!(status, 401);
 }

@@ -6,7 +6,7 @@
 
 use super::{ApiError, App};
 use crate::decision_log::Source;
-use crate::identity::{Login, LoginError, Origin, Principal};
+use crate::identity::{Login, LoginError, Principal};
 use crate::policy::{Account, Outcome, Request as PolicyRequest};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -62,15 +62,21 @@ impl App {
         password: String,
         client: IpAddr,
     ) -> Result<Login, ApiError> {
+        let source = self.identity.source_of(user, &password);
         let login = self.identity.login(user, password, client).await;
-        if matches!(
-            login.as_ref().map(|l| &l.principal.origin),
-            Ok(Origin::Htpasswd)
-        ) || matches!(login, Err(LoginError::Wrong))
-        {
+        if source == "htpasswd" && matches!(login, Ok(_) | Err(LoginError::Wrong)) {
             self.metrics
                 .credential_check(login.as_ref().is_ok_and(|l| l.remembered));
         }
+        let result = match &login {
+            Ok(_) => "ok",
+            Err(LoginError::Wrong) => "wrong",
+            Err(LoginError::Refused(_)) => "refused",
+            Err(LoginError::Unavailable(_)) => "unavailable",
+            Err(LoginError::Throttled(_)) => "throttled",
+            Err(LoginError::Failed(_)) => "failed",
+        };
+        self.metrics.login(source, result);
         login.map_err(login_refused)
     }
 
