@@ -1,36 +1,39 @@
-//! The HTTP side: the application state built from the config, hot reload of the files it
-//! reads, the accept loop, routing, and the one place errors become registry-style responses.
+//! The HTTP side. Here the application state built from the config and the hot reload of
+//! the files it reads; around it the router (`routes`), the listeners (`listener`), the
+//! operators' endpoints (`admin`), the one error-to-response mapping (`error`), and each
+//! endpoint's handler.
 
 mod access;
+mod admin;
 mod connections;
 pub mod credentials;
+mod error;
 mod gateway;
+mod listener;
 mod live;
+mod routes;
 mod token_endpoint;
 
+pub use error::ApiError;
+pub use listener::serve;
 pub use live::Live;
+
+use error::json;
 
 use crate::config::Config;
 use crate::decision_log::DecisionLog;
 use crate::identity::{Directory, Groups, Htpasswd, Identity, OidcIssuer};
 use crate::metrics::Metrics;
 use crate::policy::{Host, Policies};
-use crate::proxy::{Body, RouteError, Upstream, UpstreamError};
+use crate::proxy::{Body, Upstream};
 use crate::tls::Certificate;
 use crate::token::{Issuer, SigningKey, Verified};
 use crate::watch::{FileWatcher, Fingerprint, fingerprints};
 use arc_swap::ArcSwap;
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
-use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
-
-const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+use std::time::Duration;
 
 /// Everything a request needs for one config: files reload piecewise inside it, and an
 /// edited config builds a successor ([`Live`] swaps it in whole).
@@ -408,23 +411,6 @@ impl App {
         self.metrics.reload("policies", failures.is_empty());
     }
 
-    /// Asks every identity source that lives elsewhere (each OIDC issuer's keys), for
-    /// `portcullis check`: each source's name and what it said.
-    pub async fn check_sources(&self) -> Vec<(String, Result<String, String>)> {
-        let mut said = Vec::new();
-        for issuer in self.identity.issuers() {
-            let result = issuer
-                .check()
-                .await
-                .map(|keys| format!("{keys} signing key(s)"));
-            said.push((format!("oidc issuer {}", issuer.issuer()), result));
-        }
-        if let Some(directory) = self.identity.directory() {
-            said.push((format!("ldap {}", directory.url()), directory.check().await));
-        }
-        said
-    }
-
     /// Each policy's serving version and last reload error.
     pub fn policy_status(&self) -> Vec<crate::policy::PolicyStatus> {
         self.policies.status()
@@ -464,403 +450,6 @@ impl App {
         })?);
         Ok(watchers)
     }
-
-    /// Routes one request that came in on `listener`.
-    async fn handle(
-        self: Arc<Self>,
-        request: Request<Incoming>,
-        peer: SocketAddr,
-        listener: Listener,
-    ) -> Response<Body> {
-        let started = Instant::now();
-        let path = request.uri().path();
-        let route = match path {
-            _ if path == "/v2" || path.starts_with("/v2/") => "registry",
-            "/token" | "/auth" => "token",
-            "/.well-known/jwks.json" => "jwks",
-            "/healthz" => "healthz",
-            "/readyz" => "readyz",
-            "/metrics" => "metrics",
-            "/status" => "status",
-            _ => "unknown",
-        };
-        use Listener::{Admin, Clients};
-        let response = match (listener, request.method(), route) {
-            (Clients, _, "registry") if self.upstream.is_some() => {
-                let result = gateway::handle(self.clone(), request, peer).await;
-                if let Err(ApiError::Upstream(error)) = &result {
-                    self.metrics.upstream_error(error.kind());
-                }
-                result
-            }
-            (Clients, &Method::GET | &Method::POST, "token") => {
-                token_endpoint::handle(self.clone(), request, peer).await
-            }
-            (Clients, &Method::GET, "jwks") => Ok(self.jwks()),
-            (_, &Method::GET, "healthz") => Ok(text(StatusCode::OK, "ok\n")),
-            (_, &Method::GET, "readyz") => Ok(self.readiness().await),
-            (Admin, &Method::GET, "metrics") => Ok(self.metrics_page()),
-            (Admin, &Method::GET, "status") => Ok(json(StatusCode::OK, &self.status())),
-            // What the status page and metrics say (the upstream, modules, key ids, users,
-            // reload errors) is for operators: never on the listener clients reach.
-            (Clients, _, "metrics" | "status") | (Admin, _, "registry" | "token" | "jwks") => {
-                Err(ApiError::NotFound)
-            }
-            (_, _, "registry" | "unknown") => Err(ApiError::NotFound),
-            _ => Err(ApiError::MethodNotAllowed),
-        };
-        let mut response = response.unwrap_or_else(ApiError::into_response);
-        response
-            .headers_mut()
-            .entry(API_VERSION)
-            .or_insert(HeaderValue::from_static("registry/2.0"));
-        self.metrics
-            .request(route, response.status().as_u16(), started.elapsed());
-        response
-    }
-
-    /// Ready to serve: everything loaded (or the process would not run), and in gateway mode
-    /// the registry answering. The directory's last failure is shown, not waited for.
-    async fn readiness(&self) -> Response<Body> {
-        let upstream = match &self.upstream {
-            None => None,
-            Some(upstream) => Some(upstream.probe().await),
-        };
-        let ready = upstream.as_ref().is_none_or(Result::is_ok);
-        let body = serde_json::json!({
-            "ready": ready,
-            "policies": self.policies.current().policies().len(),
-            "upstream": upstream.map(|probe| match probe {
-                Ok(()) => "reachable".to_string(),
-                Err(e) => e.to_string(),
-            }),
-            // Reported, not probed, and never unready for it: htpasswd users and remembered
-            // logins are served while the directory is away.
-            "ldap": self.identity.directory().map(|d| {
-                d.last_error().unwrap_or_else(|| "no failure seen".into())
-            }),
-        });
-        let status = if ready {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        };
-        json(status, &body)
-    }
-
-    /// What is serving: policies with their digests and reload errors, keys, users.
-    fn status(&self) -> serde_json::Value {
-        let ring = self.keys.load();
-        let policies: Vec<serde_json::Value> = self
-            .policies
-            .status()
-            .into_iter()
-            .map(|p| {
-                serde_json::json!({
-                    "name": p.name,
-                    "module": p.module.display().to_string(),
-                    "digest": p.digest,
-                    "settings_digest": p.settings_digest,
-                    "loaded_at": humantime::format_rfc3339_seconds(p.loaded_at).to_string(),
-                    "world": p.world,
-                    "last_reload_error": p.last_error,
-                })
-            })
-            .collect();
-        serde_json::json!({
-            "version": env!("CARGO_PKG_VERSION"),
-            "mode": if self.upstream.is_some() { "gateway" } else { "token-server" },
-            "service": self.issuer.service,
-            "issuer": self.issuer.issuer,
-            "upstream": self.upstream.as_ref().map(Upstream::origin),
-            "policies": policies,
-            "keys": {
-                "current": ring.current.kid,
-                "previous": ring.previous.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
-            },
-            "users": self.identity.user_count(),
-            "oidc": self.identity.issuers().iter().map(|issuer| {
-                let (keys, error) = issuer.status().unwrap_or((None, Some("fetching".into())));
-                serde_json::json!({"issuer": issuer.issuer(), "keys": keys, "last_error": error})
-            }).collect::<Vec<_>>(),
-            "ldap": self.identity.directory().map(|d| serde_json::json!({
-                "url": d.url(), "last_error": d.last_error(),
-            })),
-            "config_reload_error": *self.config_error.lock().unwrap_or_else(PoisonError::into_inner),
-        })
-    }
-
-    fn metrics_page(&self) -> Response<Body> {
-        let mut response = Response::new(full(self.metrics.encode()));
-        response.headers_mut().insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
-        );
-        response
-    }
-
-    fn jwks(&self) -> Response<Body> {
-        let ring = self.keys.load();
-        let keys: Vec<&serde_json::Value> = ring.all().into_iter().map(SigningKey::jwk).collect();
-        json(StatusCode::OK, &serde_json::json!({ "keys": keys }))
-    }
-}
-
-/// The listener a request came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Listener {
-    /// `[server] listen`: the registry API, tokens, JWKS and the probes.
-    Clients,
-    /// `[server] admin_listen`: the probes, `/metrics` and `/status`, for operators.
-    Admin,
-}
-
-/// Serves `listener` (and `admin`, `[server] admin_listen`, in plain HTTP) until `shutdown`
-/// resolves, then stops accepting and lets the connections in flight finish their requests
-/// for at most `[server] drain_seconds` (keep-alive ends after the current response).
-/// With TLS configured, client connections are TLS (HTTP/2 or HTTP/1.1, as the client
-/// offers). One failed connection never stops the loop. `[server] header_timeout_seconds`
-/// and `max_connections` are read at each accept, so edits apply to the next connection.
-pub async fn serve(
-    live: Arc<Live>,
-    listener: tokio::net::TcpListener,
-    admin: Option<tokio::net::TcpListener>,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), StartError> {
-    // The certificate is looked up at each handshake, in whatever App serves then.
-    let tls = match &live.current().tls {
-        Some(_) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
-            crate::tls::server_config(live.clone()).map_err(StartError)?,
-        ))),
-        None => None,
-    };
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let connections = connections::Connections::default();
-    tokio::pin!(shutdown);
-    loop {
-        let (accepted, on) = tokio::select! {
-            accepted = listener.accept() => (accepted, Listener::Clients),
-            accepted = async {
-                match &admin {
-                    Some(admin) => admin.accept().await,
-                    None => std::future::pending().await,
-                }
-            } => (accepted, Listener::Admin),
-            () = &mut shutdown => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // EMFILE and friends pass; back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let tls = tls.clone().filter(|_| on == Listener::Clients);
-        let (max, header_timeout, metrics) = {
-            let app = live.current();
-            let server = &app.config.server;
-            (
-                server.max_connections,
-                Duration::from_secs(server.header_timeout_seconds),
-                app.metrics.clone(),
-            )
-        };
-        let Some(slot) = connections.admit(max, &metrics) else {
-            connections.refuse(stream, tls.is_some(), max, &metrics);
-            continue;
-        };
-        // Responses are written as they stream from the registry: no waiting for ACKs.
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, %peer, "cannot set TCP_NODELAY");
-        }
-        let live = live.clone();
-        let service = hyper::service::service_fn(move |request| {
-            // Each request takes the App serving when it arrives, and finishes on it.
-            let app = live.current();
-            async move { Ok::<_, std::convert::Infallible>(app.handle(request, peer, on).await) }
-        });
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let served = match tls {
-                None => {
-                    let connection = hyper::server::conn::http1::Builder::new()
-                        .timer(hyper_util::rt::TokioTimer::new())
-                        .header_read_timeout(header_timeout)
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                    watcher
-                        .watch(connection)
-                        .await
-                        .map_err(|e| Box::new(e) as crate::proxy::BoxError)
-                }
-                Some(acceptor) => {
-                    let handshake =
-                        tokio::time::timeout(header_timeout, acceptor.accept(stream)).await;
-                    let stream = match handshake {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(e)) => {
-                            tracing::debug!(error = %e, %peer, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    let mut builder = hyper_util::server::conn::auto::Builder::new(
-                        hyper_util::rt::TokioExecutor::new(),
-                    );
-                    builder
-                        .http1()
-                        .timer(hyper_util::rt::TokioTimer::new())
-                        .header_read_timeout(header_timeout);
-                    builder.http2().timer(hyper_util::rt::TokioTimer::new());
-                    let connection =
-                        builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                    watcher.watch(connection).await
-                }
-            };
-            if let Err(e) = served {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
-            }
-        });
-    }
-    drop((listener, admin));
-    let drain = Duration::from_secs(live.current().config.server.drain_seconds);
-    tracing::info!(seconds = drain.as_secs(), "draining the requests in flight");
-    tokio::select! {
-        () = graceful.shutdown() => tracing::info!("drained"),
-        () = tokio::time::sleep(drain) => {
-            tracing::warn!("requests still in flight after the drain time; stopping anyway");
-        }
-    }
-    Ok(())
-}
-
-/// Everything that can go wrong in a request, mapped to a status and a registry-style body
-/// in [`ApiError::into_response`] only.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    /// Missing or wrong credentials.
-    #[error("{0}")]
-    Unauthorized(String),
-    /// Malformed input; the code is a registry error code.
-    #[error("{message}")]
-    BadRequest {
-        /// Registry error code, e.g. `NAME_INVALID`.
-        code: &'static str,
-        /// What is wrong.
-        message: String,
-    },
-    /// No such route.
-    #[error("not found")]
-    NotFound,
-    /// The route exists, the method does not.
-    #[error("method not allowed")]
-    MethodNotAllowed,
-    /// A registry request without usable credentials or access: 401 with a Bearer
-    /// challenge (`WWW-Authenticate`), so clients know where to get a token.
-    #[error("{message}")]
-    Challenge {
-        /// The `WWW-Authenticate` value.
-        challenge: String,
-        /// What is missing.
-        message: String,
-    },
-    /// Authenticated, not allowed (Basic credentials: no token to upgrade).
-    #[error("{0}")]
-    Denied(String),
-    /// A request body (a token request's form) that did not arrive in time.
-    #[error("the request body did not arrive within {} s", .0.as_secs())]
-    SlowBody(Duration),
-    /// Too many failed logins: wait this long.
-    #[error("too many failed logins; retry in {} s", .0.as_secs().max(1))]
-    TooManyRequests(Duration),
-    /// Work of this kind is queued past its bound (catalog listings): 503, retry shortly.
-    #[error("{0}; retry shortly")]
-    Busy(&'static str),
-    /// The registry behind the gateway failed; details are logged, not sent.
-    #[error(transparent)]
-    Upstream(#[from] UpstreamError),
-    /// Our fault; details are logged, not sent.
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl From<RouteError> for ApiError {
-    fn from(error: RouteError) -> ApiError {
-        match error {
-            RouteError::NotFound => ApiError::NotFound,
-            RouteError::MethodNotAllowed(_) => ApiError::MethodNotAllowed,
-            RouteError::Invalid(code, message) => ApiError::BadRequest { code, message },
-        }
-    }
-}
-
-impl ApiError {
-    fn into_response(self) -> Response<Body> {
-        let (status, code) = match &self {
-            ApiError::Unauthorized(_) | ApiError::Challenge { .. } => {
-                (StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
-            }
-            ApiError::Denied(_) => (StatusCode::FORBIDDEN, "DENIED"),
-            ApiError::Upstream(UpstreamError::Unavailable { .. }) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
-            }
-            ApiError::Upstream(UpstreamError::Timeout { .. }) => {
-                (StatusCode::GATEWAY_TIMEOUT, "UNAVAILABLE")
-            }
-            ApiError::Upstream(UpstreamError::Failed { .. }) => {
-                (StatusCode::BAD_GATEWAY, "UNKNOWN")
-            }
-            ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, *code),
-            ApiError::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
-            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
-            ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
-            ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
-            ApiError::SlowBody(_) => (StatusCode::REQUEST_TIMEOUT, "UNKNOWN"),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
-        };
-        let message = match &self {
-            ApiError::Internal(detail) => {
-                tracing::error!(error = %detail, "internal error");
-                "internal error".to_string()
-            }
-            ApiError::Upstream(error) => {
-                tracing::warn!(%error, "upstream registry failed");
-                "the registry behind the gateway is unavailable; try again".to_string()
-            }
-            other => other.to_string(),
-        };
-        let body =
-            serde_json::json!({"errors": [{"code": code, "message": message, "detail": null}]});
-        let mut response = json(status, &body);
-        let retry_after = match &self {
-            ApiError::TooManyRequests(wait) => Some(wait.as_secs().max(1)),
-            ApiError::Busy(_) => Some(1),
-            _ => None,
-        };
-        if let Some(seconds) = retry_after {
-            response
-                .headers_mut()
-                .insert(hyper::header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
-        let challenge = match &self {
-            ApiError::Challenge { challenge, .. } => HeaderValue::from_str(challenge).ok(),
-            ApiError::Unauthorized(_) => {
-                Some(HeaderValue::from_static("Basic realm=\"portcullis\""))
-            }
-            _ => None,
-        };
-        if let Some(challenge) = challenge {
-            response
-                .headers_mut()
-                .insert(hyper::header::WWW_AUTHENTICATE, challenge);
-        }
-        response
-    }
 }
 
 /// The fingerprints of `files` now, before they are read.
@@ -870,25 +459,4 @@ fn read_now<P: AsRef<Path>>(files: &[P]) -> Vec<(PathBuf, Fingerprint)> {
         .map(|f| f.as_ref().to_path_buf())
         .zip(fingerprints(files))
         .collect()
-}
-
-fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(full(value.to_string()));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
-}
-
-fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut response = Response::new(full(body));
-    *response.status_mut() = status;
-    response
 }

@@ -1,0 +1,115 @@
+//! What operators ask: readiness, the status page, metrics, the JWKS, and `check`'s look at
+//! every identity source.
+
+use super::error::{full, json};
+use super::{App, Body};
+use crate::proxy::Upstream;
+use crate::token::SigningKey;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Response, StatusCode};
+use std::sync::PoisonError;
+
+impl App {
+    /// Asks every identity source that lives elsewhere (each OIDC issuer's keys), for
+    /// `portcullis check`: each source's name and what it said.
+    pub async fn check_sources(&self) -> Vec<(String, Result<String, String>)> {
+        let mut said = Vec::new();
+        for issuer in self.identity.issuers() {
+            let result = issuer
+                .check()
+                .await
+                .map(|keys| format!("{keys} signing key(s)"));
+            said.push((format!("oidc issuer {}", issuer.issuer()), result));
+        }
+        if let Some(directory) = self.identity.directory() {
+            said.push((format!("ldap {}", directory.url()), directory.check().await));
+        }
+        said
+    }
+
+    /// Ready to serve: everything loaded (or the process would not run), and in gateway mode
+    /// the registry answering. The directory's last failure is shown, not waited for.
+    pub(super) async fn readiness(&self) -> Response<Body> {
+        let upstream = match &self.upstream {
+            None => None,
+            Some(upstream) => Some(upstream.probe().await),
+        };
+        let ready = upstream.as_ref().is_none_or(Result::is_ok);
+        let body = serde_json::json!({
+            "ready": ready,
+            "policies": self.policies.current().policies().len(),
+            "upstream": upstream.map(|probe| match probe {
+                Ok(()) => "reachable".to_string(),
+                Err(e) => e.to_string(),
+            }),
+            // Reported, not probed, and never unready for it: htpasswd users and remembered
+            // logins are served while the directory is away.
+            "ldap": self.identity.directory().map(|d| {
+                d.last_error().unwrap_or_else(|| "no failure seen".into())
+            }),
+        });
+        let status = if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        json(status, &body)
+    }
+
+    /// What is serving: policies with their digests and reload errors, keys, users.
+    pub(super) fn status(&self) -> serde_json::Value {
+        let ring = self.keys.load();
+        let policies: Vec<serde_json::Value> = self
+            .policies
+            .status()
+            .into_iter()
+            .map(|p| {
+                serde_json::json!({
+                    "name": p.name,
+                    "module": p.module.display().to_string(),
+                    "digest": p.digest,
+                    "settings_digest": p.settings_digest,
+                    "loaded_at": humantime::format_rfc3339_seconds(p.loaded_at).to_string(),
+                    "world": p.world,
+                    "last_reload_error": p.last_error,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "mode": if self.upstream.is_some() { "gateway" } else { "token-server" },
+            "service": self.issuer.service,
+            "issuer": self.issuer.issuer,
+            "upstream": self.upstream.as_ref().map(Upstream::origin),
+            "policies": policies,
+            "keys": {
+                "current": ring.current.kid,
+                "previous": ring.previous.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
+            },
+            "users": self.identity.user_count(),
+            "oidc": self.identity.issuers().iter().map(|issuer| {
+                let (keys, error) = issuer.status().unwrap_or((None, Some("fetching".into())));
+                serde_json::json!({"issuer": issuer.issuer(), "keys": keys, "last_error": error})
+            }).collect::<Vec<_>>(),
+            "ldap": self.identity.directory().map(|d| serde_json::json!({
+                "url": d.url(), "last_error": d.last_error(),
+            })),
+            "config_reload_error": *self.config_error.lock().unwrap_or_else(PoisonError::into_inner),
+        })
+    }
+
+    pub(super) fn metrics_page(&self) -> Response<Body> {
+        let mut response = Response::new(full(self.metrics.encode()));
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+        );
+        response
+    }
+
+    pub(super) fn jwks(&self) -> Response<Body> {
+        let ring = self.keys.load();
+        let keys: Vec<&serde_json::Value> = ring.all().into_iter().map(SigningKey::jwk).collect();
+        json(StatusCode::OK, &serde_json::json!({ "keys": keys }))
+    }
+}
