@@ -210,31 +210,49 @@ impl Identity {
         password: &str,
         client: IpAddr,
     ) -> Result<Login, LoginError> {
-        let now = Instant::now();
         // Checked before bcrypt: a throttled guesser costs us no CPU.
-        self.throttle
-            .check(client, user, now)
-            .map_err(LoginError::Throttled)?;
+        let now = self.admit(client, user)?;
         let users = self.users.load_full();
         let credential = self
             .cache
             .verify(&users, user, password)
             .then(|| users.credential_id(user))
             .flatten();
-        match credential {
-            Some(credential) => {
-                self.throttle.succeeded(client, user);
-                Ok(Login {
-                    principal: self.principal(user),
-                    credential: Some(credential),
-                    remembered: false,
-                })
-            }
-            None => {
-                self.throttle.failed(client, user, now);
-                Err(LoginError::Wrong)
-            }
+        let login = match credential {
+            Some(credential) => Ok(Login {
+                principal: self.principal(user),
+                credential: Some(credential),
+                remembered: false,
+            }),
+            None => Err(LoginError::Wrong),
+        };
+        self.settle(client, user, now, login)
+    }
+
+    /// Whether `client` may try `user` now (the throttle), and when it did.
+    fn admit(&self, client: IpAddr, user: &str) -> Result<Instant, LoginError> {
+        let now = Instant::now();
+        self.throttle
+            .check(client, user, now)
+            .map_err(LoginError::Throttled)?;
+        Ok(now)
+    }
+
+    /// Tells the throttle how a try that began at `now` ended: a wrong password counts
+    /// against the client, a right one clears its count.
+    fn settle(
+        &self,
+        client: IpAddr,
+        user: &str,
+        now: Instant,
+        login: Result<Login, LoginError>,
+    ) -> Result<Login, LoginError> {
+        match &login {
+            Ok(_) => self.throttle.succeeded(client, user),
+            Err(LoginError::Wrong) => self.throttle.failed(client, user, now),
+            Err(_) => {}
         }
+        login
     }
 
     /// A directory login, behind the same throttle as passwords of the htpasswd (remembered
@@ -246,25 +264,17 @@ impl Identity {
         password: &str,
         client: IpAddr,
     ) -> Result<Login, LoginError> {
-        let now = Instant::now();
-        self.throttle
-            .check(client, user, now)
-            .map_err(LoginError::Throttled)?;
-        match directory.login(user, password).await {
-            Ok((principal, credential, remembered)) => {
-                self.throttle.succeeded(client, user);
-                Ok(Login {
+        let now = self.admit(client, user)?;
+        let login =
+            directory
+                .login(user, password)
+                .await
+                .map(|(principal, credential, remembered)| Login {
                     principal,
                     credential: Some(credential),
                     remembered,
-                })
-            }
-            Err(LoginError::Wrong) => {
-                self.throttle.failed(client, user, now);
-                Err(LoginError::Wrong)
-            }
-            Err(other) => Err(other),
-        }
+                });
+        self.settle(client, user, now, login)
     }
 
     /// A workload token by itself (an RFC 8693 token exchange): who it logs in, if it comes

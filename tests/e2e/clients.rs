@@ -5,8 +5,8 @@
 //! in a temp dir; nothing touches the machine's own Docker, containerd or podman state.
 
 use crate::util::{
-    Daemon, DockerUser, Dockerd, Ran, Running, Setup, oci_image, push, require, rootfs_tar, run,
-    run_with_stdin, wait_for,
+    self, Daemon, DockerUser, Dockerd, Ran, Setup, require, rootfs_tar, run, run_with_stdin,
+    wait_for,
 };
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -23,51 +23,30 @@ const USERS: &[(&str, &str)] = &[("alice", "alice-pw"), ("bob", "bob-pw")];
 
 /// A registry behind Portcullis, in one of the two modes; `host` is where clients go.
 struct Site {
-    _gateway: Running,
-    _registry: Running,
-    _setup: Setup,
+    _site: util::Site,
     host: String,
     mode: &'static str,
 }
 
 impl Site {
     fn start(mode: &'static str) -> Site {
-        require("docker-registry");
-        require("skopeo");
-        let (setup, gateway_mode) = match mode {
-            "gateway" => (Setup::gateway(ACL, USERS, ""), true),
-            _ => (Setup::new(ACL, USERS), false),
-        };
-        let gateway = setup.start_gateway();
-        let registry = if gateway_mode {
-            setup.start_plain_registry()
+        let gateway_mode = mode == "gateway";
+        let setup = if gateway_mode {
+            Setup::gateway(ACL, USERS, "")
         } else {
-            setup.start_registry(&setup.path("keys/token.crt"))
-        };
-        let port = if gateway_mode {
-            setup.gateway_port
-        } else {
-            setup.registry_port
+            Setup::new(ACL, USERS)
         };
         // alice's first image, pushed by skopeo: what ctr starts from.
-        let image = setup.path("image");
-        oci_image(
-            &image,
+        let site = util::Site::start(
+            setup,
+            gateway_mode,
             format!("an image for the {mode} clients").as_bytes(),
         );
-        let (ok, err) = push(
-            setup.dir.path(),
-            &image,
-            "alice:alice-pw",
-            port,
-            "alice/base:1",
-        );
+        let (ok, err) = site.push("alice:alice-pw", "alice/base:1");
         assert!(ok, "skopeo seeds alice/base: {err}");
         Site {
-            _gateway: gateway,
-            _registry: registry,
-            host: format!("127.0.0.1:{port}"),
-            _setup: setup,
+            host: format!("127.0.0.1:{}", site.port),
+            _site: site,
             mode,
         }
     }

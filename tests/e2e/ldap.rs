@@ -4,7 +4,7 @@
 //! user in both modes, decided by nested groups and by attributes handed to the policies;
 //! every way a directory login can go wrong is refused, closed.
 
-use crate::util::{Running, SERVICE, Setup, free_port, http, oci_image, push, require, wait_for};
+use crate::util::{SERVICE, Setup, Site, free_port, http, require, wait_for};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -204,27 +204,7 @@ timeout_seconds = 2
     )
 }
 
-/// The config with `block` placed before the first [[policy]] (TOML tables go in order).
-fn with_block(setup: &Setup, block: &str) {
-    let path = setup.path("portcullis.toml");
-    let text = std::fs::read_to_string(&path).expect("config");
-    let (before, after) = text
-        .split_once("\n[[policy]]")
-        .expect("the config has a [[policy]]");
-    std::fs::write(&path, format!("{before}\n{block}\n[[policy]]{after}")).expect("write");
-}
-
-struct Site {
-    _gateway: Running,
-    _registry: Running,
-    setup: Setup,
-    port: u16,
-    image: PathBuf,
-}
-
 fn site(gateway_mode: bool, block: impl FnOnce(&Setup) -> String) -> Site {
-    require("docker-registry");
-    require("skopeo");
     // The htpasswd holds only carol: everyone else is the directory's.
     let users = &[("carol", "carol-pw")];
     let setup = if gateway_mode {
@@ -232,47 +212,8 @@ fn site(gateway_mode: bool, block: impl FnOnce(&Setup) -> String) -> Site {
     } else {
         Setup::new(ACL, users)
     };
-    with_block(&setup, &block(&setup));
-    let gateway = setup.start_gateway();
-    let (registry, port) = if gateway_mode {
-        (setup.start_plain_registry(), setup.gateway_port)
-    } else {
-        (
-            setup.start_registry(&setup.path("keys/token.crt")),
-            setup.registry_port,
-        )
-    };
-    let image = setup.path("image");
-    oci_image(&image, b"a directory user's image");
-    Site {
-        _gateway: gateway,
-        _registry: registry,
-        setup,
-        port,
-        image,
-    }
-}
-
-impl Site {
-    fn push(&self, creds: &str, reference: &str) -> (bool, String) {
-        push(
-            self.setup.dir.path(),
-            &self.image,
-            creds,
-            self.port,
-            reference,
-        )
-    }
-
-    /// A Basic-authenticated GET to the gateway: status and body.
-    fn get(&self, user: &str, password: &str, path: &str) -> (u16, String) {
-        let head = format!(
-            "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
-            data_encoding::BASE64.encode(format!("{user}:{password}").as_bytes())
-        );
-        let (status, _, body) = http(self.setup.gateway_port, &head, b"");
-        (status, String::from_utf8_lossy(&body).into_owned())
-    }
+    setup.insert_config(&block(&setup));
+    Site::start(setup, gateway_mode, b"a directory user's image")
 }
 
 #[test]
@@ -476,7 +417,7 @@ fn check_binds_the_service_account_and_says_what_fails() {
     let slapd = Slapd::start("");
     let setup = Setup::gateway(ACL, &[("carol", "carol-pw")], "");
     let url = format!("ldaps://127.0.0.1:{}", slapd.tls_port);
-    with_block(&setup, &ldap_config(&setup, &url, &slapd.ca(), ""));
+    setup.insert_config(&ldap_config(&setup, &url, &slapd.ca(), ""));
     let config = setup.path("portcullis.toml");
     let check = || {
         crate::util::portcullis(

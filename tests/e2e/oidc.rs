@@ -4,7 +4,7 @@
 //! the policies decide by the account and groups made from its claims. Every bad token is
 //! refused with a reason and nothing is remembered.
 
-use crate::util::{Running, SERVICE, Setup, free_port, header, http, oci_image, push, require};
+use crate::util::{SERVICE, Setup, Site, free_port, header, http, require};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -134,61 +134,18 @@ insecure_http = true
     )
 }
 
-/// The config with the oidc block placed inside [identity] (TOML tables go in order).
-fn with_oidc(setup: &Setup, block: &str) {
-    let path = setup.path("portcullis.toml");
-    let text = std::fs::read_to_string(&path).expect("config");
-    let (before, after) = text
-        .split_once("\n[[policy]]")
-        .expect("the config has a [[policy]]");
-    std::fs::write(&path, format!("{before}\n{block}\n[[policy]]{after}")).expect("write");
-}
-
-struct Site {
-    _gateway: Running,
-    _registry: Running,
-    setup: Setup,
-    port: u16,
-    image: PathBuf,
-}
-
 fn site(provider: &Provider, gateway_mode: bool) -> Site {
-    require("docker-registry");
-    require("skopeo");
     let setup = if gateway_mode {
         Setup::gateway(ACL, USERS, "[log]\ndecisions = \"decisions.jsonl\"\n")
     } else {
         Setup::new(ACL, USERS)
     };
-    with_oidc(&setup, &oidc_config(provider, "acme"));
-    let gateway = setup.start_gateway();
-    let (registry, port) = if gateway_mode {
-        (setup.start_plain_registry(), setup.gateway_port)
-    } else {
-        (
-            setup.start_registry(&setup.path("keys/token.crt")),
-            setup.registry_port,
-        )
-    };
-    let image = setup.path("image");
-    oci_image(&image, b"a workload's image");
-    Site {
-        _gateway: gateway,
-        _registry: registry,
-        setup,
-        port,
-        image,
-    }
+    setup.insert_config(&oidc_config(provider, "acme"));
+    Site::start(setup, gateway_mode, b"a workload's image")
 }
 
 fn push_as(site: &Site, token: &str, reference: &str) -> (bool, String) {
-    push(
-        site.setup.dir.path(),
-        &site.image,
-        &format!("ci:{token}"),
-        site.port,
-        reference,
-    )
+    site.push(&format!("ci:{token}"), reference)
 }
 
 #[test]
@@ -218,13 +175,7 @@ fn a_workload_pushes_with_its_jwt_as_the_password_in_both_modes() {
             "{mode}: {err}"
         );
         // The htpasswd still works beside it.
-        let (ok, err) = push(
-            site.setup.dir.path(),
-            &site.image,
-            "alice:alice-pw",
-            site.port,
-            "alice/x:1",
-        );
+        let (ok, err) = site.push("alice:alice-pw", "alice/x:1");
         assert!(ok, "{mode}: alice: {err}");
     }
 }
@@ -542,7 +493,7 @@ fn an_issuer_that_goes_away_keeps_serving_its_last_keys_and_one_never_reached_fa
 fn check_asks_each_issuer_and_says_what_fails() {
     let provider = Provider::start();
     let setup = Setup::gateway(ACL, USERS, "");
-    with_oidc(&setup, &oidc_config(&provider, "acme"));
+    setup.insert_config(&oidc_config(&provider, "acme"));
     let config = setup.path("portcullis.toml");
     let out = crate::util::portcullis(
         &["check", "--config", config.to_str().expect("utf-8")],
@@ -580,16 +531,12 @@ fn check_asks_each_issuer_and_says_what_fails() {
 #[test]
 fn a_kubernetes_style_workload_is_named_from_nested_claims() {
     let provider = Provider::start();
-    require("docker-registry");
-    require("skopeo");
     let acl = r#"{"rules": [
       {"match": {"account": "k8s:ci/*", "name": "ci/**"}, "actions": ["pull", "push"]}
     ]}"#;
     let setup = Setup::gateway(acl, USERS, "");
-    with_oidc(
-        &setup,
-        &format!(
-            r#"
+    setup.insert_config(&format!(
+        r#"
 [[identity.oidc]]
 issuer = "{issuer}"
 audience = "{SERVICE}"
@@ -597,30 +544,14 @@ username = "k8s:{{kubernetes.io/namespace}}/{{kubernetes.io/serviceaccount/name}
 require = {{ "kubernetes.io/namespace" = "ci" }}
 insecure_http = true
 "#,
-            issuer = provider.issuer()
-        ),
-    );
-    let _gateway = setup.start_gateway();
-    let _registry = setup.start_plain_registry();
-    let image = setup.path("image");
-    oci_image(&image, b"a pod's image");
+        issuer = provider.issuer()
+    ));
+    let site = Site::start(setup, true, b"a pod's image");
     let pod = |namespace: &str| {
         provider.token(&[("namespace", namespace), ("serviceaccount", "builder")])
     };
-    let (ok, err) = push(
-        setup.dir.path(),
-        &image,
-        &format!("pod:{}", pod("ci")),
-        setup.gateway_port,
-        "ci/tool:1",
-    );
+    let (ok, err) = site.push(&format!("pod:{}", pod("ci")), "ci/tool:1");
     assert!(ok, "the ci namespace's builder pushes: {err}");
-    let (ok, _) = push(
-        setup.dir.path(),
-        &image,
-        &format!("pod:{}", pod("default")),
-        setup.gateway_port,
-        "ci/tool:2",
-    );
+    let (ok, _) = site.push(&format!("pod:{}", pod("default")), "ci/tool:2");
     assert!(!ok, "another namespace's pod is refused by require");
 }

@@ -314,6 +314,17 @@ settings_file = "acl.json"
         std::fs::rename(&tmp, &htpasswd).expect("rename");
     }
 
+    /// Adds `block` (e.g. an `[identity.ldap]` table) to the config before the first
+    /// `[[policy]]`: TOML tables go in order, so after it the block would land in that policy.
+    pub fn insert_config(&self, block: &str) {
+        let path = self.path("portcullis.toml");
+        let text = std::fs::read_to_string(&path).expect("config");
+        let (before, after) = text
+            .split_once("\n[[policy]]")
+            .expect("the config has a [[policy]]");
+        std::fs::write(&path, format!("{before}\n{block}\n[[policy]]{after}")).expect("write");
+    }
+
     /// Starts `portcullis serve` and waits for its "listening" line.
     pub fn start_gateway(&self) -> Running {
         serve(&self.path("portcullis.toml"), self.gateway_port)
@@ -373,6 +384,63 @@ http: {{addr: 127.0.0.1:{port}, secret: e2e-secret{tls}}}
         let file = self.path("registry.yml");
         std::fs::write(&file, config).expect("registry config");
         registry(&file, port, &[], &self.path("registry.log"))
+    }
+}
+
+/// A started gateway and registry in one of the two modes, with an image to push.
+pub struct Site {
+    _gateway: Running,
+    _registry: Running,
+    pub setup: Setup,
+    /// Where clients go: the registry in token-server mode, the gateway in gateway mode.
+    pub port: u16,
+    /// An OCI layout holding one small image, tagged `latest`.
+    pub image: PathBuf,
+}
+
+impl Site {
+    /// Starts `setup`'s gateway and a registry behind it (gateway mode when `setup` was
+    /// made by `Setup::gateway*`), and builds an image carrying `payload`.
+    pub fn start(setup: Setup, gateway_mode: bool, payload: &[u8]) -> Site {
+        require("docker-registry");
+        require("skopeo");
+        let gateway = setup.start_gateway();
+        let (registry, port) = if gateway_mode {
+            (setup.start_plain_registry(), setup.gateway_port)
+        } else {
+            let bundle = setup.path("keys/token.crt");
+            (setup.start_registry(&bundle), setup.registry_port)
+        };
+        let image = setup.path("image");
+        oci_image(&image, payload);
+        Site {
+            _gateway: gateway,
+            _registry: registry,
+            setup,
+            port,
+            image,
+        }
+    }
+
+    /// Pushes the image as `127.0.0.1:<port>/<reference>` with skopeo: (success, stderr).
+    pub fn push(&self, creds: &str, reference: &str) -> (bool, String) {
+        push(
+            self.setup.dir.path(),
+            &self.image,
+            creds,
+            self.port,
+            reference,
+        )
+    }
+
+    /// A Basic-authenticated GET to the gateway: status and body.
+    pub fn get(&self, user: &str, password: &str, path: &str) -> (u16, String) {
+        let head = format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
+            basic(user, password)
+        );
+        let (status, _, body) = http(self.setup.gateway_port, &head, b"");
+        (status, String::from_utf8_lossy(&body).into_owned())
     }
 }
 
