@@ -338,9 +338,10 @@ impl Identity {
         }
     }
 
-    /// Whether `user` still holds `credential` (a refresh token's binding). A directory
-    /// user's entry is looked up again, at most once per cache period.
-    pub async fn still_holds(&self, user: &str, credential: &str) -> Result<(), LoginError> {
+    /// Who `user` is now, if they still hold `credential` (a refresh token's binding): an
+    /// htpasswd user with the groups of now, a directory user as the directory has them
+    /// (looked up again at most once per cache period).
+    pub async fn still_holds(&self, user: &str, credential: &str) -> Result<Principal, LoginError> {
         if let (Some(directory), true) = (&self.directory, credential.starts_with("ldap:")) {
             return directory.still_holds(user, credential).await;
         }
@@ -351,7 +352,7 @@ impl Identity {
             Some(now) if now != credential => Err(LoginError::Refused(format!(
                 "the password of {user:?} changed since this refresh token was issued: log in again"
             ))),
-            Some(_) => Ok(()),
+            Some(_) => Ok(self.principal(user)),
         }
     }
 

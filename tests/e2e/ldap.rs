@@ -395,6 +395,39 @@ fn a_directory_users_refresh_token_ends_when_the_entry_goes() {
         .as_str()
         .expect("a refresh token")
         .to_string();
+    // alice is in `engineering` through `devs`: a refreshed token is decided with her
+    // directory groups, as a password login is.
+    let head = format!(
+        "GET /token?service={SERVICE}&offline_token=true&client_id=docker HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
+        data_encoding::BASE64.encode(b"alice:alice-pw")
+    );
+    let (_, _, body) = http(site.setup.gateway_port, &head, b"");
+    let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let alices = json["refresh_token"].as_str().expect("a refresh token");
+    let form = format!(
+        "grant_type=refresh_token&service={SERVICE}&refresh_token={alices}&scope=repository:eng/app:push"
+    );
+    let head = format!(
+        "POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        form.len()
+    );
+    let (status, _, body) = http(site.setup.gateway_port, &head, form.as_bytes());
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let token = json["token"].as_str().expect("a token");
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let claims: serde_json::Value = serde_json::from_slice(
+        &data_encoding::BASE64URL_NOPAD
+            .decode(payload.as_bytes())
+            .expect("base64url"),
+    )
+    .expect("claims");
+    assert_eq!(claims["access"][0]["actions"], serde_json::json!(["push"]));
+    assert_eq!(claims["src"], "ldap", "{claims}");
+    assert!(
+        claims["grp"].to_string().contains("engineering"),
+        "{claims}"
+    );
     let redeem = || {
         let form = format!("grant_type=refresh_token&service={SERVICE}&refresh_token={refresh}");
         let head = format!(

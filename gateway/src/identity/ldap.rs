@@ -35,7 +35,7 @@ pub struct Directory {
     salt: [u8; 32],
     remembered: quick_cache::sync::Cache<[u8; 32], (Arc<Entry>, Instant)>,
     /// Entries found by a refresh token's check, by DN digest, with when.
-    still_there: quick_cache::sync::Cache<String, Instant>,
+    still_there: quick_cache::sync::Cache<String, (Principal, Instant)>,
     last_error: std::sync::Mutex<Option<String>>,
 }
 
@@ -132,13 +132,14 @@ impl Directory {
         }
     }
 
-    /// Whether `user`'s entry is still in the directory under the DN `credential` was
-    /// made from: asked at most once per cache period per user (refresh tokens).
-    pub async fn still_holds(&self, user: &str, credential: &str) -> Result<(), LoginError> {
-        if let Some(at) = self.still_there.get(credential)
+    /// The user as the directory has them now (groups and attributes included), if their
+    /// entry is still there under the DN `credential` was made from: asked at most once per
+    /// cache period per user (refresh tokens).
+    pub async fn still_holds(&self, user: &str, credential: &str) -> Result<Principal, LoginError> {
+        if let Some((principal, at)) = self.still_there.get(credential)
             && at.elapsed() < self.cache_period()
         {
-            return Ok(());
+            return Ok(principal);
         }
         let found = async {
             let mut ldap = self.service_connection().await?;
@@ -149,9 +150,11 @@ impl Directory {
         .await;
         match found {
             Ok(entry) if credential_id(&entry.dn) == credential => {
-                self.still_there
-                    .insert(credential.to_string(), Instant::now());
-                Ok(())
+                self.still_there.insert(
+                    credential.to_string(),
+                    (entry.principal.clone(), Instant::now()),
+                );
+                Ok(entry.principal)
             }
             Ok(_) | Err(Failure::Wrong) => Err(LoginError::Refused(format!(
                 "account {user:?} is no longer in the directory: log in again"

@@ -259,7 +259,11 @@ async fn the_layer_logs_in_remembers_throttles_and_checks_bindings() {
         (true, &first.credential)
     );
     assert_eq!(identity.principal("alice").groups, ["ci"]);
-    assert_eq!(identity.still_holds("alice", &credential).await, Ok(()));
+    assert_eq!(
+        identity.still_holds("alice", &credential).await,
+        Ok(identity.principal("alice")),
+        "a refresh carries alice's groups of now"
+    );
     assert!(
         identity
             .still_holds("alice", "other")

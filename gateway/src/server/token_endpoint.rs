@@ -255,14 +255,12 @@ impl App {
                     })
                     .await?;
                     let user = refresh.subject;
-                    self.identity
+                    let principal = self
+                        .identity
                         .still_holds(&user, &refresh.credential)
                         .await
                         .map_err(login_refused)?;
-                    (
-                        Some((self.identity.principal(&user), user)),
-                        Some(Refresh::Keep(token)),
-                    )
+                    (Some((principal, user)), Some(Refresh::Keep(token)))
                 }
             };
         // `account` is the name the client logged in with; a workload's account comes from
