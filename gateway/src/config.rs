@@ -31,7 +31,71 @@ pub struct Config {
     /// Logs and the decision log.
     #[serde(default)]
     pub log: Log,
+    /// The web console under `/ui/`.
+    #[serde(default)]
+    pub console: Console,
 }
+
+/// `[console]`: the web console, served under `/ui/` on the listener clients use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Console {
+    /// Off by default.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Groups whose members may explain decisions for any account, and see the status and
+    /// the recent decisions.
+    #[serde(default)]
+    pub admins: Vec<String>,
+    /// The keys sessions and personal tokens are sealed with, shared by every replica
+    /// (`portcullis keygen --session`).
+    pub session_key: Option<PathBuf>,
+    /// Token-server mode: where the console reads the registry (gateway mode reads it at
+    /// `[upstream] url`).
+    pub registry_url: Option<String>,
+    /// PEM certificates trusted for an `https` `registry_url` besides the system's roots.
+    pub registry_ca: Option<PathBuf>,
+    /// The host (and port) users pull from, for the `docker pull` lines the console shows;
+    /// default: `public_url`'s (gateway mode), else `registry_url`'s.
+    pub pull_host: Option<String>,
+    /// How long a console session lasts.
+    #[serde(default = "default_session_minutes")]
+    pub session_minutes: u64,
+    /// The longest a personal token may live; 0 turns personal tokens off.
+    #[serde(default = "default_token_max_days")]
+    pub token_max_days: u64,
+    /// Revoked personal tokens, one id per line: watched, and appended to by the console.
+    pub revoked_tokens: Option<PathBuf>,
+}
+
+impl Default for Console {
+    fn default() -> Console {
+        Console {
+            enabled: false,
+            admins: Vec::new(),
+            session_key: None,
+            registry_url: None,
+            registry_ca: None,
+            pull_host: None,
+            session_minutes: default_session_minutes(),
+            token_max_days: default_token_max_days(),
+            revoked_tokens: None,
+        }
+    }
+}
+
+fn default_session_minutes() -> u64 {
+    60
+}
+
+fn default_token_max_days() -> u64 {
+    90
+}
+
+/// Console sessions last between these many minutes.
+const SESSION_MINUTES: std::ops::RangeInclusive<u64> = 5..=24 * 60;
+/// Personal tokens live ten years at most.
+const MAX_TOKEN_DAYS: u64 = 3660;
 
 /// `[log]`
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -561,6 +625,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_console()?;
         if self.policies.is_empty() {
             return Err(
                 "no [[policy]] is configured: every request would be denied. \
@@ -595,6 +660,58 @@ impl Config {
         Ok(())
     }
 
+    fn validate_console(&self) -> Result<(), String> {
+        let console = &self.console;
+        if !console.enabled {
+            return Ok(());
+        }
+        let at = "[console]";
+        if console.session_key.is_none() {
+            return Err(format!(
+                "{at} session_key is needed: sessions are sealed with it (`portcullis keygen \
+                 --session --out keys` writes keys/session.key; every replica shares it)"
+            ));
+        }
+        match (&console.registry_url, &self.upstream) {
+            (Some(url), _) => {
+                origin(url).map_err(|e| format!("{at} registry_url = {url:?}: {e}"))?;
+            }
+            (None, Some(_)) => {}
+            (None, None) => {
+                return Err(format!(
+                    "{at} registry_url is needed in token-server mode: where the console reads \
+                     the registry, e.g. \"http://registry:5000\""
+                ));
+            }
+        }
+        if !SESSION_MINUTES.contains(&console.session_minutes) {
+            return Err(format!(
+                "{at} session_minutes = {} must be between {} and {}",
+                console.session_minutes,
+                SESSION_MINUTES.start(),
+                SESSION_MINUTES.end()
+            ));
+        }
+        if console.token_max_days > MAX_TOKEN_DAYS {
+            return Err(format!(
+                "{at} token_max_days = {} is too long: at most {MAX_TOKEN_DAYS} (0 turns \
+                 personal tokens off)",
+                console.token_max_days
+            ));
+        }
+        if console.token_max_days > 0 && console.revoked_tokens.is_none() {
+            return Err(format!(
+                "{at} revoked_tokens is needed while personal tokens are on (token_max_days > \
+                 0): a token that cannot be revoked must not be issued. Name a file every \
+                 replica reads, e.g. \"auth/revoked\""
+            ));
+        }
+        if let Some(group) = console.admins.iter().find(|g| g.trim().is_empty()) {
+            return Err(format!("{at} admins: {group:?} is not a group name"));
+        }
+        Ok(())
+    }
+
     fn resolve_paths(&mut self, base: &Path) {
         let resolve = |p: &mut PathBuf| *p = base.join(&*p);
         let server = &mut self.server;
@@ -624,6 +741,13 @@ impl Config {
             ldap.ca.iter_mut().for_each(resolve);
             resolve(&mut ldap.bind_password_file);
         }
+        let console = &mut self.console;
+        console
+            .session_key
+            .iter_mut()
+            .chain(console.registry_ca.iter_mut())
+            .chain(console.revoked_tokens.iter_mut())
+            .for_each(resolve);
         for policy in &mut self.policies {
             resolve(&mut policy.module);
             policy.settings_file.iter_mut().for_each(resolve);

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod decision_log;
 pub mod identity;
 pub mod metrics;
@@ -13,6 +14,7 @@ pub mod policy;
 mod properties;
 pub mod proxy;
 pub mod scope;
+pub mod seal;
 pub mod server;
 pub mod tls;
 pub mod token;

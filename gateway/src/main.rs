@@ -39,14 +39,19 @@ enum Command {
         #[arg(long, default_value = "portcullis.toml")]
         config: PathBuf,
     },
-    /// Writes token.key (PKCS#8) and a self-signed token.crt, the registry's rootcertbundle.
+    /// Writes token.key (PKCS#8) and a self-signed token.crt, the registry's rootcertbundle;
+    /// with --session, the console's session.key instead.
     Keygen {
         /// The directory to write into.
         #[arg(long)]
         out: PathBuf,
         /// RSA 2048 (RS256) instead of EC P-256 (ES256).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "session")]
         rsa: bool,
+        /// Write (or rotate) session.key, the console's key for sessions and personal
+        /// tokens: a new key goes first, the ones already there still open what they sealed.
+        #[arg(long)]
+        session: bool,
     },
     /// Adds or replaces a user's bcrypt entry in an htpasswd file; the password is read from
     /// standard input.
@@ -119,7 +124,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config } => serve(&config),
         Command::Check { config } => check(&config),
-        Command::Keygen { out, rsa } => keygen(&out, rsa),
+        Command::Keygen {
+            out, session: true, ..
+        } => session_keygen(&out),
+        Command::Keygen { out, rsa, .. } => keygen(&out, rsa),
         Command::Passwd { file, user, cost } => passwd(&file, &user, cost),
         Command::Policy(PolicyCommand::Eval(args)) => eval(*args),
     };
@@ -227,6 +235,43 @@ fn keygen(dir: &Path, rsa: bool) -> Result<ExitCode, String> {
         "registry config: auth.token.rootcertbundle = {}",
         cert.display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `dir/session.key`, or puts a new key first in the one there (a rotation).
+fn session_keygen(dir: &Path) -> Result<ExitCode, String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("session.key");
+    let existing = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let line = portcullis::seal::SealKeys::generate_line()?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // Written beside it and renamed over it: a replica never reads half a file.
+    let tmp = dir.join(".session.key.new");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    file.write_all(format!("{line}\n{existing}").as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    if existing.trim().is_empty() {
+        println!("wrote {}", path.display());
+    } else {
+        println!(
+            "added a new first key to {}: the older keys still open what they sealed; delete \
+             their lines once sessions and personal tokens sealed with them may end",
+            path.display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -6,6 +6,7 @@
 mod access;
 mod admin;
 mod connections;
+mod console;
 pub mod credentials;
 mod error;
 mod gateway;
@@ -21,11 +22,13 @@ pub use live::Live;
 use error::json;
 
 use crate::config::Config;
+use crate::console::Console;
 use crate::decision_log::DecisionLog;
 use crate::identity::{Directory, Groups, Htpasswd, Identity, OidcIssuer};
 use crate::metrics::Metrics;
 use crate::policy::{Host, Policies};
 use crate::proxy::{Body, Upstream};
+use crate::seal::SealKeys;
 use crate::tls::Certificate;
 use crate::token::{Issuer, SigningKey, Verified};
 use crate::watch::{FileWatcher, Fingerprint, fingerprints};
@@ -53,6 +56,8 @@ pub struct App {
     /// Why the last edit of the config file was refused, if it was.
     config_error: Arc<Mutex<Option<String>>>,
     decisions: Arc<DecisionLog>,
+    /// The web console, when `[console] enabled`.
+    console: Option<Arc<Console>>,
     reload_lock: Mutex<()>,
     /// Each identity file's fingerprint just before it was last read: its watcher starts from
     /// there, so an edit that lands while the App loads is not lost.
@@ -99,10 +104,18 @@ enum FileSet {
     Key,
     /// The listener's TLS certificate and key.
     Tls,
+    /// The console's session key.
+    Console,
 }
 
 impl FileSet {
-    const ALL: [FileSet; 4] = [FileSet::Users, FileSet::Groups, FileSet::Key, FileSet::Tls];
+    const ALL: [FileSet; 5] = [
+        FileSet::Users,
+        FileSet::Groups,
+        FileSet::Key,
+        FileSet::Tls,
+        FileSet::Console,
+    ];
 
     /// The name of its watcher thread.
     fn name(self) -> &'static str {
@@ -111,6 +124,7 @@ impl FileSet {
             FileSet::Groups => "groups",
             FileSet::Key => "key",
             FileSet::Tls => "tls",
+            FileSet::Console => "console",
         }
     }
 }
@@ -273,6 +287,18 @@ impl App {
             }
             None => None,
         };
+        let console = match (&config.console.session_key, config.console.enabled) {
+            (Some(path), true) => {
+                read_as.extend(read_now(&[path]));
+                let keys = SealKeys::load(path).map_err(|e| fail(&e))?;
+                let https = tls.is_some()
+                    || public_origin
+                        .as_ref()
+                        .is_some_and(|(scheme, _)| scheme == "https");
+                Some(Arc::new(Console::new(&config.console, keys, https)))
+            }
+            _ => None,
+        };
         let issuer = Issuer::new(
             &token.issuer,
             &token.service,
@@ -292,6 +318,7 @@ impl App {
             metrics: previous.map(|p| p.metrics.clone()).unwrap_or_default(),
             config_error: previous.map(|p| p.config_error.clone()).unwrap_or_default(),
             decisions,
+            console,
             reload_lock: Mutex::new(()),
             read_as: Mutex::new(read_as),
             config,
@@ -338,6 +365,16 @@ impl App {
             FileSet::Groups => identity.groups.iter().map(|p| p.as_path()).collect(),
             FileSet::Key => vec![&self.config.token.key, &self.config.token.certificate],
             FileSet::Tls => self.tls.iter().flat_map(|tls| tls.files()).collect(),
+            FileSet::Console => match &self.console {
+                Some(_) => self
+                    .config
+                    .console
+                    .session_key
+                    .iter()
+                    .map(|p| p.as_path())
+                    .collect(),
+                None => Vec::new(),
+            },
         }
     }
 
@@ -394,6 +431,19 @@ impl App {
                         true
                     }
                     Err(e) => failed("signing key", &e),
+                }
+            }
+            FileSet::Console => {
+                let (Some(console), Some(path)) = (&self.console, &self.config.console.session_key)
+                else {
+                    return true;
+                };
+                match SealKeys::load(path) {
+                    Ok(keys) => {
+                        console.set_keys(keys);
+                        true
+                    }
+                    Err(e) => failed("console session key", &e),
                 }
             }
             FileSet::Tls => match self.tls.as_ref().map(|tls| tls.reload()) {

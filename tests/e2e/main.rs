@@ -3,8 +3,10 @@
 //! with `auth.token` pointing at `portcullis serve`; gateway mode in [`gateway`]; docker,
 //! containerd and podman in both modes in [`clients`].
 
+mod browser;
 mod clients;
 mod compose;
+mod console;
 mod gateway;
 mod ldap;
 mod oidc;

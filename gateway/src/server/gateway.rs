@@ -172,7 +172,7 @@ enum Denial {
 impl App {
     /// How the client reached us: `public_url` when set (a client's Host header then
     /// changes nothing), else the Host it used.
-    fn forwarded(&self, request: &Request<Incoming>, peer: IpAddr) -> Forwarded {
+    pub(super) fn forwarded(&self, request: &Request<Incoming>, peer: IpAddr) -> Forwarded {
         let headers = request.headers();
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let (proto, host) = match &self.public_origin {

@@ -2,7 +2,7 @@
 
 use super::error::{json, text};
 use super::listener::Listener;
-use super::{ApiError, App, Body, gateway, token_endpoint};
+use super::{ApiError, App, Body, console, gateway, token_endpoint};
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -30,6 +30,7 @@ impl App {
             "/readyz" => "readyz",
             "/metrics" => "metrics",
             "/status" => "status",
+            _ if path == "/ui" || path.starts_with("/ui/") => "console",
             _ => "unknown",
         };
         use Listener::{Admin, Clients};
@@ -45,15 +46,15 @@ impl App {
                 token_endpoint::handle(self.clone(), request, peer).await
             }
             (Clients, &Method::GET, "jwks") => Ok(self.jwks()),
+            (Clients, _, "console") => Ok(console::handle(self.clone(), request, peer).await),
             (_, &Method::GET, "healthz") => Ok(text(StatusCode::OK, "ok\n")),
             (_, &Method::GET, "readyz") => Ok(self.readiness().await),
             (Admin, &Method::GET, "metrics") => Ok(self.metrics_page()),
             (Admin, &Method::GET, "status") => Ok(json(StatusCode::OK, &self.status())),
             // What the status page and metrics say (the upstream, modules, key ids, users,
             // reload errors) is for operators: never on the listener clients reach.
-            (Clients, _, "metrics" | "status") | (Admin, _, "registry" | "token" | "jwks") => {
-                Err(ApiError::NotFound)
-            }
+            (Clients, _, "metrics" | "status")
+            | (Admin, _, "registry" | "token" | "jwks" | "console") => Err(ApiError::NotFound),
             (_, _, "registry" | "unknown") => Err(ApiError::NotFound),
             _ => Err(ApiError::MethodNotAllowed),
         };
