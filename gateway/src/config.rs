@@ -387,6 +387,19 @@ pub struct Upstream {
     pub idle_timeout_seconds: u64,
 }
 
+impl Upstream {
+    /// A registry at `url` with the default timeouts (the console's, in token-server mode).
+    pub fn at(url: &str, ca: Option<PathBuf>) -> Upstream {
+        Upstream {
+            url: url.to_string(),
+            ca,
+            connect_timeout_seconds: default_connect_timeout_seconds(),
+            answer_timeout_seconds: default_answer_timeout_seconds(),
+            idle_timeout_seconds: default_idle_timeout_seconds(),
+        }
+    }
+}
+
 fn default_connect_timeout_seconds() -> u64 {
     10
 }

@@ -5,22 +5,28 @@
 //! Sessions are stateless: every replica opens what any other sealed, with the shared
 //! session key, so the console scales out with the gateway.
 
+pub mod manifest;
 pub mod pages;
 
 use crate::config;
+use crate::proxy::Upstream;
 use crate::seal::{Purpose, SealKeys};
 use arc_swap::ArcSwap;
 use hyper::HeaderMap;
 use hyper::header::{COOKIE, HeaderValue};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A sign-in form or an SSO round trip must finish within this time.
 const FLOW_SECONDS: u64 = 10 * 60;
 /// Browsers keep cookies up to about 4 KiB; a session that would not fit is refused with
 /// a reason rather than silently dropped by the browser.
 const MAX_COOKIE_BYTES: usize = 3800;
+
+/// How long the registry's list of repositories is reused: a listing walks the registry's
+/// whole storage, so it is read once for everyone, not once per page view.
+const CATALOG_SECONDS: u64 = 10;
 
 /// The console of one config.
 pub struct Console {
@@ -29,6 +35,10 @@ pub struct Console {
     keys: ArcSwap<SealKeys>,
     /// Cookies only over HTTPS: the listener has TLS, or `public_url` is https.
     secure: bool,
+    /// Token-server mode: the registry at `registry_url` (gateway mode reads `[upstream]`).
+    pub registry: Option<Upstream>,
+    /// The registry's repositories as last listed, and when.
+    catalog: tokio::sync::Mutex<Option<(Instant, Arc<Vec<String>>)>>,
 }
 
 /// A signed-in person, as their session cookie holds them (sealed: they can neither read
@@ -102,13 +112,37 @@ pub enum Cookie {
 
 impl Console {
     /// The console as configured, with the keys of `[console] session_key`. `secure` when
-    /// clients reach it over HTTPS.
-    pub fn new(config: &config::Console, keys: SealKeys, secure: bool) -> Console {
+    /// clients reach it over HTTPS; `registry` in token-server mode.
+    pub fn new(
+        config: &config::Console,
+        keys: SealKeys,
+        secure: bool,
+        registry: Option<Upstream>,
+    ) -> Console {
         Console {
             config: config.clone(),
             keys: ArcSwap::from_pointee(keys),
             secure,
+            registry,
+            catalog: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// The registry's repositories: the list read less than [`CATALOG_SECONDS`] ago, else
+    /// `list()`'s (one listing at a time: callers meanwhile wait for it).
+    pub async fn catalog<F, E>(&self, list: F) -> Result<Arc<Vec<String>>, E>
+    where
+        F: Future<Output = Result<Vec<String>, E>>,
+    {
+        let mut cached = self.catalog.lock().await;
+        if let Some((at, names)) = cached.as_ref()
+            && at.elapsed() < Duration::from_secs(CATALOG_SECONDS)
+        {
+            return Ok(names.clone());
+        }
+        let names = Arc::new(list.await?);
+        *cached = Some((Instant::now(), names.clone()));
+        Ok(names)
     }
 
     /// The session key file changed: what the new keys cannot open ends.
@@ -263,7 +297,7 @@ mod tests {
 
     fn console(secure: bool) -> Console {
         let keys = SealKeys::from_secrets(&[vec![7; 32]]).expect("keys");
-        Console::new(&config::Console::default(), keys, secure)
+        Console::new(&config::Console::default(), keys, secure, None)
     }
 
     fn with_cookie(value: &HeaderValue) -> HeaderMap {

@@ -26,6 +26,8 @@ pub enum Source {
     Token,
     /// A registry request in gateway mode.
     Gateway,
+    /// The web console reading or deleting for a signed-in person.
+    Console,
 }
 
 impl DecisionLog {
@@ -183,7 +185,11 @@ fn entry(
     serde_json::json!({
         "id": id(),
         "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-        "source": match source { Source::Token => "token", Source::Gateway => "gateway" },
+        "source": match source {
+            Source::Token => "token",
+            Source::Gateway => "gateway",
+            Source::Console => "console",
+        },
         "account": request.account.name,
         "authenticated": request.account.authenticated,
         "groups": request.account.groups,

@@ -6,13 +6,13 @@ mod catalog;
 mod route;
 
 pub use catalog::{CatalogPage, CatalogQuery, next_link};
-pub use route::{Mount, Route, RouteError, Target, without_mount};
+pub use route::{Mount, Route, RouteError, Target, repository_name, tag_or_digest, without_mount};
 
 use crate::config;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::{Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Request, Response, Uri};
+use hyper::{Method, Request, Response, StatusCode, Uri};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -107,6 +107,17 @@ impl UpstreamError {
     }
 }
 
+/// A registry's whole answer to a request of the gateway's own.
+#[derive(Debug)]
+pub struct Fetched {
+    /// The status.
+    pub status: StatusCode,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body, read whole.
+    pub body: Bytes,
+}
+
 /// The registry behind the gateway, with a pool of kept-alive connections.
 pub struct Upstream {
     client: crate::client::HttpsClient<Body>,
@@ -182,29 +193,48 @@ impl Upstream {
         &self,
         path_and_query: &str,
     ) -> Result<(serde_json::Value, Option<String>), UpstreamError> {
-        let response = self.get(path_and_query).await?;
-        if !response.status().is_success() {
-            return Err(self.failed(format!(
-                "GET {path_and_query} answered {}",
-                response.status()
-            )));
+        let fetched = self
+            .fetch(
+                Method::GET,
+                path_and_query,
+                HeaderMap::new(),
+                MAX_JSON_BYTES,
+            )
+            .await?;
+        if !fetched.status.is_success() {
+            return Err(self.failed(format!("GET {path_and_query} answered {}", fetched.status)));
         }
-        let link = response
-            .headers()
+        let link = fetched
+            .headers
             .get(header::LINK)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let bytes = Limited::new(
-            TimeoutBody::new(self.idle, response.into_body()),
-            MAX_JSON_BYTES,
-        )
-        .collect()
-        .await
-        .map_err(|e| self.failed(e))?
-        .to_bytes();
-        let json =
-            serde_json::from_slice(&bytes).map_err(|e| self.failed(format!("not JSON: {e}")))?;
+        let json = serde_json::from_slice(&fetched.body)
+            .map_err(|e| self.failed(format!("not JSON: {e}")))?;
         Ok((json, link))
+    }
+
+    /// A request of the gateway's own with no body (the console reads and deletes), and its
+    /// answer read whole: at most `limit` bytes, or it fails.
+    pub async fn fetch(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        headers: HeaderMap,
+        limit: usize,
+    ) -> Result<Fetched, UpstreamError> {
+        let response = self.send_own(method, path_and_query, headers).await?;
+        let (parts, body) = response.into_parts();
+        let body = Limited::new(TimeoutBody::new(self.idle, body), limit)
+            .collect()
+            .await
+            .map_err(|e| self.failed(format!("{path_and_query}: {e}")))?
+            .to_bytes();
+        Ok(Fetched {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
     }
 
     /// Asks the registry's `/v2/` and accepts any HTTP answer (200, or 401 from a registry
@@ -229,13 +259,27 @@ impl Upstream {
 
     /// A GET of the gateway's own, with no body.
     async fn get(&self, path_and_query: &str) -> Result<Response<Incoming>, UpstreamError> {
-        let request = Request::get(self.uri(path_and_query, None)?)
+        self.send_own(Method::GET, path_and_query, HeaderMap::new())
+            .await
+    }
+
+    /// A request of the gateway's own, with no body.
+    async fn send_own(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        headers: HeaderMap,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(self.uri(path_and_query, None)?)
             .body(
                 Empty::<Bytes>::new()
                     .map_err(|never| match never {})
                     .boxed(),
             )
             .map_err(|e| self.failed(e))?;
+        *request.headers_mut() = headers;
         let (sent, answered) = oneshot::channel();
         // Nothing to send: the answer timeout starts now.
         drop(sent);

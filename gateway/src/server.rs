@@ -295,7 +295,24 @@ impl App {
                     || public_origin
                         .as_ref()
                         .is_some_and(|(scheme, _)| scheme == "https");
-                Some(Arc::new(Console::new(&config.console, keys, https)))
+                let registry = match (&config.console.registry_url, &upstream) {
+                    // Gateway mode reads the registry it forwards to.
+                    (_, Some(_)) => None,
+                    (Some(url), None) => Some(
+                        Upstream::new(&crate::config::Upstream::at(
+                            url,
+                            config.console.registry_ca.clone(),
+                        ))
+                        .map_err(|e| fail(&format!("[console] registry_url: {e}")))?,
+                    ),
+                    (None, None) => None,
+                };
+                Some(Arc::new(Console::new(
+                    &config.console,
+                    keys,
+                    https,
+                    registry,
+                )))
             }
             _ => None,
         };

@@ -4,10 +4,13 @@
 //! and forged or tampered requests refused.
 
 use crate::browser::Browser;
-use crate::util::{Setup, Site, http, portcullis};
+use crate::util::{OciImage, Setup, Site, basic, http, oci_blob, populate, portcullis, push};
+use std::collections::BTreeSet;
 
-/// alice and bob own their namespaces; carol is an admin; everyone pulls `public/`.
+/// alice and bob own their namespaces; carol is an admin and may do anything; everyone
+/// pulls `public/`.
 const ACL: &str = r#"{"rules": [
+  {"match": {"group": "admins"}, "actions": ["*"], "comment": "admins"},
   {"match": {"account": "/.+/", "name": "${account}/**"}, "actions": ["pull", "push", "delete"], "comment": "your own namespace"},
   {"match": {"name": "public/**"}, "actions": ["pull"], "comment": "everyone reads public/"},
   {"match": {"name": "alice/**"}, "actions": [], "comment": "only alice may use alice/"}
@@ -288,4 +291,309 @@ fn forged_and_cross_site_requests_are_refused() {
     // The console is not on the operators' listener.
     let head = "GET /ui/login HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     assert_eq!(http(site.setup.admin_port, head, b"").0, 404);
+}
+
+/// Whether the policies let `user` pull `name`: what `/token` grants for it.
+fn may_pull(site: &Site, user: &str, password: &str, name: &str) -> bool {
+    let head = format!(
+        "GET /token?service={}&scope=repository:{name}:pull HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
+        crate::util::SERVICE,
+        basic(user, password)
+    );
+    let (status, _, body) = http(site.setup.gateway_port, &head, b"");
+    assert_eq!(status, 200);
+    let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let token = body["token"].as_str().expect("a token");
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let claims: serde_json::Value = serde_json::from_slice(
+        &data_encoding::BASE64URL_NOPAD
+            .decode(payload.as_bytes())
+            .expect("base64url"),
+    )
+    .expect("claims");
+    claims["access"][0]["actions"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|x| x == "pull"))
+}
+
+/// Pushes an image with a creation time and labels as `creds`; its manifest's digest.
+fn push_labelled(site: &Site, creds: &str, reference: &str) -> String {
+    let dir = site
+        .setup
+        .path(&format!("labelled-{}", reference.replace(['/', ':'], "-")));
+    let image = OciImage::write(
+        &dir,
+        reference.as_bytes(),
+        serde_json::json!({
+            "created": "2026-11-30T12:00:00Z",
+            "config": {"Labels": {"org.opencontainers.image.source": "https://git.example/app"}},
+        }),
+    );
+    image.tag(&dir, &image.manifest);
+    let (ok, err) = push(site.setup.dir.path(), &dir, creds, site.port, reference);
+    assert!(ok, "push {reference}: {err}");
+    pushed_digest(site, creds, reference)
+}
+
+/// The digest the registry holds for `reference` (skopeo may recompress what it pushes).
+fn pushed_digest(site: &Site, creds: &str, reference: &str) -> String {
+    let (ok, out) = crate::util::skopeo_stdout(
+        site.setup.dir.path(),
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            creds,
+            &format!("docker://127.0.0.1:{}/{reference}", site.port),
+        ],
+    );
+    assert!(ok, "inspect {reference}");
+    format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&out))
+    )
+}
+
+/// Pushes a two-platform index as `creds`; its digest.
+fn push_index(site: &Site, creds: &str, reference: &str) -> String {
+    let dir = site.setup.path("index");
+    let mut manifests = Vec::new();
+    for (architecture, payload) in [("amd64", &b"for amd64"[..]), ("arm64", b"for arm64")] {
+        let image = OciImage::write(
+            &dir,
+            payload,
+            serde_json::json!({"architecture": architecture}),
+        );
+        let mut descriptor = image.manifest.clone();
+        descriptor["platform"] = serde_json::json!({"os": "linux", "architecture": architecture});
+        manifests.push(descriptor);
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    });
+    let (digest, size) = oci_blob(&dir, index.to_string().as_bytes());
+    let image = OciImage::write(&dir, b"unused", serde_json::json!({}));
+    image.tag(
+        &dir,
+        &serde_json::json!({"mediaType": "application/vnd.oci.image.index.v1+json", "digest": digest, "size": size}),
+    );
+    let (ok, err) = crate::util::skopeo(
+        site.setup.dir.path(),
+        &[
+            "copy",
+            "--all",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            creds,
+            &format!("oci:{}:latest", dir.display()),
+            &format!("docker://127.0.0.1:{}/{reference}", site.port),
+        ],
+    );
+    assert!(ok, "push the index: {err}");
+    pushed_digest(site, creds, reference)
+}
+
+#[test]
+fn people_see_exactly_what_the_policies_let_them_pull_and_delete_only_what_they_may() {
+    for gateway_mode in [false, true] {
+        let mode = if gateway_mode {
+            "gateway"
+        } else {
+            "token-server"
+        };
+        let site = console_site(gateway_mode);
+        let app = push_labelled(&site, "alice:alice-pw", "alice/app:1");
+        for (creds, reference) in [
+            ("alice:alice-pw", "alice/lib:1"),
+            ("bob:bob-pw", "bob/tool:1"),
+            ("carol:carol-pw", "public/base:1"),
+            ("carol:carol-pw", "secret/plans:1"),
+        ] {
+            let (ok, err) = site.push(creds, reference);
+            assert!(ok, "{mode}: push {reference}: {err}");
+        }
+        let index = push_index(&site, "carol:carol-pw", "public/multi:1");
+        let all = [
+            "alice/app",
+            "alice/lib",
+            "bob/tool",
+            "public/base",
+            "public/multi",
+            "secret/plans",
+        ];
+        let browser = Browser::start(1280, 900);
+        for (user, password) in USERS {
+            let expected: BTreeSet<&str> = all
+                .iter()
+                .copied()
+                .filter(|name| may_pull(&site, user, password, name))
+                .collect();
+            sign_in(&browser, &site, user, password);
+            let shown: BTreeSet<String> = browser.texts("#repositories a").into_iter().collect();
+            let shown: BTreeSet<&str> = shown.iter().map(String::as_str).collect();
+            assert_eq!(
+                shown, expected,
+                "{mode}: {user} sees what the policies let them pull"
+            );
+            browser.click("form.signout button");
+        }
+        // What the policies say, spelled out: nobody but carol sees secret/.
+        assert!(!may_pull(&site, "alice", "alice-pw", "secret/plans"));
+
+        sign_in(&browser, &site, "alice", "alice-pw");
+        browser.fill("#q", "LIB");
+        browser.click("form[role=search] button");
+        assert_eq!(
+            browser.texts("#repositories a"),
+            ["alice/lib"],
+            "{mode}: search"
+        );
+        browser.goto(&ui(&site, "/ui/repositories"));
+        browser.click("#repositories a[href*='alice%2Fapp']");
+        assert_eq!(browser.texts("#tags td a"), ["1"], "{mode}");
+        browser.click("#tags td a");
+        let facts = browser.text("#facts").expect("the facts");
+        assert!(facts.contains(&app), "{mode}: the digest pushed: {facts}");
+        assert!(
+            facts.contains("application/vnd.oci.image.manifest.v1+json"),
+            "{facts}"
+        );
+        assert!(
+            facts.contains("2026-11-30T12:00:00Z") && facts.contains("linux/amd64"),
+            "{facts}"
+        );
+        assert!(
+            browser
+                .text("#labels")
+                .is_some_and(|l| l.contains("https://git.example/app")),
+            "{mode}: labels"
+        );
+        assert!(
+            browser
+                .text("#referrers")
+                .is_some_and(|r| r.contains("does not serve")),
+            "{mode}: registry 2.8 has no referrers API"
+        );
+        let registry_host = if gateway_mode {
+            format!("127.0.0.1:{}", site.setup.gateway_port)
+        } else {
+            format!("127.0.0.1:{}", site.setup.registry_port)
+        };
+        assert_eq!(
+            browser.attribute("button[data-copy]", "data-copy"),
+            Some(format!("docker pull {registry_host}/alice/app@{app}")),
+            "{mode}: the pull line names where people pull from"
+        );
+        // The index lists its platforms.
+        browser.goto(&ui(&site, "/ui/manifest?name=public/multi&ref=1"));
+        let platforms = browser.text("#platforms").expect("a platforms table");
+        assert!(
+            platforms.contains("linux/amd64") && platforms.contains("linux/arm64"),
+            "{platforms}"
+        );
+        assert!(browser.text("#facts").is_some_and(|f| f.contains(&index)));
+        assert!(
+            browser.text("a.button[href^='/ui/delete']").is_none(),
+            "{mode}: alice may not delete public/"
+        );
+
+        // Nothing of another's: the same answer as for what does not exist.
+        for path in [
+            "/ui/repository?name=secret/plans",
+            "/ui/repository?name=no/such",
+            "/ui/manifest?name=secret/plans&ref=1",
+        ] {
+            browser.goto(&ui(&site, path));
+            assert_eq!(
+                browser
+                    .text(".error")
+                    .as_deref()
+                    .map(|e| e.starts_with("There is no")),
+                Some(true),
+                "{mode}: {path}"
+            );
+        }
+        browser.goto(&ui(&site, "/ui/delete?name=public/base&ref=1"));
+        assert!(
+            browser
+                .text(".error")
+                .is_some_and(|e| e.contains("do not let you delete")),
+            "{mode}: the refusal says why"
+        );
+
+        // A tag alone cannot be deleted on registry 2.x: the console says so and why.
+        browser.goto(&ui(&site, "/ui/manifest?name=alice/app&ref=1"));
+        browser.click("a.button[href^='/ui/delete']");
+        browser.click("form[action='/ui/delete'] button.danger");
+        assert!(
+            browser
+                .text(".error")
+                .is_some_and(|e| e.contains("deletes whole manifests")),
+            "{mode}: {:?}",
+            browser.text("main")
+        );
+        // By digest, it goes, with the confirmation first.
+        browser.goto(&ui(
+            &site,
+            &format!("/ui/manifest?name=alice/app&ref={app}"),
+        ));
+        browser.click("a.button[href^='/ui/delete']");
+        assert!(
+            browser
+                .text("main")
+                .is_some_and(|m| m.contains("every tag that points at it"))
+        );
+        browser.click("form[action='/ui/delete'] button.danger");
+        assert_eq!(
+            browser.text("p.ok").as_deref(),
+            Some(&*format!("Deleted {app}.")),
+            "{mode}"
+        );
+        assert!(
+            browser.texts("#tags td a").is_empty(),
+            "{mode}: the tag went with it"
+        );
+    }
+}
+
+#[test]
+fn thousands_of_repositories_page_and_search() {
+    let site = console_site(true);
+    let mut names: Vec<String> = (0..130).map(|i| format!("public/r{i:03}")).collect();
+    names.extend((0..30).map(|i| format!("secret/s{i:03}")));
+    populate(site.setup.registry_port, &names);
+    let browser = Browser::start(1280, 900);
+    sign_in(&browser, &site, "alice", "alice-pw");
+    let mut seen = Vec::new();
+    loop {
+        let page = browser.texts("#repositories a");
+        assert!(page.len() <= 50);
+        seen.extend(page);
+        if browser.text("a[rel=next]").is_none() {
+            break;
+        }
+        browser.click("a[rel=next]");
+    }
+    let public: Vec<String> = names
+        .iter()
+        .filter(|n| n.starts_with("public/"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        seen, public,
+        "every public repository once, in order, none of secret/"
+    );
+    browser.goto(&ui(&site, "/ui/repositories?q=r12&page=1"));
+    assert_eq!(
+        browser.texts("#repositories a"),
+        (120..130)
+            .map(|i| format!("public/r{i}"))
+            .collect::<Vec<_>>()
+    );
+    browser.goto(&ui(&site, "/ui/repositories?q=s00"));
+    assert!(browser.texts("#repositories a").is_empty());
+    assert!(browser.text("#empty").is_some());
 }

@@ -500,40 +500,72 @@ pub fn bin_dir() -> PathBuf {
     target_dir().join("debug")
 }
 
-/// Writes a one-layer OCI image layout with a `latest` tag; returns the layer digest.
+/// Writes an OCI layout holding one small image (tag `latest`) whose layer carries
+/// `payload`; returns the layer's digest.
 pub fn oci_image(dir: &Path, payload: &[u8]) -> String {
-    let blob = |bytes: &[u8]| -> (String, usize) {
-        let digest = hex::encode(Sha256::digest(bytes));
-        let blobs = dir.join("blobs/sha256");
-        std::fs::create_dir_all(&blobs).expect("mkdir");
-        std::fs::write(blobs.join(&digest), bytes).expect("blob");
-        (format!("sha256:{digest}"), bytes.len())
-    };
-    let layer = tar_with_one_file("payload.bin", payload);
-    let (layer_digest, layer_size) = blob(&layer);
-    let config = serde_json::json!({
-        "architecture": "amd64", "os": "linux", "config": {},
-        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
-    });
-    let (config_digest, config_size) = blob(config.to_string().as_bytes());
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer_size}],
-    });
-    let (manifest_digest, manifest_size) = blob(manifest.to_string().as_bytes());
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{
+    let image = OciImage::write(dir, payload, serde_json::json!({}));
+    image.tag(dir, &image.manifest);
+    image.layer
+}
+
+/// The blobs of an image written into an OCI layout.
+pub struct OciImage {
+    /// The layer's digest.
+    pub layer: String,
+    /// The manifest's descriptor (digest, size, media type).
+    pub manifest: serde_json::Value,
+}
+
+impl OciImage {
+    /// Writes an image's blobs into the layout `dir`: a layer carrying `payload`, a config
+    /// (amd64/linux, with `extra` merged in: `created`, `config.Labels`, a platform), and
+    /// its manifest. Nothing is tagged yet.
+    pub fn write(dir: &Path, payload: &[u8], extra: serde_json::Value) -> OciImage {
+        let layer = tar_with_one_file("payload.bin", payload);
+        let (layer_digest, layer_size) = oci_blob(dir, &layer);
+        let mut config = serde_json::json!({
+            "architecture": "amd64", "os": "linux", "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+        });
+        if let (Some(config), serde_json::Value::Object(extra)) = (config.as_object_mut(), extra) {
+            config.extend(extra);
+        }
+        let (config_digest, config_size) = oci_blob(dir, config.to_string().as_bytes());
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": manifest_digest, "size": manifest_size,
-            "annotations": {"org.opencontainers.image.ref.name": "latest"},
-        }],
-    });
-    std::fs::write(dir.join("index.json"), index.to_string()).expect("index");
-    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).expect("layout");
-    layer_digest
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer_size}],
+        });
+        let (manifest_digest, manifest_size) = oci_blob(dir, manifest.to_string().as_bytes());
+        OciImage {
+            layer: layer_digest,
+            manifest: serde_json::json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": manifest_digest, "size": manifest_size,
+            }),
+        }
+    }
+
+    /// Makes `descriptor` the layout's `latest`.
+    pub fn tag(&self, dir: &Path, descriptor: &serde_json::Value) {
+        let mut descriptor = descriptor.clone();
+        descriptor["annotations"] =
+            serde_json::json!({"org.opencontainers.image.ref.name": "latest"});
+        let index = serde_json::json!({"schemaVersion": 2, "manifests": [descriptor]});
+        std::fs::write(dir.join("index.json"), index.to_string()).expect("index");
+        std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)
+            .expect("layout");
+    }
+}
+
+/// Writes a blob into the OCI layout `dir`: its digest and size.
+pub fn oci_blob(dir: &Path, bytes: &[u8]) -> (String, usize) {
+    let digest = hex::encode(Sha256::digest(bytes));
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).expect("mkdir");
+    std::fs::write(blobs.join(&digest), bytes).expect("blob");
+    (format!("sha256:{digest}"), bytes.len())
 }
 
 /// A ustar archive holding one regular file.
@@ -562,16 +594,26 @@ fn tar_with_one_file(name: &str, contents: &[u8]) -> Vec<u8> {
 
 /// Runs skopeo with a private auth file; returns (success, stderr).
 pub fn skopeo(home: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new("skopeo")
-        .args(args)
-        .env("REGISTRY_AUTH_FILE", home.join("auth.json"))
-        .env("HOME", home)
-        .output()
-        .expect("skopeo runs");
+    let out = skopeo_run(home, args);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Runs skopeo like [`skopeo`]; (success, standard output).
+pub fn skopeo_stdout(home: &Path, args: &[&str]) -> (bool, Vec<u8>) {
+    let out = skopeo_run(home, args);
+    (out.status.success(), out.stdout)
+}
+
+fn skopeo_run(home: &Path, args: &[&str]) -> Output {
+    Command::new("skopeo")
+        .args(args)
+        .env("REGISTRY_AUTH_FILE", home.join("auth.json"))
+        .env("HOME", home)
+        .output()
+        .expect("skopeo runs")
 }
 
 /// Pushes the OCI layout `image` (tag `latest`) to `127.0.0.1:<port>/<reference>` with skopeo
@@ -852,5 +894,75 @@ impl DockerUser<'_> {
             &std::fs::read_to_string(self.config.join("config.json")).unwrap_or_default(),
         )
         .unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Fills a registry that has no auth of its own (gateway mode's, reached directly) with
+/// `names`, each holding one small image tagged `1`: the blobs are uploaded into the first
+/// and mounted into the others, so thousands of repositories take seconds.
+pub fn populate(registry_port: u16, names: &[String]) {
+    let Some(first) = names.first() else { return };
+    let request = |method: &str, path: &str, content_type: &str, body: &[u8]| {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        http(registry_port, &head, body)
+    };
+    let layer = tar_with_one_file("payload.bin", b"a populated repository");
+    let layer_digest = format!("sha256:{}", hex::encode(Sha256::digest(&layer)));
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+    })
+    .to_string();
+    let config_digest = format!("sha256:{}", hex::encode(Sha256::digest(config.as_bytes())));
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer.len()}],
+    })
+    .to_string();
+    for (digest, bytes) in [
+        (&layer_digest, &layer[..]),
+        (&config_digest, config.as_bytes()),
+    ] {
+        let (status, head, _) = request(
+            "POST",
+            &format!("/v2/{first}/blobs/uploads/"),
+            "text/plain",
+            b"",
+        );
+        assert_eq!(status, 202, "{head}");
+        let location = header(&head, "location").expect("an upload location");
+        let path = location
+            .split_once("://")
+            .and_then(|(_, rest)| rest.find('/').map(|at| &rest[at..]))
+            .unwrap_or(location);
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let (status, head, _) = request(
+            "PUT",
+            &format!("{path}{separator}digest={digest}"),
+            "application/octet-stream",
+            bytes,
+        );
+        assert_eq!(status, 201, "{head}");
+    }
+    for name in names {
+        if name != first {
+            for digest in [&layer_digest, &config_digest] {
+                let path = format!("/v2/{name}/blobs/uploads/?mount={digest}&from={first}");
+                let (status, head, _) = request("POST", &path, "text/plain", b"");
+                assert_eq!(status, 201, "{name}: {head}");
+            }
+        }
+        let (status, head, _) = request(
+            "PUT",
+            &format!("/v2/{name}/manifests/1"),
+            "application/vnd.oci.image.manifest.v1+json",
+            manifest.as_bytes(),
+        );
+        assert_eq!(status, 201, "{name}: {head}");
     }
 }

@@ -3,6 +3,8 @@
 //! only adds copy buttons. Styles and script are files of their own, embedded in the binary
 //! and served under `/ui/assets/`, so the Content-Security-Policy allows nothing inline.
 
+pub mod browse;
+
 use maud::{DOCTYPE, Markup, html};
 
 /// The stylesheet, embedded.

@@ -234,7 +234,7 @@ fn repository_target(method: &Method, rest: &str, params: &Params) -> Result<Tar
 }
 
 /// A repository name in a path: the reference grammar without a registry host.
-fn repository_name(name: &str) -> Result<(), RouteError> {
+pub fn repository_name(name: &str) -> Result<(), RouteError> {
     let invalid = |why: String| {
         RouteError::Invalid(
             "NAME_INVALID",
@@ -248,7 +248,7 @@ fn repository_name(name: &str) -> Result<(), RouteError> {
 }
 
 /// A tag (`[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`) or a digest.
-fn tag_or_digest(reference: &str) -> Result<Reference, RouteError> {
+pub fn tag_or_digest(reference: &str) -> Result<Reference, RouteError> {
     if reference.contains(':') {
         return digest(reference);
     }

@@ -3,6 +3,8 @@
 //! ends at once); every POST must come from our own pages (its Origin, and the session's
 //! CSRF token in the form); every answer forbids framing, caching and inline script.
 
+mod browse;
+
 use super::access::login_refused;
 use super::credentials::client_ip;
 use super::error::full;
@@ -201,18 +203,31 @@ async fn route(visit: &mut Visit) -> Result<Answer, Failure> {
                 Ok(person) => person,
                 Err(answer) => return Ok(answer),
             };
-            match (visit.method.clone(), path.as_str()) {
-                (Method::GET, "/ui/repositories") => Ok(Answer::page(pages::document(
-                    "Repositories",
-                    Some(&frame(visit, &person, Section::Browse)),
-                    maud::html! { h1 { "Repositories" } },
-                ))),
+            let answer = match (visit.method.clone(), path.as_str()) {
+                (Method::GET, "/ui/repositories") => browse::repositories(visit, &person).await,
+                (Method::GET, "/ui/repository") => browse::repository(visit, &person).await,
+                (Method::GET, "/ui/manifest") => browse::image(visit, &person).await,
+                (Method::GET, "/ui/delete") => browse::confirm_delete(visit, &person).await,
+                (Method::POST, "/ui/delete") => match posted(visit, &person).await {
+                    Ok(form) => browse::delete(visit, &person, &form).await,
+                    Err(failure) => Err(failure),
+                },
                 _ => Err(Failure::new(
                     StatusCode::NOT_FOUND,
                     "Not found",
                     "There is no such page in the console.",
                 )),
-            }
+            };
+            // A signed-in person's problems are shown with the navigation around them.
+            Ok(answer.unwrap_or_else(|failure| Answer::Page {
+                status: failure.status,
+                markup: pages::problem(
+                    Some(&frame(visit, &person, Section::None)),
+                    failure.title,
+                    &failure.message,
+                ),
+                cookies: Vec::new(),
+            }))
         }
         _ => Err(Failure::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -401,6 +416,17 @@ async fn sign_out(visit: &mut Visit) -> Result<Answer, Failure> {
         to: "/ui/login".into(),
         cookies: vec![visit.console.clear_cookie(Cookie::Session)],
     })
+}
+
+/// The form of a signed-in person's POST, once its origin and CSRF token are checked.
+async fn posted(visit: &mut Visit, person: &Person) -> Result<HashMap<String, String>, Failure> {
+    check_origin(visit)?;
+    let form = read_form(visit).await?;
+    let given = form.get("csrf").map(String::as_str).unwrap_or("");
+    if !same_token(&person.session.csrf, given) {
+        return Err(csrf_refused());
+    }
+    Ok(form)
 }
 
 fn csrf_refused() -> Failure {
