@@ -4,19 +4,27 @@
 //! policy request, which has neither.
 
 use crate::policy::{Outcome, Reference, Request};
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 /// Lines waiting for the writer at most; past this, lines are dropped and counted.
 const QUEUE: usize = 8192;
+/// Decisions kept in memory for the console's admins.
+const RECENT: usize = 1000;
 
-/// Where decisions go.
+/// Where decisions go: the log (a file or standard output), and, while the console is on,
+/// the last [`RECENT`] kept in memory for its admins.
 pub struct DecisionLog {
     lines: Option<SyncSender<String>>,
+    keep_recent: AtomicBool,
+    recent: Mutex<VecDeque<Arc<serde_json::Value>>>,
 }
 
 /// Which door a decision came through.
@@ -33,7 +41,33 @@ pub enum Source {
 impl DecisionLog {
     /// No decision log.
     pub fn disabled() -> DecisionLog {
-        DecisionLog { lines: None }
+        DecisionLog::with(None)
+    }
+
+    fn with(lines: Option<SyncSender<String>>) -> DecisionLog {
+        DecisionLog {
+            lines,
+            keep_recent: AtomicBool::new(false),
+            recent: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Whether the last decisions are kept in memory (while the console is on: building
+    /// each entry costs a few microseconds a decision otherwise spared).
+    pub fn keep_recent(&self, keep: bool) {
+        self.keep_recent.store(keep, Ordering::Relaxed);
+        if !keep {
+            self.recent
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
+        }
+    }
+
+    /// The decisions kept in memory, newest first.
+    pub fn recent(&self) -> Vec<Arc<serde_json::Value>> {
+        let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        recent.iter().rev().cloned().collect()
     }
 
     /// Appends to `path`, or writes to standard output when `path` is `stdout`. A file that
@@ -60,7 +94,7 @@ impl DecisionLog {
                     }
                 }
             })?;
-        Ok(DecisionLog { lines: Some(lines) })
+        Ok(DecisionLog::with(Some(lines)))
     }
 
     /// Queues one decision; false when the line had to be dropped (the writer is behind).
@@ -72,14 +106,26 @@ impl DecisionLog {
         remembered: bool,
         took: Duration,
     ) -> bool {
-        let Some(lines) = &self.lines else {
+        let keep = self.keep_recent.load(Ordering::Relaxed);
+        if self.lines.is_none() && !keep {
             return true;
-        };
-        let line = entry(source, request, outcome, remembered, took).to_string();
-        match lines.try_send(line) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
         }
+        let entry = entry(source, request, outcome, remembered, took);
+        let sent = match &self.lines {
+            Some(lines) => match lines.try_send(entry.to_string()) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+            },
+            None => true,
+        };
+        if keep {
+            let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+            if recent.len() == RECENT {
+                recent.pop_front();
+            }
+            recent.push_back(Arc::new(entry));
+        }
+        sent
     }
 }
 

@@ -356,6 +356,19 @@ impl Identity {
         }
     }
 
+    /// Who `user` is, without their password: an htpasswd user, else the directory's (an
+    /// admin asking the console how the policies would answer someone). None when neither
+    /// knows them.
+    pub async fn look_up(&self, user: &str) -> Result<Option<Principal>, LoginError> {
+        if self.exists(user) {
+            return Ok(Some(self.principal(user)));
+        }
+        match &self.directory {
+            Some(directory) => directory.look_up(user).await,
+            None => Ok(None),
+        }
+    }
+
     /// True while `user` is listed (a Bearer token's user must still be).
     pub fn exists(&self, user: &str) -> bool {
         self.users.load().contains(user)

@@ -260,6 +260,7 @@ impl App {
             })?),
             (None, _) => Arc::new(DecisionLog::disabled()),
         };
+        decisions.keep_recent(config.console.enabled);
         let issuers = config
             .identity
             .oidc

@@ -53,6 +53,13 @@ fn console_site(gateway_mode: bool) -> Site {
             setup.registry_port
         )
     };
+    // Release tags are for the release group: a second policy for explanations to name.
+    let config = setup.path("portcullis.toml");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(
+        "\n[[policy]]\nname = \"protected-tags\"\nmodule = \"policies/protected_tags.wasm\"\nsettings = { tags = [\"v*\"], groups = [\"release\"] }\n",
+    );
+    std::fs::write(&config, text).expect("config");
     setup.insert_config(&format!(
         r#"
 [console]
@@ -596,4 +603,149 @@ fn thousands_of_repositories_page_and_search() {
     browser.goto(&ui(&site, "/ui/repositories?q=s00"));
     assert!(browser.texts("#repositories a").is_empty());
     assert!(browser.text("#empty").is_some());
+}
+
+/// Asks the explain form, as the person signed in to `browser`.
+fn explain(browser: &Browser, site: &Site, query: &str) {
+    browser.goto(&ui(site, &format!("/ui/explain?{query}")));
+}
+
+#[test]
+fn explain_names_the_policy_that_denies_and_changes_nothing() {
+    let site = console_site(false);
+    let browser = Browser::start(1280, 900);
+    sign_in(&browser, &site, "bob", "bob-pw");
+    browser.click("nav a[href='/ui/explain']");
+    browser.fill("#name", "alice/app");
+    browser.run("document.querySelector('#action').value = 'push'; return null;");
+    browser.click("form[action='/ui/explain'] button");
+    assert!(
+        browser.url().contains("name=alice%2Fapp"),
+        "{}",
+        browser.url()
+    );
+    let verdict = browser.text("#verdict h2").expect("a verdict");
+    assert_eq!(verdict, "Denied: push on alice/app");
+    assert_eq!(
+        browser.text("#why").as_deref(),
+        Some("Refused by acl: acl rule 4: only alice may use alice/.")
+    );
+    let answers = browser.texts("#answers tbody tr");
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert!(
+        answers[0].starts_with("acl") && answers[0].contains("nothing"),
+        "{answers:?}"
+    );
+    assert!(
+        answers[1].starts_with("protected-tags") && answers[1].contains("push"),
+        "{answers:?}"
+    );
+
+    // As gateway mode sees it: with a tag, the protected-tags policy has its say.
+    explain(&browser, &site, "name=bob/app&action=push&ref=v1");
+    assert_eq!(
+        browser.text("#verdict h2").as_deref(),
+        Some("Denied: push on bob/app")
+    );
+    assert!(
+        browser
+            .text("#why")
+            .is_some_and(|w| w.starts_with("Refused by protected-tags")),
+        "{:?}",
+        browser.text("#why")
+    );
+    assert!(
+        browser
+            .text("#request")
+            .is_some_and(|r| r.contains("PUT manifest tag v1"))
+    );
+    explain(&browser, &site, "name=bob/app&action=push&ref=dev");
+    assert_eq!(
+        browser.text("#verdict h2").as_deref(),
+        Some("Granted: push on bob/app")
+    );
+
+    // Only admins ask for others.
+    explain(&browser, &site, "name=alice/app&action=push&account=alice");
+    assert!(
+        browser
+            .text(".error")
+            .is_some_and(|e| e.contains("Only admins"))
+    );
+    explain(&browser, &site, "name=alice/app&action=push&groups=admins");
+    assert!(
+        browser
+            .text(".error")
+            .is_some_and(|e| e.contains("Only admins"))
+    );
+    browser.click("form.signout button");
+
+    sign_in(&browser, &site, "carol", "carol-pw");
+    let decided = |browser: &Browser| {
+        browser.goto(&ui(&site, "/ui/admin/decisions"));
+        browser.texts("#decisions tbody tr").len()
+    };
+    let before = decided(&browser);
+    explain(&browser, &site, "name=alice/app&action=push&account=alice");
+    assert_eq!(
+        browser.text("#verdict h2").as_deref(),
+        Some("Granted: push on alice/app")
+    );
+    explain(&browser, &site, "name=alice/app&action=push&account=nobody");
+    assert!(
+        browser
+            .text(".error")
+            .is_some_and(|e| e.contains("neither the htpasswd nor the directory"))
+    );
+    explain(
+        &browser,
+        &site,
+        "name=team/app&action=push&account=nobody&groups=admins",
+    );
+    assert_eq!(
+        browser.text("#verdict h2").as_deref(),
+        Some("Granted: push on team/app")
+    );
+    assert!(
+        browser
+            .text("#request")
+            .is_some_and(|r| r.contains("admins"))
+    );
+    assert_eq!(
+        decided(&browser),
+        before,
+        "explaining decides nothing that is logged"
+    );
+
+    // The decisions page shows real ones, filtered: bob's refused push through /token.
+    let head = format!(
+        "GET /token?service={}&scope=repository:alice/app:push HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
+        crate::util::SERVICE,
+        basic("bob", "bob-pw")
+    );
+    assert_eq!(http(site.setup.gateway_port, &head, b"").0, 200);
+    browser.goto(&ui(
+        &site,
+        "/ui/admin/decisions?account=bob&repository=alice",
+    ));
+    let rows = browser.texts("#decisions tbody tr");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(
+        rows[0].contains("repository:alice/app:push") && rows[0].contains("only alice"),
+        "{rows:?}"
+    );
+    browser.goto(&ui(&site, "/ui/admin/status"));
+    let policies = browser.texts("#policies tbody tr");
+    assert_eq!(policies.len(), 2, "{policies:?}");
+    assert!(policies[0].starts_with("acl") && policies[0].contains("none"));
+    assert!(browser.text("#keys").is_some_and(|k| k.contains("Current")));
+    browser.click("form.signout button");
+
+    sign_in(&browser, &site, "bob", "bob-pw");
+    browser.goto(&ui(&site, "/ui/admin/status"));
+    assert!(
+        browser
+            .text(".error")
+            .is_some_and(|e| e.contains("for the console's admins"))
+    );
 }

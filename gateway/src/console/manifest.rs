@@ -305,7 +305,7 @@ mod tests {
             b"[]",
             b"{\"manifests\": 3}",
             b"\xff",
-            b"{\"config\": []}",
+            b"{\"manifests\": [1]}",
         ] {
             assert!(parse(junk, None).is_err(), "{junk:?}");
         }

@@ -3,7 +3,9 @@
 //! only adds copy buttons. Styles and script are files of their own, embedded in the binary
 //! and served under `/ui/assets/`, so the Content-Security-Policy allows nothing inline.
 
+pub mod admin;
 pub mod browse;
+pub mod explain;
 
 use maud::{DOCTYPE, Markup, html};
 

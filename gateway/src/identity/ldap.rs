@@ -141,14 +141,7 @@ impl Directory {
         {
             return Ok(principal);
         }
-        let found = async {
-            let mut ldap = self.service_connection().await?;
-            let entry = self.find_user(&mut ldap, user).await;
-            let _ = ldap.unbind().await;
-            entry
-        }
-        .await;
-        match found {
+        match self.entry(user).await {
             Ok(entry) if credential_id(&entry.dn) == credential => {
                 self.still_there.insert(
                     credential.to_string(),
@@ -159,6 +152,16 @@ impl Directory {
             Ok(_) | Err(Failure::Wrong) => Err(LoginError::Refused(format!(
                 "account {user:?} is no longer in the directory: log in again"
             ))),
+            Err(Failure::Unavailable(why)) => Err(self.unavailable(why)),
+        }
+    }
+
+    /// The user as the directory has them (no password: the service account looks), for an
+    /// admin asking the console how the policies would answer them; None when not found.
+    pub async fn look_up(&self, user: &str) -> Result<Option<Principal>, LoginError> {
+        match self.entry(user).await {
+            Ok(entry) => Ok(Some(entry.principal)),
+            Err(Failure::Wrong) => Ok(None),
             Err(Failure::Unavailable(why)) => Err(self.unavailable(why)),
         }
     }
@@ -187,11 +190,16 @@ impl Directory {
             .map_err(|e| format!("user_base {:?}: {e}", self.config.user_base))
     }
 
-    async fn verify(&self, user: &str, password: &str) -> Result<Entry, Failure> {
+    /// The user's entry as the service account finds it.
+    async fn entry(&self, user: &str) -> Result<Entry, Failure> {
         let mut ldap = self.service_connection().await?;
         let entry = self.find_user(&mut ldap, user).await;
         let _ = ldap.unbind().await;
-        let entry = entry?;
+        entry
+    }
+
+    async fn verify(&self, user: &str, password: &str) -> Result<Entry, Failure> {
+        let entry = self.entry(user).await?;
         // The user's own bind, on a connection of its own: a bind changes who a connection is.
         let mut own = self.connect().await?;
         let bound = own

@@ -142,6 +142,25 @@ impl App {
         })
     }
 
+    /// Every policy's answer to `request`, as a dry run: nothing remembered, counted or
+    /// logged (the console's explanations).
+    pub(super) async fn explain(self: &Arc<Self>, request: PolicyRequest) -> Outcome {
+        let place = self.lanes.place().await;
+        let policies = self.policies.current();
+        tokio::task::spawn_blocking(move || {
+            let _place = place;
+            policies.decide(&request).outcome()
+        })
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "explanation task failed");
+            Outcome {
+                granted: Vec::new(),
+                answers: Vec::new(),
+            }
+        })
+    }
+
     /// Counts a decision per policy, logs its faults, and writes it to the decision log.
     fn observe(
         &self,

@@ -3,7 +3,9 @@
 //! ends at once); every POST must come from our own pages (its Origin, and the session's
 //! CSRF token in the form); every answer forbids framing, caching and inline script.
 
+mod admin;
 mod browse;
+mod explain;
 
 use super::access::login_refused;
 use super::credentials::client_ip;
@@ -208,6 +210,9 @@ async fn route(visit: &mut Visit) -> Result<Answer, Failure> {
                 (Method::GET, "/ui/repository") => browse::repository(visit, &person).await,
                 (Method::GET, "/ui/manifest") => browse::image(visit, &person).await,
                 (Method::GET, "/ui/delete") => browse::confirm_delete(visit, &person).await,
+                (Method::GET, "/ui/explain") => explain::explain(visit, &person).await,
+                (Method::GET, "/ui/admin/status") => admin::status(visit, &person),
+                (Method::GET, "/ui/admin/decisions") => admin::decisions(visit, &person),
                 (Method::POST, "/ui/delete") => match posted(visit, &person).await {
                     Ok(form) => browse::delete(visit, &person, &form).await,
                     Err(failure) => Err(failure),
