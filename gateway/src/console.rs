@@ -32,7 +32,8 @@ const CATALOG_SECONDS: u64 = 10;
 pub struct Console {
     /// `[console]`.
     pub config: config::Console,
-    keys: ArcSwap<SealKeys>,
+    /// Shared with the personal tokens.
+    keys: Arc<ArcSwap<SealKeys>>,
     /// Cookies only over HTTPS: the listener has TLS, or `public_url` is https.
     secure: bool,
     /// Token-server mode: the registry at `registry_url` (gateway mode reads `[upstream]`).
@@ -115,13 +116,13 @@ impl Console {
     /// clients reach it over HTTPS; `registry` in token-server mode.
     pub fn new(
         config: &config::Console,
-        keys: SealKeys,
+        keys: Arc<ArcSwap<SealKeys>>,
         secure: bool,
         registry: Option<Upstream>,
     ) -> Console {
         Console {
             config: config.clone(),
-            keys: ArcSwap::from_pointee(keys),
+            keys,
             secure,
             registry,
             catalog: tokio::sync::Mutex::new(None),
@@ -150,9 +151,9 @@ impl Console {
         self.keys.store(Arc::new(keys));
     }
 
-    /// The keys sessions and personal tokens are sealed with.
-    pub fn keys(&self) -> Arc<SealKeys> {
-        self.keys.load_full()
+    /// The keys sessions and personal tokens are sealed with (one swap reaches both).
+    pub fn keys(&self) -> Arc<ArcSwap<SealKeys>> {
+        self.keys.clone()
     }
 
     /// A new session for a person who just signed in.
@@ -297,7 +298,12 @@ mod tests {
 
     fn console(secure: bool) -> Console {
         let keys = SealKeys::from_secrets(&[vec![7; 32]]).expect("keys");
-        Console::new(&config::Console::default(), keys, secure, None)
+        Console::new(
+            &config::Console::default(),
+            Arc::new(ArcSwap::from_pointee(keys)),
+            secure,
+            None,
+        )
     }
 
     fn with_cookie(value: &HeaderValue) -> HeaderMap {

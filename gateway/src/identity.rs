@@ -11,6 +11,7 @@ mod groups;
 mod htpasswd;
 mod ldap;
 mod oidc;
+pub mod personal;
 mod throttle;
 
 pub use cache::CredentialCache;
@@ -18,6 +19,7 @@ pub use groups::Groups;
 pub use htpasswd::{Htpasswd, MAX_BCRYPT_COST};
 pub use ldap::Directory;
 pub use oidc::{OidcIssuer, Template};
+pub use personal::{Limit, Personal, PersonalTokens, Revoked};
 pub use throttle::Throttle;
 
 use arc_swap::ArcSwap;
@@ -92,6 +94,8 @@ pub struct Login {
     pub credential: Option<String>,
     /// True when it came from the remembered credentials, without a bcrypt.
     pub remembered: bool,
+    /// A personal token's narrowing: what it grants is also within this.
+    pub limit: Option<Limit>,
 }
 
 /// Why a login failed.
@@ -120,6 +124,7 @@ pub struct Identity {
     groups: ArcSwap<Groups>,
     issuers: Vec<OidcIssuer>,
     directory: Option<Directory>,
+    personal: Option<PersonalTokens>,
     cache: Arc<CredentialCache>,
     throttle: Arc<Throttle>,
 }
@@ -133,6 +138,7 @@ impl Identity {
         groups: Groups,
         issuers: Vec<OidcIssuer>,
         directory: Option<Directory>,
+        personal: Option<PersonalTokens>,
         previous: Option<&Identity>,
     ) -> Result<Identity, getrandom::Error> {
         let cache = match previous {
@@ -144,6 +150,7 @@ impl Identity {
             groups: ArcSwap::from_pointee(groups),
             issuers,
             directory,
+            personal,
             cache,
             throttle: previous.map(|p| p.throttle.clone()).unwrap_or_default(),
         })
@@ -171,11 +178,17 @@ impl Identity {
         password: String,
         client: IpAddr,
     ) -> Result<Login, LoginError> {
+        if let Some(personal) = &self.personal
+            && password.starts_with(personal::PREFIX)
+        {
+            return self.personal_login(personal, user, &password, client).await;
+        }
         if self.issuer_of(&password).is_some() {
             return Ok(Login {
                 principal: self.login_token(&password).await?,
                 credential: None,
                 remembered: false,
+                limit: None,
             });
         }
         let users = self.users.load_full();
@@ -193,6 +206,7 @@ impl Identity {
                     principal: self.principal(user),
                     credential: Some(credential),
                     remembered: true,
+                    limit: None,
                 })
                 .ok_or(LoginError::Wrong);
         }
@@ -223,6 +237,7 @@ impl Identity {
                 principal: self.principal(user),
                 credential: Some(credential),
                 remembered: false,
+                limit: None,
             }),
             None => Err(LoginError::Wrong),
         };
@@ -273,8 +288,56 @@ impl Identity {
                     principal,
                     credential: Some(credential),
                     remembered,
+                    limit: None,
                 });
         self.settle(client, user, now, login)
+    }
+
+    /// A personal token: its owner, if the token is good and the owner still there, with
+    /// the token's narrowing. Behind the throttle, like passwords.
+    async fn personal_login(
+        &self,
+        tokens: &PersonalTokens,
+        user: &str,
+        token: &str,
+        client: IpAddr,
+    ) -> Result<Login, LoginError> {
+        let now = self.admit(client, user)?;
+        let opened = tokens.open(user, token).map_err(personal::refused);
+        let login = match opened {
+            Ok(personal) => self.owner(&personal).await.map(|principal| Login {
+                principal,
+                credential: None,
+                remembered: true,
+                limit: Some(personal.limit),
+            }),
+            Err(refused) => Err(refused),
+        };
+        self.settle(client, user, now, login)
+    }
+
+    /// The owner of a personal token as the policies see them now, if still there.
+    async fn owner(&self, personal: &Personal) -> Result<Principal, LoginError> {
+        let gone = || {
+            LoginError::Refused(format!(
+                "the owner of the personal token {:?}, {:?}, is no longer there",
+                personal.name, personal.user
+            ))
+        };
+        match (personal.source.as_str(), &personal.credential) {
+            ("htpasswd", _) if self.exists(&personal.user) => Ok(self.principal(&personal.user)),
+            ("htpasswd", _) => Err(gone()),
+            ("ldap", Some(credential)) => match &self.directory {
+                Some(directory) => directory.still_holds(&personal.user, credential).await,
+                None => Err(gone()),
+            },
+            _ => Err(gone()),
+        }
+    }
+
+    /// The personal tokens, when the console makes them.
+    pub fn personal(&self) -> Option<&PersonalTokens> {
+        self.personal.as_ref()
     }
 
     /// A workload token by itself (an RFC 8693 token exchange): who it logs in, if it comes
@@ -307,9 +370,12 @@ impl Identity {
         self.issuers.iter().find(|issuer| issuer.issuer() == iss)
     }
 
-    /// Which source a login with these credentials goes to: `oidc`, `htpasswd` or `ldap`.
+    /// Which source a login with these credentials goes to: `personal`, `oidc`, `htpasswd`
+    /// or `ldap`.
     pub fn source_of(&self, user: &str, password: &str) -> &'static str {
-        if self.issuer_of(password).is_some() {
+        if self.personal.is_some() && password.starts_with(personal::PREFIX) {
+            "personal"
+        } else if self.issuer_of(password).is_some() {
             "oidc"
         } else if self.directory.is_some() && !self.users.load().contains(user) {
             "ldap"

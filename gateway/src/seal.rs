@@ -15,6 +15,8 @@ use std::path::Path;
 const MAX_KEYS: usize = 8;
 /// The nonce AES-GCM takes (96 bits, random per value).
 const NONCE_BYTES: usize = 12;
+/// Tags are this long: enough that guessing one is hopeless, short enough to read aloud.
+pub const TAG_BYTES: usize = 8;
 
 /// What a sealed value is for; each has its own derived key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,8 +27,6 @@ pub enum Purpose {
     Flow,
     /// A personal token, the password a user gives `docker login`.
     Personal,
-    /// An identity provider's refresh token kept inside a personal token.
-    Provider,
 }
 
 impl Purpose {
@@ -35,7 +35,6 @@ impl Purpose {
             Purpose::Session => b"portcullis seal v1: console session",
             Purpose::Flow => b"portcullis seal v1: sign-in flow",
             Purpose::Personal => b"portcullis seal v1: personal token",
-            Purpose::Provider => b"portcullis seal v1: provider refresh token",
         }
     }
 }
@@ -55,17 +54,16 @@ pub struct KeyFileError {
 /// The keys of a session key file: the first seals, every one opens (a rotation adds a new
 /// first line; what the old key sealed keeps opening until its line is deleted).
 pub struct SealKeys {
-    /// One entry per key: the key of each purpose, in [`Purpose`] order.
+    /// One entry per key: the key of each purpose.
     keys: Vec<Vec<(Purpose, RandomizedNonceKey)>>,
+    /// One per key: the key short tags are made with ([`SealKeys::tag`]).
+    tags: Vec<hmac::Key>,
 }
 
-/// Every purpose, in the order [`SealKeys`] derives them.
-const PURPOSES: [Purpose; 4] = [
-    Purpose::Session,
-    Purpose::Flow,
-    Purpose::Personal,
-    Purpose::Provider,
-];
+/// Every purpose [`SealKeys`] derives a key for.
+const PURPOSES: [Purpose; 3] = [Purpose::Session, Purpose::Flow, Purpose::Personal];
+/// What the tagging key is derived with.
+const TAG_LABEL: &[u8] = b"portcullis seal v1: tags";
 
 impl SealKeys {
     /// Reads a key file: one key per line, 64 hex digits (`portcullis keygen --session`),
@@ -114,6 +112,13 @@ impl SealKeys {
 
     /// Keys from raw 32-byte secrets, the first sealing.
     pub fn from_secrets(secrets: &[Vec<u8>]) -> Result<SealKeys, String> {
+        let tags = secrets
+            .iter()
+            .map(|secret| {
+                let master = hmac::Key::new(hmac::HMAC_SHA256, secret);
+                hmac::Key::new(hmac::HMAC_SHA256, hmac::sign(&master, TAG_LABEL).as_ref())
+            })
+            .collect();
         let keys = secrets
             .iter()
             .map(|secret| {
@@ -129,7 +134,24 @@ impl SealKeys {
                     .collect::<Result<Vec<_>, _>>()
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(SealKeys { keys })
+        Ok(SealKeys { keys, tags })
+    }
+
+    /// A short tag of `data` by the current key: `data` was vouched for by us.
+    pub fn tag(&self, data: &[u8]) -> Vec<u8> {
+        self.tags
+            .first()
+            .map(|key| hmac::sign(key, data).as_ref()[..TAG_BYTES].to_vec())
+            .unwrap_or_default()
+    }
+
+    /// Whether `tag` is the tag of `data` by any of the keys.
+    pub fn tag_matches(&self, data: &[u8], tag: &[u8]) -> bool {
+        self.tags.iter().any(|key| {
+            let made = hmac::sign(key, data);
+            aws_lc_rs::constant_time::verify_slices_are_equal(&made.as_ref()[..TAG_BYTES], tag)
+                .is_ok()
+        })
     }
 
     /// A new key file's line: 32 random bytes, hex.
@@ -238,6 +260,17 @@ mod tests {
         let by_new = rotated.seal(Purpose::Session, &"y").expect("seals");
         assert_eq!(old.open::<String>(Purpose::Session, &by_new), None);
         assert_eq!(keys(&[2]).open::<String>(Purpose::Session, &by_old), None);
+    }
+
+    #[test]
+    fn tags_vouch_for_their_data_under_any_key_of_the_file() {
+        let rotated = keys(&[2, 1]);
+        let tag = keys(&[1]).tag(b"alice");
+        assert_eq!(tag.len(), TAG_BYTES);
+        assert!(rotated.tag_matches(b"alice", &tag));
+        assert!(!rotated.tag_matches(b"alicf", &tag));
+        assert!(!keys(&[2]).tag_matches(b"alice", &tag));
+        assert!(!rotated.tag_matches(b"alice", &tag[..4]));
     }
 
     #[test]

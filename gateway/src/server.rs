@@ -24,7 +24,7 @@ use error::json;
 use crate::config::Config;
 use crate::console::Console;
 use crate::decision_log::DecisionLog;
-use crate::identity::{Directory, Groups, Htpasswd, Identity, OidcIssuer};
+use crate::identity::{Directory, Groups, Htpasswd, Identity, OidcIssuer, PersonalTokens, Revoked};
 use crate::metrics::Metrics;
 use crate::policy::{Host, Policies};
 use crate::proxy::{Body, Upstream};
@@ -104,7 +104,7 @@ enum FileSet {
     Key,
     /// The listener's TLS certificate and key.
     Tls,
-    /// The console's session key.
+    /// The console's session key and the revoked personal tokens.
     Console,
 }
 
@@ -272,14 +272,6 @@ impl App {
             Some(ldap) => Some(Directory::new(ldap).map_err(|e| fail(&e))?),
             None => None,
         };
-        let identity = Identity::new(
-            users,
-            groups,
-            issuers,
-            directory,
-            previous.map(|p| p.identity.as_ref()),
-        )
-        .map_err(|e| fail(&format!("no random source: {e}")))?;
         let public_origin = match &config.server.public_url {
             Some(url) => {
                 let uri = crate::config::origin(url).map_err(|e| fail(&e))?;
@@ -291,7 +283,9 @@ impl App {
         let console = match (&config.console.session_key, config.console.enabled) {
             (Some(path), true) => {
                 read_as.extend(read_now(&[path]));
-                let keys = SealKeys::load(path).map_err(|e| fail(&e))?;
+                let keys = Arc::new(ArcSwap::from_pointee(
+                    SealKeys::load(path).map_err(|e| fail(&e))?,
+                ));
                 let https = tls.is_some()
                     || public_origin
                         .as_ref()
@@ -317,6 +311,25 @@ impl App {
             }
             _ => None,
         };
+        let personal = match (&console, &config.console.revoked_tokens) {
+            (Some(console), Some(revoked)) if config.console.token_max_days > 0 => {
+                read_as.extend(read_now(&[revoked]));
+                Some(
+                    PersonalTokens::new(console.keys(), revoked, config.console.token_max_days)
+                        .map_err(|e| fail(&e))?,
+                )
+            }
+            _ => None,
+        };
+        let identity = Identity::new(
+            users,
+            groups,
+            issuers,
+            directory,
+            personal,
+            previous.map(|p| p.identity.as_ref()),
+        )
+        .map_err(|e| fail(&format!("no random source: {e}")))?;
         let issuer = Issuer::new(
             &token.issuer,
             &token.service,
@@ -384,13 +397,19 @@ impl App {
             FileSet::Key => vec![&self.config.token.key, &self.config.token.certificate],
             FileSet::Tls => self.tls.iter().flat_map(|tls| tls.files()).collect(),
             FileSet::Console => match &self.console {
-                Some(_) => self
-                    .config
-                    .console
-                    .session_key
-                    .iter()
-                    .map(|p| p.as_path())
-                    .collect(),
+                Some(_) => {
+                    let console = &self.config.console;
+                    let revoked = console
+                        .revoked_tokens
+                        .iter()
+                        .filter(|_| self.identity.personal().is_some());
+                    console
+                        .session_key
+                        .iter()
+                        .chain(revoked)
+                        .map(|p| p.as_path())
+                        .collect()
+                }
                 None => Vec::new(),
             },
         }
@@ -452,17 +471,28 @@ impl App {
                 }
             }
             FileSet::Console => {
-                let (Some(console), Some(path)) = (&self.console, &self.config.console.session_key)
-                else {
-                    return true;
+                let console = &self.config.console;
+                let keys = match (&self.console, &console.session_key) {
+                    (Some(ui), Some(path)) => match SealKeys::load(path) {
+                        Ok(keys) => {
+                            ui.set_keys(keys);
+                            true
+                        }
+                        Err(e) => failed("console session key", &e),
+                    },
+                    _ => true,
                 };
-                match SealKeys::load(path) {
-                    Ok(keys) => {
-                        console.set_keys(keys);
-                        true
-                    }
-                    Err(e) => failed("console session key", &e),
-                }
+                let revoked = match (self.identity.personal(), &console.revoked_tokens) {
+                    (Some(personal), Some(path)) => match Revoked::load(path) {
+                        Ok(revoked) => {
+                            personal.set_revoked(revoked);
+                            true
+                        }
+                        Err(e) => failed("revoked tokens", &e),
+                    },
+                    _ => true,
+                };
+                keys && revoked
             }
             FileSet::Tls => match self.tls.as_ref().map(|tls| tls.reload()) {
                 None | Some(Ok(())) => true,

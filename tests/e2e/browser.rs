@@ -120,6 +120,19 @@ impl Browser {
         });
     }
 
+    /// Clicks an element that changes the page in place (a checkbox): no page to wait for.
+    pub fn click_in_page(&self, selector: &str) {
+        self.runtime
+            .block_on(async {
+                self.client()
+                    .find(Locator::Css(selector))
+                    .await?
+                    .click()
+                    .await
+            })
+            .unwrap_or_else(|e| panic!("click {selector}: {e}"));
+    }
+
     /// The visible text of the first element `selector`, if there is one.
     pub fn text(&self, selector: &str) -> Option<String> {
         self.runtime.block_on(async {

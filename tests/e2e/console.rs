@@ -4,7 +4,9 @@
 //! and forged or tampered requests refused.
 
 use crate::browser::Browser;
-use crate::util::{OciImage, Setup, Site, basic, http, oci_blob, populate, portcullis, push};
+use crate::util::{
+    OciImage, Setup, Site, basic, http, oci_blob, populate, portcullis, push, serve, skopeo_stdout,
+};
 use std::collections::BTreeSet;
 
 /// alice and bob own their namespaces; carol is an admin and may do anything; everyone
@@ -748,4 +750,178 @@ fn explain_names_the_policy_that_denies_and_changes_nothing() {
             .text(".error")
             .is_some_and(|e| e.contains("for the console's admins"))
     );
+}
+
+/// Makes a personal token in the console as the person signed in to `browser`: (token, id).
+fn make_token(
+    browser: &Browser,
+    site: &Site,
+    name: &str,
+    repositories: &str,
+    actions: &[&str],
+) -> (String, String) {
+    browser.goto(&ui(site, "/ui/tokens"));
+    browser.fill("#token-name", name);
+    browser.fill("#days", "7");
+    if !repositories.is_empty() {
+        browser.fill("#repositories", repositories);
+    }
+    for action in actions {
+        browser.click_in_page(&format!("input[name=actions][value={action}]"));
+    }
+    browser.click("form[action='/ui/tokens'] button[type=submit]");
+    let token = browser.text("#token").expect("the token, shown once");
+    let id = browser.text("#token-id").expect("its id");
+    (token, id)
+}
+
+/// Whether `creds` may read `reference` (a pull's first step): skopeo inspect.
+fn can_pull(site: &Site, creds: &str, reference: &str) -> bool {
+    skopeo_stdout(
+        site.setup.dir.path(),
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            creds,
+            &format!("docker://127.0.0.1:{}/{reference}", site.port),
+        ],
+    )
+    .0
+}
+
+#[test]
+fn personal_tokens_log_clients_in_until_revoked_or_their_owner_leaves() {
+    for gateway_mode in [false, true] {
+        let mode = if gateway_mode {
+            "gateway"
+        } else {
+            "token-server"
+        };
+        let site = console_site(gateway_mode);
+        let browser = Browser::start(1280, 900);
+        sign_in(&browser, &site, "alice", "alice-pw");
+        let (laptop, laptop_id) = make_token(&browser, &site, "laptop", "", &[]);
+        assert!(laptop.starts_with("pcp_"), "{mode}: {laptop}");
+        let login = browser
+            .attribute("div.pull button[data-copy]", "data-copy")
+            .expect("a login line");
+        assert!(
+            login.starts_with("docker login ") && login.ends_with(" -u alice"),
+            "{login}"
+        );
+        let (ok, err) = site.push(&format!("alice:{laptop}"), "alice/app:1");
+        assert!(ok, "{mode}: the token pushes as alice: {err}");
+        assert!(
+            can_pull(&site, &format!("alice:{laptop}"), "alice/app:1"),
+            "{mode}"
+        );
+        assert!(
+            !can_pull(&site, &format!("bob:{laptop}"), "alice/app:1"),
+            "{mode}: it is alice's"
+        );
+        assert!(
+            !can_pull(&site, &format!("alice:{laptop}"), "secret/none:1"),
+            "{mode}: no more than the policies give alice"
+        );
+
+        // Narrowed: pulls of alice/app only.
+        let (narrow, narrow_id) = make_token(&browser, &site, "ci", "alice/app", &["pull"]);
+        assert!(
+            browser
+                .text("#made")
+                .is_some_and(|m| m.contains("pull, only on alice/app"))
+        );
+        assert!(
+            can_pull(&site, &format!("alice:{narrow}"), "alice/app:1"),
+            "{mode}"
+        );
+        let (ok, _) = site.push(&format!("alice:{narrow}"), "alice/app:2");
+        assert!(!ok, "{mode}: a pull-only token does not push");
+        let (ok, _) = site.push(&format!("alice:{narrow}"), "alice/other:1");
+        assert!(!ok, "{mode}: nor reaches another repository");
+
+        // Revoked: at once here, and for a replica reading the same files.
+        browser.goto(&ui(&site, "/ui/tokens"));
+        browser.fill("#revoke", &laptop_id);
+        browser.click("form[action='/ui/tokens/revoke'] button");
+        assert!(
+            browser
+                .text("#notice")
+                .is_some_and(|n| n.contains(&laptop_id)),
+            "{mode}: {:?}",
+            browser.text("main")
+        );
+        assert!(
+            !can_pull(&site, &format!("alice:{laptop}"), "alice/app:1"),
+            "{mode}: revoked"
+        );
+        let revoked = std::fs::read_to_string(site.setup.path("revoked")).expect("the file");
+        assert!(
+            revoked.contains(&laptop_id) && revoked.contains("revoked by alice"),
+            "{revoked}"
+        );
+        let (config_b, port_b) = site.setup.replica_config();
+        let _b = serve(&config_b, port_b);
+        let token_at_b = |creds: &str| {
+            let head = format!(
+                "GET /token?service={}&scope=repository:alice/app:pull HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
+                crate::util::SERVICE,
+                data_encoding::BASE64.encode(creds.as_bytes())
+            );
+            http(port_b, &head, b"").0
+        };
+        assert_eq!(
+            token_at_b(&format!("alice:{narrow}")),
+            200,
+            "{mode}: replica b opens alice's token"
+        );
+        assert_eq!(
+            token_at_b(&format!("alice:{laptop}")),
+            401,
+            "{mode}: and refuses the revoked one"
+        );
+        browser.click("form.signout button");
+
+        // bob may not revoke alice's token by its id; carol, an admin, may.
+        sign_in(&browser, &site, "bob", "bob-pw");
+        let (bobs, _) = make_token(&browser, &site, "bob's", "", &[]);
+        browser.goto(&ui(&site, "/ui/tokens"));
+        browser.fill("#revoke", &narrow_id);
+        browser.click("form[action='/ui/tokens/revoke'] button");
+        assert!(
+            browser
+                .text(".error")
+                .is_some_and(|e| e.contains("not the id of one of your tokens"))
+        );
+        assert!(
+            can_pull(&site, &format!("alice:{narrow}"), "alice/app:1"),
+            "{mode}: still good"
+        );
+        browser.click("form.signout button");
+        sign_in(&browser, &site, "carol", "carol-pw");
+        browser.goto(&ui(&site, "/ui/tokens"));
+        browser.fill("#revoke", &narrow_id);
+        browser.click("form[action='/ui/tokens/revoke'] button");
+        assert!(browser.text("#notice").is_some());
+        assert!(
+            !can_pull(&site, &format!("alice:{narrow}"), "alice/app:1"),
+            "{mode}: revoked by an admin"
+        );
+
+        // A token ends with its owner.
+        let (ok, err) = site.push(&format!("bob:{bobs}"), "bob/app:1");
+        assert!(ok, "{mode}: {err}");
+        site.setup.remove_user("bob");
+        let gone = || !can_pull(&site, &format!("bob:{bobs}"), "bob/app:1");
+        let started = std::time::Instant::now();
+        while !gone() {
+            assert!(
+                started.elapsed().as_secs() < 10,
+                "{mode}: bob's token outlived bob"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
 }

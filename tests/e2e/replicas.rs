@@ -30,19 +30,7 @@ fn two_replicas_with_one_key_act_as_one() {
     require("skopeo");
     let setup = Setup::gateway(ACL, USERS, "");
     // Replica B: the same config and files, another port.
-    let port_b = free_port();
-    let config_b = setup.path("portcullis-b.toml");
-    let text = std::fs::read_to_string(setup.path("portcullis.toml")).expect("config");
-    let text = text
-        .replace(
-            &format!("listen = \"127.0.0.1:{}\"", setup.gateway_port),
-            &format!("listen = \"127.0.0.1:{port_b}\""),
-        )
-        .replace(
-            &format!("admin_listen = \"127.0.0.1:{}\"", setup.admin_port),
-            &format!("admin_listen = \"127.0.0.1:{}\"", free_port()),
-        );
-    std::fs::write(&config_b, text).expect("config b");
+    let (config_b, port_b) = setup.replica_config();
     let _plain = setup.start_plain_registry();
     let a = setup.start_gateway();
     let b = serve(&config_b, port_b);

@@ -325,6 +325,24 @@ settings_file = "acl.json"
         std::fs::write(&path, format!("{before}\n{block}\n[[policy]]{after}")).expect("write");
     }
 
+    /// A second replica's config: the same files, other ports. Its path and port.
+    pub fn replica_config(&self) -> (PathBuf, u16) {
+        let port = free_port();
+        let config = self.path("portcullis-b.toml");
+        let text = std::fs::read_to_string(self.path("portcullis.toml")).expect("config");
+        let text = text
+            .replace(
+                &format!("listen = \"127.0.0.1:{}\"", self.gateway_port),
+                &format!("listen = \"127.0.0.1:{port}\""),
+            )
+            .replace(
+                &format!("admin_listen = \"127.0.0.1:{}\"", self.admin_port),
+                &format!("admin_listen = \"127.0.0.1:{}\"", free_port()),
+            );
+        std::fs::write(&config, text).expect("config b");
+        (config, port)
+    }
+
     /// Starts `portcullis serve` and waits for its "listening" line.
     pub fn start_gateway(&self) -> Running {
         serve(&self.path("portcullis.toml"), self.gateway_port)

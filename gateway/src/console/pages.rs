@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod browse;
 pub mod explain;
+pub mod tokens;
 
 use maud::{DOCTYPE, Markup, html};
 

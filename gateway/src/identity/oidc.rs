@@ -133,7 +133,7 @@ fn flatten(claims: &Map<String, Value>) -> Vec<(String, String)> {
 }
 
 /// `*` matches any run, `?` one character, everything else itself.
-fn glob(pattern: &str, value: &str) -> bool {
+pub(super) fn glob(pattern: &str, value: &str) -> bool {
     let (p, v): (Vec<char>, Vec<char>) = (pattern.chars().collect(), value.chars().collect());
     // reach[j]: the first i characters of the pattern can match the first j of the value.
     let mut reach = vec![false; v.len() + 1];

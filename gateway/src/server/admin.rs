@@ -87,6 +87,7 @@ impl App {
                 "previous": ring.previous.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
             },
             "users": self.identity.user_count(),
+            "revoked_tokens": self.identity.personal().map(|p| p.revoked().len()),
             "oidc": self.identity.issuers().iter().map(|issuer| {
                 let (keys, error) = issuer.status().unwrap_or((None, Some("fetching".into())));
                 serde_json::json!({"issuer": issuer.issuer(), "keys": keys, "last_error": error})

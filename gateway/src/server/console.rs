@@ -6,6 +6,7 @@
 mod admin;
 mod browse;
 mod explain;
+mod tokens;
 
 use super::access::login_refused;
 use super::credentials::client_ip;
@@ -217,6 +218,13 @@ async fn route(visit: &mut Visit) -> Result<Answer, Failure> {
                     Ok(form) => browse::delete(visit, &person, &form).await,
                     Err(failure) => Err(failure),
                 },
+                (Method::GET, "/ui/tokens") => tokens::page(visit, &person),
+                (Method::POST, "/ui/tokens") => posted(visit, &person)
+                    .await
+                    .and_then(|form| tokens::make(visit, &person, &form)),
+                (Method::POST, "/ui/tokens/revoke") => posted(visit, &person)
+                    .await
+                    .and_then(|form| tokens::revoke(visit, &person, &form)),
                 _ => Err(Failure::new(
                     StatusCode::NOT_FOUND,
                     "Not found",
@@ -249,7 +257,7 @@ fn frame<'a>(visit: &'a Visit, person: &'a Person, current: Section) -> Frame<'a
         source: &person.session.source,
         csrf: &person.session.csrf,
         admin: person.admin,
-        tokens: visit.console.config.token_max_days > 0,
+        tokens: visit.app.identity.personal().is_some(),
         current,
     }
 }
@@ -334,7 +342,7 @@ fn sign_in_page(
 async fn sign_in(visit: &mut Visit) -> Result<Answer, Failure> {
     check_origin(visit)?;
     let form = read_form(visit).await?;
-    let field = |name: &str| form.get(name).map(String::as_str).unwrap_or("");
+    let field = |name: &str| form.get(name);
     let flow = visit.console.flow(&visit.headers);
     if !flow.is_some_and(|flow| same_token(&flow.csrf, field("csrf"))) {
         // The form is older than its flow (or came from elsewhere): a fresh one.
@@ -410,10 +418,7 @@ async fn sign_out(visit: &mut Visit) -> Result<Answer, Failure> {
     check_origin(visit)?;
     let form = read_form(visit).await?;
     if let Some(session) = visit.console.session(&visit.headers)
-        && !same_token(
-            &session.csrf,
-            form.get("csrf").map(String::as_str).unwrap_or(""),
-        )
+        && !same_token(&session.csrf, form.get("csrf"))
     {
         return Err(csrf_refused());
     }
@@ -424,10 +429,10 @@ async fn sign_out(visit: &mut Visit) -> Result<Answer, Failure> {
 }
 
 /// The form of a signed-in person's POST, once its origin and CSRF token are checked.
-async fn posted(visit: &mut Visit, person: &Person) -> Result<HashMap<String, String>, Failure> {
+async fn posted(visit: &mut Visit, person: &Person) -> Result<Form, Failure> {
     check_origin(visit)?;
     let form = read_form(visit).await?;
-    let given = form.get("csrf").map(String::as_str).unwrap_or("");
+    let given = form.get("csrf");
     if !same_token(&person.session.csrf, given) {
         return Err(csrf_refused());
     }
@@ -465,10 +470,32 @@ fn check_origin(visit: &Visit) -> Result<(), Failure> {
     Ok(())
 }
 
+/// A url-encoded form, as sent.
+pub(super) struct Form(Vec<(String, String)>);
+
+impl Form {
+    /// The first value of `key`, or "".
+    pub(super) fn get(&self, key: &str) -> &str {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or("", |(_, v)| v.as_str())
+    }
+
+    /// Every value of `key` (checkboxes).
+    pub(super) fn all(&self, key: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
 /// A url-encoded form body, bounded in size and time.
-async fn read_form(visit: &mut Visit) -> Result<HashMap<String, String>, Failure> {
+async fn read_form(visit: &mut Visit) -> Result<Form, Failure> {
     let Some(body) = visit.body.take() else {
-        return Ok(HashMap::new());
+        return Ok(Form(Vec::new()));
     };
     let wait = Duration::from_secs(visit.app.config.server.header_timeout_seconds);
     let bytes = tokio::time::timeout(wait, Limited::new(body, MAX_FORM_BYTES).collect())
@@ -476,7 +503,7 @@ async fn read_form(visit: &mut Visit) -> Result<HashMap<String, String>, Failure
         .map_err(|_| Failure::bad_request("The form did not arrive in time."))?
         .map_err(|e| Failure::bad_request(format!("The form could not be read: {e}")))?
         .to_bytes();
-    Ok(form_urlencoded::parse(&bytes).into_owned().collect())
+    Ok(Form(form_urlencoded::parse(&bytes).into_owned().collect()))
 }
 
 /// The HTTP response of an answer, with the headers every console answer carries.

@@ -5,6 +5,7 @@
 use super::credentials::{Credentials, client_ip, credentials};
 use super::{ApiError, App, Body, json};
 use crate::decision_log::Source;
+use crate::identity::Limit;
 use crate::policy::{Account, Operation, Request as PolicyRequest, Scope};
 use crate::proxy::{
     CatalogPage, CatalogQuery, Forwarded, Route, Target, UpstreamError, next_link, without_mount,
@@ -32,6 +33,8 @@ const CATALOG_BATCH: usize = 100;
 struct Caller {
     account: Account,
     via: Via,
+    /// A personal token's narrowing, when that is what logged them in.
+    limit: Option<Limit>,
 }
 
 enum Via {
@@ -145,6 +148,7 @@ fn denied(caller: &Caller, scope: &Scope, why: Denial, realm: &str, service: &st
     let mut message = format!("access to {} is not granted", scope_text(scope));
     match why {
         Denial::Token => message.push_str(" by the token"),
+        Denial::Limit => message.push_str(" by the personal token (it is narrowed to less)"),
         Denial::Policy(Some(reason)) => message.push_str(&format!(" ({reason})")),
         Denial::Policy(None) => {}
     }
@@ -167,6 +171,8 @@ enum Denial {
     Token,
     /// The policies withheld it; the first policy that did, with its reason.
     Policy(Option<String>),
+    /// The personal token the caller logged in with is narrowed to less.
+    Limit,
 }
 
 impl App {
@@ -222,6 +228,7 @@ impl App {
             Credentials::None if self.config.identity.anonymous => Ok(Caller {
                 account: Account::anonymous(),
                 via: Via::Anonymous,
+                limit: None,
             }),
             Credentials::None => Err(unauthorized("authentication required")),
             Credentials::Bearer(token) => {
@@ -238,6 +245,7 @@ impl App {
                 Ok(Caller {
                     account,
                     via: Via::Bearer(verified),
+                    limit: None,
                 })
             }
             Credentials::Basic { user, password } => {
@@ -251,6 +259,7 @@ impl App {
                 Ok(Caller {
                     account: App::account(&login.principal),
                     via: Via::Basic,
+                    limit: login.limit,
                 })
             }
         }
@@ -321,6 +330,14 @@ impl App {
                     None => Denial::Token,
                 },
             );
+        }
+        if let Some(limit) = &caller.limit
+            && !scope
+                .actions
+                .iter()
+                .all(|action| limit.allows(&scope.type_, &scope.name, action))
+        {
+            return Err(Denial::Limit);
         }
         match self.policies_deny(caller, scope, operation, client).await {
             Some(why) => Err(Denial::Policy(why)),
@@ -448,7 +465,14 @@ impl App {
         self.decide_all(Source::Gateway, requests)
             .await
             .iter()
-            .map(|outcome| outcome.granted.iter().any(|a| a == "pull"))
+            .zip(names)
+            .map(|(outcome, name)| {
+                outcome.granted.iter().any(|a| a == "pull")
+                    && caller
+                        .limit
+                        .as_ref()
+                        .is_none_or(|limit| limit.allows("repository", name, "pull"))
+            })
             .collect()
     }
 }

@@ -222,6 +222,8 @@ impl App {
         // token to hand back: the one presented, or one to mint for the credential just
         // checked (never for a workload token, which it would outlive).
         let exchange = matches!(request.grant, Grant::Exchange(_));
+        // A personal token's narrowing: the token grants no more than it.
+        let mut limit = None;
         let (principal, refresh): (Option<(Principal, String)>, Option<Refresh>) =
             match request.grant {
                 Grant::None if self.config.identity.anonymous => (None, None),
@@ -230,6 +232,7 @@ impl App {
                 }
                 Grant::Password { user, password } => {
                     let login = self.login(&user, password, client_ip).await?;
+                    limit = login.limit;
                     (
                         Some((login.principal, user)),
                         login.credential.map(Refresh::Mint),
@@ -284,11 +287,21 @@ impl App {
                 PolicyRequest::new(account.clone(), scope.into(), &self.issuer.service);
             policy_request.client_ip = Some(client_ip.to_string());
             let outcome = self.decide(Source::Token, policy_request).await;
+            let actions = outcome
+                .granted
+                .iter()
+                .filter(|action| {
+                    limit
+                        .as_ref()
+                        .is_none_or(|l| l.allows(&scope.resource_type, &scope.name, action))
+                })
+                .cloned()
+                .collect();
             access.push(Access {
                 resource_type: scope.resource_type.clone(),
                 class: scope.class.clone(),
                 name: scope.name.clone(),
-                actions: outcome.granted.clone(),
+                actions,
             });
         }
         let offline = request.offline && self.issuer.refresh_enabled();

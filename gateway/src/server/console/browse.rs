@@ -220,9 +220,9 @@ pub(super) async fn confirm_delete(visit: &Visit, person: &Person) -> Result<Ans
 pub(super) async fn delete(
     visit: &Visit,
     person: &Person,
-    form: &std::collections::HashMap<String, String>,
+    form: &super::Form,
 ) -> Result<Answer, Failure> {
-    let field = |key: &str| form.get(key).cloned().unwrap_or_default();
+    let field = |key: &str| form.get(key).to_string();
     let name = field("name");
     repository_name(&name).map_err(|e| Failure::bad_request(ApiError::from(e).to_string()))?;
     let text = field("ref");
@@ -583,7 +583,7 @@ impl App {
 
     /// The host people pull from, for `docker pull` lines: `[console] pull_host`, else the
     /// gateway's own (gateway mode) or the registry's (token-server mode).
-    fn pull_host(&self, visit: &Visit) -> String {
+    pub(super) fn pull_host(&self, visit: &Visit) -> String {
         if let Some(host) = &visit.console.config.pull_host {
             return host.clone();
         }
