@@ -66,6 +66,82 @@ pub struct Console {
     pub token_max_days: u64,
     /// Revoked personal tokens, one id per line: watched, and appended to by the console.
     pub revoked_tokens: Option<PathBuf>,
+    /// `[console.sso]`: "Sign in with SSO".
+    pub sso: Option<Sso>,
+}
+
+/// `[console.sso]`: people sign in to the console at an OpenID provider (authorization code
+/// with PKCE), when it holds no registry password for them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sso {
+    /// The provider's issuer; discovery is at `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// Portcullis's client id at the provider (also the ID token's audience).
+    pub client_id: String,
+    /// A file holding the client secret (one line); none for a public client (PKCE alone).
+    pub client_secret_file: Option<PathBuf>,
+    /// The account name: a template over the ID token's claims.
+    #[serde(default = "default_sso_username")]
+    pub username: String,
+    /// Group names, each a template over claims; `{groups}` of a list claim gives one group
+    /// per element.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Claims that must match these globs to sign in.
+    #[serde(default)]
+    pub require: std::collections::BTreeMap<String, String>,
+    /// The scopes asked for; `offline_access` lets personal tokens ask the provider later
+    /// whether the person is still there.
+    #[serde(default = "default_sso_scopes")]
+    pub scopes: Vec<String>,
+    /// `prompt` sent to the provider (some grant `offline_access` only with `consent`).
+    pub prompt: Option<String>,
+    /// Allow `http://` for the provider: only for one on loopback (tests).
+    #[serde(default)]
+    pub insecure_http: bool,
+    /// PEM CA(s) trusted for the provider besides the system's.
+    pub ca: Option<PathBuf>,
+    /// Clock skew allowed on the ID token's times.
+    #[serde(default = "default_leeway_seconds")]
+    pub leeway_seconds: u64,
+    /// How often a personal token of an SSO person asks the provider whether they are still
+    /// there (a refresh at its token endpoint).
+    #[serde(default = "default_recheck_seconds")]
+    pub recheck_seconds: u64,
+}
+
+fn default_sso_username() -> String {
+    "{preferred_username}".into()
+}
+
+fn default_sso_scopes() -> Vec<String> {
+    ["openid", "profile", "email", "offline_access"]
+        .map(String::from)
+        .to_vec()
+}
+
+fn default_recheck_seconds() -> u64 {
+    300
+}
+
+impl Sso {
+    /// The provider as an issuer whose ID tokens log people in: its audience is our client id,
+    /// and a token must be fresh (it was just issued).
+    pub fn issuer(&self) -> Oidc {
+        Oidc {
+            issuer: self.issuer.clone(),
+            audience: self.client_id.clone(),
+            jwks_url: None,
+            username: self.username.clone(),
+            groups: self.groups.clone(),
+            require: self.require.clone(),
+            insecure_http: self.insecure_http,
+            ca: self.ca.clone(),
+            leeway_seconds: self.leeway_seconds,
+            max_age_seconds: 600,
+        }
+    }
 }
 
 impl Default for Console {
@@ -80,6 +156,7 @@ impl Default for Console {
             session_minutes: default_session_minutes(),
             token_max_days: default_token_max_days(),
             revoked_tokens: None,
+            sso: None,
         }
     }
 }
@@ -579,20 +656,7 @@ impl Config {
             let at = format!("[[identity.oidc]] #{} ({})", i + 1, oidc.issuer);
             let urls = std::iter::once(&oidc.issuer).chain(oidc.jwks_url.iter());
             for url in urls {
-                let uri: hyper::Uri = url
-                    .parse()
-                    .map_err(|e| format!("{at}: {url:?} is not a URL ({e})"))?;
-                match (uri.scheme_str(), oidc.insecure_http) {
-                    (Some("https"), _) | (Some("http"), true) => {}
-                    (Some("http"), false) => {
-                        return Err(format!(
-                            "{at}: {url:?} is plain http: tokens would be checked against keys \
-                             anyone on the path can swap; use https (insecure_http = true only \
-                             for an issuer on loopback)"
-                        ));
-                    }
-                    _ => return Err(format!("{at}: {url:?} must be an https:// URL")),
-                }
+                provider_url(&at, url, oidc.insecure_http)?;
             }
             if oidc.audience.is_empty() {
                 return Err(format!(
@@ -722,6 +786,24 @@ impl Config {
         if let Some(group) = console.admins.iter().find(|g| g.trim().is_empty()) {
             return Err(format!("{at} admins: {group:?} is not a group name"));
         }
+        if let Some(sso) = &console.sso {
+            let at = format!("[console.sso] ({})", sso.issuer);
+            provider_url(&at, &sso.issuer, sso.insecure_http)?;
+            if sso.client_id.is_empty() {
+                return Err(format!("{at}: client_id must not be empty"));
+            }
+            if !sso.scopes.iter().any(|s| s == "openid") {
+                return Err(format!(
+                    "{at}: scopes must include \"openid\": without it there is no ID token"
+                ));
+            }
+            if sso.recheck_seconds == 0 {
+                return Err(format!("{at}: recheck_seconds must be above 0"));
+            }
+            for template in std::iter::once(&sso.username).chain(&sso.groups) {
+                crate::identity::Template::parse(template).map_err(|e| format!("{at}: {e}"))?;
+            }
+        }
         Ok(())
     }
 
@@ -761,6 +843,12 @@ impl Config {
             .chain(console.registry_ca.iter_mut())
             .chain(console.revoked_tokens.iter_mut())
             .for_each(resolve);
+        if let Some(sso) = &mut console.sso {
+            sso.client_secret_file
+                .iter_mut()
+                .chain(sso.ca.iter_mut())
+                .for_each(resolve);
+        }
         for policy in &mut self.policies {
             resolve(&mut policy.module);
             policy.settings_file.iter_mut().for_each(resolve);
@@ -785,6 +873,21 @@ impl Config {
                 },
             })
             .collect()
+    }
+}
+
+/// Checks an identity provider's URL: https, or http only when `insecure_http` allows it.
+fn provider_url(at: &str, url: &str, insecure_http: bool) -> Result<(), String> {
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| format!("{at}: {url:?} is not a URL ({e})"))?;
+    match (uri.scheme_str(), insecure_http) {
+        (Some("https"), _) | (Some("http"), true) => Ok(()),
+        (Some("http"), false) => Err(format!(
+            "{at}: {url:?} is plain http: tokens would be checked against keys anyone on the \
+             path can swap; use https (insecure_http = true only for a provider on loopback)"
+        )),
+        _ => Err(format!("{at}: {url:?} must be an https:// URL")),
     }
 }
 

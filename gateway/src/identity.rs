@@ -12,6 +12,7 @@ mod htpasswd;
 mod ldap;
 mod oidc;
 pub mod personal;
+mod sso;
 mod throttle;
 
 pub use cache::CredentialCache;
@@ -20,6 +21,7 @@ pub use htpasswd::{Htpasswd, MAX_BCRYPT_COST};
 pub use ldap::Directory;
 pub use oidc::{OidcIssuer, Template};
 pub use personal::{Limit, Personal, PersonalTokens, Revoked};
+pub use sso::{SignedIn, Sso};
 pub use throttle::Throttle;
 
 use arc_swap::ArcSwap;
@@ -125,8 +127,26 @@ pub struct Identity {
     issuers: Vec<OidcIssuer>,
     directory: Option<Directory>,
     personal: Option<PersonalTokens>,
+    sso: Option<Sso>,
     cache: Arc<CredentialCache>,
     throttle: Arc<Throttle>,
+}
+
+/// Where the users of one config come from.
+#[derive(Default)]
+pub struct Sources {
+    /// The htpasswd.
+    pub users: Htpasswd,
+    /// The groups file.
+    pub groups: Groups,
+    /// Issuers of workload tokens.
+    pub issuers: Vec<OidcIssuer>,
+    /// The directory.
+    pub directory: Option<Directory>,
+    /// Personal tokens, when the console makes them.
+    pub personal: Option<PersonalTokens>,
+    /// The console's SSO provider.
+    pub sso: Option<Sso>,
 }
 
 impl Identity {
@@ -134,11 +154,7 @@ impl Identity {
     /// from `previous` (a config edit), since they are keyed by what they were checked
     /// against.
     pub fn new(
-        users: Htpasswd,
-        groups: Groups,
-        issuers: Vec<OidcIssuer>,
-        directory: Option<Directory>,
-        personal: Option<PersonalTokens>,
+        sources: Sources,
         previous: Option<&Identity>,
     ) -> Result<Identity, getrandom::Error> {
         let cache = match previous {
@@ -146,11 +162,12 @@ impl Identity {
             None => Arc::new(CredentialCache::new()?),
         };
         Ok(Identity {
-            users: ArcSwap::from_pointee(users),
-            groups: ArcSwap::from_pointee(groups),
-            issuers,
-            directory,
-            personal,
+            users: ArcSwap::from_pointee(sources.users),
+            groups: ArcSwap::from_pointee(sources.groups),
+            issuers: sources.issuers,
+            directory: sources.directory,
+            personal: sources.personal,
+            sso: sources.sso,
             cache,
             throttle: previous.map(|p| p.throttle.clone()).unwrap_or_default(),
         })
@@ -331,8 +348,47 @@ impl Identity {
                 Some(directory) => directory.still_holds(&personal.user, credential).await,
                 None => Err(gone()),
             },
-            _ => Err(gone()),
+            (issuer, _) => match (&self.sso, &personal.provider_refresh) {
+                (Some(sso), Some(refresh)) if sso.issuer() == issuer => {
+                    sso.still_there(&personal.id, refresh)
+                        .await
+                        .map_err(|e| match e {
+                            LoginError::Refused(_) => gone(),
+                            other => other,
+                        })?;
+                    Ok(personal.sso_principal())
+                }
+                _ => Err(gone()),
+            },
         }
+    }
+
+    /// The console's SSO provider.
+    pub fn sso(&self) -> Option<&Sso> {
+        self.sso.as_ref()
+    }
+
+    /// Finishes an SSO sign-in: the person, unless their account name is an htpasswd
+    /// user's (a provider's claim must not make anyone a local account).
+    pub async fn sso_sign_in(
+        &self,
+        code: &str,
+        verifier: &str,
+        redirect_uri: &str,
+        nonce: &str,
+    ) -> Result<SignedIn, LoginError> {
+        let Some(sso) = &self.sso else {
+            return Err(LoginError::Refused("SSO is not configured".into()));
+        };
+        let signed_in = sso.finish(code, verifier, redirect_uri, nonce).await?;
+        if self.exists(&signed_in.principal.name) {
+            return Err(LoginError::Refused(format!(
+                "the account {:?} the provider names is an htpasswd user's: give \
+                 [console.sso] username a template that cannot be one",
+                signed_in.principal.name
+            )));
+        }
+        Ok(signed_in)
     }
 
     /// The personal tokens, when the console makes them.

@@ -24,7 +24,9 @@ use error::json;
 use crate::config::Config;
 use crate::console::Console;
 use crate::decision_log::DecisionLog;
-use crate::identity::{Directory, Groups, Htpasswd, Identity, OidcIssuer, PersonalTokens, Revoked};
+use crate::identity::{
+    Directory, Groups, Htpasswd, Identity, OidcIssuer, PersonalTokens, Revoked, Sources, Sso,
+};
 use crate::metrics::Metrics;
 use crate::policy::{Host, Policies};
 use crate::proxy::{Body, Upstream};
@@ -321,12 +323,19 @@ impl App {
             }
             _ => None,
         };
+        let sso = match (&console, &config.console.sso) {
+            (Some(_), Some(sso)) => Some(Sso::new(sso).map_err(|e| fail(&e))?),
+            _ => None,
+        };
         let identity = Identity::new(
-            users,
-            groups,
-            issuers,
-            directory,
-            personal,
+            Sources {
+                users,
+                groups,
+                issuers,
+                directory,
+                personal,
+                sso,
+            },
             previous.map(|p| p.identity.as_ref()),
         )
         .map_err(|e| fail(&format!("no random source: {e}")))?;

@@ -4,6 +4,7 @@
 //! and forged or tampered requests refused.
 
 use crate::browser::Browser;
+use crate::oidc::Provider;
 use crate::util::{
     OciImage, Setup, Site, basic, http, oci_blob, populate, portcullis, push, serve, skopeo_stdout,
 };
@@ -26,6 +27,15 @@ const USERS: &[(&str, &str)] = &[
 
 /// A console in either mode, its session key made by `keygen --session`.
 fn console_site(gateway_mode: bool) -> Site {
+    Site::start(
+        console_setup(gateway_mode),
+        gateway_mode,
+        b"a console test image",
+    )
+}
+
+/// The config of [`console_site`], not started yet.
+fn console_setup(gateway_mode: bool) -> Setup {
     let setup = if gateway_mode {
         Setup::gateway(ACL, USERS, "")
     } else {
@@ -71,7 +81,7 @@ session_key = "keys/session.key"
 revoked_tokens = "revoked"
 {registry_url}"#
     ));
-    Site::start(setup, gateway_mode, b"a console test image")
+    setup
 }
 
 fn ui(site: &Site, path: &str) -> String {
@@ -924,4 +934,112 @@ fn personal_tokens_log_clients_in_until_revoked_or_their_owner_leaves() {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
+}
+
+#[test]
+fn people_sign_in_with_sso_and_their_tokens_end_when_the_provider_forgets_them() {
+    let setup = console_setup(false);
+    let provider = Provider::for_console(&format!(
+        "http://127.0.0.1:{}/ui/sso/callback",
+        setup.gateway_port
+    ));
+    std::fs::write(setup.path("sso-secret"), "console-secret\n").expect("secret");
+    setup.insert_config(&format!(
+        r#"
+[console.sso]
+issuer = "{}"
+client_id = "console"
+client_secret_file = "sso-secret"
+groups = ["{{groups}}"]
+scopes = ["openid", "profile", "email", "groups", "offline_access"]
+prompt = "login consent"
+insecure_http = true
+recheck_seconds = 1
+"#,
+        provider.issuer()
+    ));
+    let site = Site::start(setup, false, b"an SSO person's image");
+    let browser = Browser::start(1280, 900);
+    let sso = |person: &str| {
+        browser.goto(&ui(&site, "/ui/login"));
+        browser.click("a[href='/ui/sso']");
+        assert!(
+            browser.url().starts_with(&provider.issuer()),
+            "at the provider: {}",
+            browser.url()
+        );
+        browser.fill("input[name=login]", person);
+        browser.fill("input[name=password]", "anything");
+        browser.click("button.login-submit");
+        if browser.text("button.login-submit").is_some() {
+            // The consent page (offline_access asks for it).
+            browser.click("button.login-submit");
+        }
+    };
+
+    sso("dana");
+    assert!(
+        browser.url().ends_with("/ui/repositories"),
+        "{}",
+        browser.url()
+    );
+    assert_eq!(browser.text(".who").as_deref(), Some("dana"));
+    assert_eq!(
+        browser.attribute(".who", "title").as_deref(),
+        Some(&*provider.issuer()),
+        "the source is the provider"
+    );
+    explain(&browser, &site, "name=dana/app&action=push");
+    assert_eq!(
+        browser.text("#verdict h2").as_deref(),
+        Some("Granted: push on dana/app")
+    );
+    let seen = browser.text("#request").expect("the request");
+    assert!(
+        seen.contains("engineering"),
+        "the provider's groups: {seen}"
+    );
+    assert!(
+        seen.contains("email=dana@example.test"),
+        "the provider's claims: {seen}"
+    );
+
+    // dana, whose provider holds no registry password, gets one here.
+    let (token, _) = make_token(&browser, &site, "laptop", "", &[]);
+    let (ok, err) = site.push(&format!("dana:{token}"), "dana/app:1");
+    assert!(ok, "an SSO person's token pushes: {err}");
+    provider.forget("dana");
+    let started = std::time::Instant::now();
+    while can_pull(&site, &format!("dana:{token}"), "dana/app:1") {
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "dana's token outlived her at the provider"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    browser.click("form.signout button");
+
+    // The provider cannot make anyone an htpasswd user.
+    sso("alice");
+    assert!(
+        browser.url().contains("/ui/sso/callback"),
+        "{}",
+        browser.url()
+    );
+    assert!(
+        browser
+            .text(".error")
+            .is_some_and(|e| e.contains("is an htpasswd user's")),
+        "{:?}",
+        browser.text("main")
+    );
+    // A callback that this browser did not start is refused.
+    browser.goto(&ui(&site, "/ui/sso/callback?code=stolen&state=guessed"));
+    assert!(
+        browser
+            .text(".error")
+            .is_some_and(|e| e.contains("was not started here"))
+    );
+    browser.goto(&ui(&site, "/ui/repositories"));
+    assert!(browser.url().ends_with("/ui/login"), "not signed in");
 }

@@ -21,7 +21,7 @@ const ACL: &str = r#"{"rules": [
 const USERS: &[(&str, &str)] = &[("alice", "alice-pw")];
 
 /// The provider, stopped when dropped.
-struct Provider {
+pub struct Provider {
     child: Child,
     port: u16,
     key: PathBuf,
@@ -36,7 +36,16 @@ impl Drop for Provider {
 }
 
 impl Provider {
-    fn start() -> Provider {
+    pub fn start() -> Provider {
+        Provider::start_with(None)
+    }
+
+    /// A provider that also signs people in to a console whose SSO callback is `redirect`.
+    pub fn for_console(redirect: &str) -> Provider {
+        Provider::start_with(Some(redirect))
+    }
+
+    fn start_with(console_redirect: Option<&str>) -> Provider {
         require("node");
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("oidc/provider.mjs");
         assert!(
@@ -50,15 +59,18 @@ impl Provider {
             .arg(&script)
             .arg(port.to_string())
             .arg(&key)
+            .args(console_redirect)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("node runs");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("the listening line");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        stdout.read_line(&mut line).expect("the listening line");
         assert!(line.starts_with("oidc provider listening"), "{line:?}");
+        // It goes on writing (notices of its development pages): read them, or a write to
+        // a closed pipe kills it.
+        std::thread::spawn(move || stdout.lines().for_each(drop));
         Provider {
             child,
             port,
@@ -67,8 +79,16 @@ impl Provider {
         }
     }
 
-    fn issuer(&self) -> String {
+    pub fn issuer(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The provider forgets `account` (they left): their refresh tokens stop working.
+    pub fn forget(&self, account: &str) {
+        let head = format!(
+            "GET /forget?account={account} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        );
+        assert_eq!(http(self.port, &head, b"").0, 200);
     }
 
     /// A token from the provider's own token endpoint, with these claims.

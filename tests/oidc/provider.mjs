@@ -1,22 +1,36 @@
 // A real OpenID provider for the end-to-end tests: npm's oidc-provider, issuing JWT access
 // tokens by the client-credentials grant with the claims the request names (as a CI system
-// would put a job's repository and owner in its token).
+// would put a job's repository and owner in its token), and, given a console's redirect URI,
+// signing people in to the console by the authorization code flow (its own development
+// login pages: any name logs in, with the groups GROUPS gives it).
 //
-// usage: node provider.mjs PORT KEY_FILE
+// usage: node provider.mjs PORT KEY_FILE [CONSOLE_REDIRECT_URI]
 // Writes its RSA signing key (PKCS#8 PEM) to KEY_FILE, so tests can also sign tokens no
 // well-behaved provider would issue (expired, not yet valid, huge), then prints
-// "oidc provider listening on <issuer>". GET /jwks-fetches says how often its keys were read.
+// "oidc provider listening on <issuer>". GET /jwks-fetches says how often its keys were read;
+// GET /forget?account=NAME makes the provider forget a person (they left the company).
 import Provider from 'oidc-provider';
 import { generateKeyPairSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 
-const [port, keyFile] = process.argv.slice(2);
+const [port, keyFile, consoleRedirect] = process.argv.slice(2);
 const issuer = `http://127.0.0.1:${port}`;
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
 writeFileSync(keyFile, privateKey.export({ format: 'pem', type: 'pkcs8' }));
 const jwk = { ...privateKey.export({ format: 'jwk' }), kid: 'provider-key-1', alg: 'RS256', use: 'sig' };
 // Claims a token request may ask for, as form fields.
 const CLAIMS = ['repository', 'repository_owner', 'ref'];
+// The people of the directory behind the provider, and their groups.
+const GROUPS = { carol: ['admins'], dana: ['engineering'] };
+const forgotten = new Set();
+
+const consoleClient = consoleRedirect ? [{
+  client_id: 'console',
+  client_secret: 'console-secret',
+  grant_types: ['authorization_code', 'refresh_token'],
+  redirect_uris: [consoleRedirect],
+  response_types: ['code'],
+}] : [];
 
 const provider = new Provider(issuer, {
   clients: [{
@@ -25,11 +39,21 @@ const provider = new Provider(issuer, {
     grant_types: ['client_credentials'],
     redirect_uris: [],
     response_types: [],
-  }],
+  }, ...consoleClient],
+  findAccount: async (ctx, id) => (forgotten.has(id) ? undefined : {
+    accountId: id,
+    claims: async () => ({
+      sub: id, preferred_username: id, email: `${id}@example.test`, groups: GROUPS[id] ?? [],
+    }),
+  }),
+  claims: { openid: ['sub'], profile: ['preferred_username'], email: ['email'], groups: ['groups'] },
+  scopes: ['openid', 'offline_access', 'profile', 'email', 'groups'],
+  // The ID token carries the claims the scopes ask for (not only the userinfo endpoint).
+  conformIdTokenClaims: false,
   jwks: { keys: [jwk] },
   ttl: { ClientCredentials: 600 },
   features: {
-    devInteractions: { enabled: false },
+    devInteractions: { enabled: Boolean(consoleRedirect) },
     clientCredentials: { enabled: true },
     resourceIndicators: {
       enabled: true,
@@ -63,6 +87,11 @@ let jwksFetches = 0;
 provider.use(async (ctx, next) => {
   if (ctx.path === '/jwks-fetches') {
     ctx.body = { count: jwksFetches };
+    return;
+  }
+  if (ctx.path === '/forget') {
+    forgotten.add(ctx.query.account);
+    ctx.body = { forgotten: [...forgotten] };
     return;
   }
   if (ctx.path === '/jwks') jwksFetches += 1;

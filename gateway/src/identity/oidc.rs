@@ -96,13 +96,40 @@ impl Template {
     }
 }
 
+impl Template {
+    /// Like [`Template::render`]; a template that is just `{claim}` of a list claim gives
+    /// one text per element (`{groups}` of `["a", "b"]`: groups `a` and `b`).
+    pub fn render_all(&self, claims: &Map<String, Value>) -> Result<Vec<String>, String> {
+        if let [Piece::Claim(name)] = &self.pieces[..]
+            && let Some(Value::Array(items)) = lookup(claims, name)
+        {
+            return items
+                .iter()
+                .map(|item| match item {
+                    Value::String(s) => Ok(s.clone()),
+                    Value::Number(_) | Value::Bool(_) => Ok(item.to_string()),
+                    _ => Err(format!(
+                        "claim `{name}` lists something that is not a string"
+                    )),
+                })
+                .collect();
+        }
+        self.render(claims).map(|text| vec![text])
+    }
+}
+
+/// A claim by name; `a/b` is member `b` of object claim `a`.
+fn lookup<'c>(claims: &'c Map<String, Value>, name: &str) -> Option<&'c Value> {
+    let mut path = name.split('/');
+    let first = path.next().and_then(|key| claims.get(key));
+    path.try_fold(first, |value, key| Some(value?.as_object()?.get(key)))
+        .flatten()
+}
+
 /// A claim's value as text; `a/b` is member `b` of object claim `a` (Kubernetes puts the
 /// namespace in `kubernetes.io/namespace`).
 fn scalar(claims: &Map<String, Value>, name: &str) -> Result<String, String> {
-    let mut path = name.split('/');
-    let first = path.next().and_then(|key| claims.get(key));
-    let found = path.try_fold(first, |value, key| Some(value?.as_object()?.get(key)));
-    match found.flatten() {
+    match lookup(claims, name) {
         Some(Value::String(s)) => Ok(s.clone()),
         Some(Value::Number(n)) => Ok(n.to_string()),
         Some(Value::Bool(b)) => Ok(b.to_string()),
@@ -255,13 +282,13 @@ impl OidcIssuer {
                 "the account name {name:?} made from the claims is not usable"
             ));
         }
+        let mut groups = Vec::new();
+        for template in &self.groups {
+            groups.extend(template.render_all(claims)?);
+        }
         Ok(Principal {
             name,
-            groups: self
-                .groups
-                .iter()
-                .map(|g| g.render(claims))
-                .collect::<Result<_, _>>()?,
+            groups,
             origin: Origin::Oidc(self.config.issuer.clone()),
             claims: flatten(claims),
         })
@@ -380,33 +407,44 @@ impl OidcIssuer {
     async fn fetch_keys(&self) -> Result<JwkSet, String> {
         let jwks_url = match &self.config.jwks_url {
             Some(url) => url.clone(),
-            None => {
-                let url = format!(
-                    "{}/.well-known/openid-configuration",
-                    self.config.issuer.trim_end_matches('/')
-                );
-                let discovery = self.get_json(&url).await?;
-                if discovery.get("issuer").and_then(Value::as_str) != Some(&self.config.issuer) {
-                    return Err(format!(
-                        "{url} names issuer {}, not {:?}",
-                        discovery.get("issuer").unwrap_or(&Value::Null),
-                        self.config.issuer
-                    ));
-                }
-                let jwks_uri = discovery
-                    .get("jwks_uri")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| format!("{url} has no jwks_uri"))?;
-                let allowed = jwks_uri.starts_with("https://")
-                    || (self.config.insecure_http && jwks_uri.starts_with("http://"));
-                if !allowed {
-                    return Err(format!("{url}: jwks_uri {jwks_uri:?} is not https"));
-                }
-                jwks_uri.to_string()
-            }
+            None => self.endpoint(&self.discovery().await?, "jwks_uri")?,
         };
         let set = self.get_json(&jwks_url).await?;
         serde_json::from_value(set).map_err(|e| format!("{jwks_url}: not a JWK set: {e}"))
+    }
+
+    /// The issuer's discovery document, checked to name this issuer.
+    pub async fn discovery(&self) -> Result<Value, String> {
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            self.config.issuer.trim_end_matches('/')
+        );
+        let discovery = self.get_json(&url).await?;
+        if discovery.get("issuer").and_then(Value::as_str) != Some(&self.config.issuer) {
+            return Err(format!(
+                "{url} names issuer {}, not {:?}",
+                discovery.get("issuer").unwrap_or(&Value::Null),
+                self.config.issuer
+            ));
+        }
+        Ok(discovery)
+    }
+
+    /// An endpoint the discovery document names, which must be https (or http when allowed).
+    pub fn endpoint(&self, discovery: &Value, name: &str) -> Result<String, String> {
+        let url = discovery
+            .get(name)
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("{}: discovery names no {name}", self.config.issuer))?;
+        let allowed = url.starts_with("https://")
+            || (self.config.insecure_http && url.starts_with("http://"));
+        if !allowed {
+            return Err(format!(
+                "{}: {name} {url:?} is not https",
+                self.config.issuer
+            ));
+        }
+        Ok(url.to_string())
     }
 
     async fn get_json(&self, url: &str) -> Result<Value, String> {
@@ -484,6 +522,19 @@ mod tests {
         assert!(Template::parse("gha:{repository").is_err());
         assert!(Template::parse("{}").is_err());
         assert!(Template::parse("").is_err());
+    }
+
+    #[test]
+    fn a_list_claim_gives_a_group_per_element() {
+        let claims: Map<String, Value> = serde_json::from_value(serde_json::json!({
+            "groups": ["admins", "eng"], "org": "acme", "bad": [{"x": 1}],
+        }))
+        .expect("a map");
+        let all = |t: &str| Template::parse(t).and_then(|t| t.render_all(&claims));
+        assert_eq!(all("{groups}"), Ok(vec!["admins".into(), "eng".into()]));
+        assert_eq!(all("{org}"), Ok(vec!["acme".into()]));
+        assert!(all("team-{groups}").is_err(), "a list only stands alone");
+        assert!(all("{bad}").is_err());
     }
 
     #[test]

@@ -242,8 +242,17 @@ async fn the_layer_logs_in_remembers_throttles_and_checks_bindings() {
     )
     .expect("parses");
     let groups = Groups::parse("g", "ci: alice\n").expect("parses");
-    let identity =
-        Arc::new(Identity::new(users, groups, Vec::new(), None, None, None).expect("random"));
+    let identity = Arc::new(
+        Identity::new(
+            Sources {
+                users,
+                groups,
+                ..Sources::default()
+            },
+            None,
+        )
+        .expect("random"),
+    );
     let client: IpAddr = "10.0.0.1".parse().expect("an address");
     let first = identity
         .login("alice", "pw".into(), client)

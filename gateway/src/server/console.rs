@@ -201,6 +201,8 @@ async fn route(visit: &mut Visit) -> Result<Answer, Failure> {
         (Method::GET, "/ui/login") => sign_in_page(visit, None, StatusCode::OK),
         (Method::POST, "/ui/login") => sign_in(visit).await,
         (Method::POST, "/ui/logout") => sign_out(visit).await,
+        (Method::GET, "/ui/sso") => sso_start(visit).await,
+        (Method::GET, "/ui/sso/callback") => sso_finish(visit).await,
         (Method::GET | Method::POST, _) => {
             let person = match signed_in(visit).await? {
                 Ok(person) => person,
@@ -330,7 +332,7 @@ fn sign_in_page(
         &flow.csrf,
         user,
         (!message.is_empty()).then_some(message),
-        false,
+        visit.app.identity.sso().is_some(),
     );
     Ok(Answer::Page {
         status,
@@ -412,6 +414,109 @@ async fn sign_in(visit: &mut Visit) -> Result<Answer, Failure> {
         to: "/ui/repositories".into(),
         cookies: vec![cookie, visit.console.clear_cookie(Cookie::Flow)],
     })
+}
+
+/// `GET /ui/sso`: off to the provider, with a new flow holding what its answer must match.
+async fn sso_start(visit: &Visit) -> Result<Answer, Failure> {
+    let Some(sso) = visit.app.identity.sso() else {
+        return Err(Failure::new(
+            StatusCode::NOT_FOUND,
+            "SSO is off",
+            "This gateway has no SSO provider ([console.sso]).",
+        ));
+    };
+    let mut flow = match visit.console.flow(&visit.headers) {
+        // The sign-in form of this flow stays good.
+        Some(flow) => flow,
+        None => visit.console.start_flow().map_err(Failure::internal)?,
+    };
+    let token = || crate::console::random_token().map_err(Failure::internal);
+    let (state, nonce, verifier) = (token()?, token()?, format!("{}{}", token()?, token()?));
+    let url = sso
+        .authorization_url(&redirect_uri(visit), &state, &nonce, &verifier)
+        .await
+        .map_err(|e| Failure::from(login_refused(e)))?;
+    flow.state = Some(state);
+    flow.nonce = Some(nonce);
+    flow.verifier = Some(verifier);
+    let cookie = visit
+        .console
+        .flow_cookie(&flow)
+        .map_err(Failure::internal)?;
+    Ok(Answer::Redirect {
+        to: url,
+        cookies: vec![cookie],
+    })
+}
+
+/// `GET /ui/sso/callback?code=&state=`: the provider's answer, checked against the flow.
+async fn sso_finish(visit: &Visit) -> Result<Answer, Failure> {
+    let field = |key: &str| visit.query.get(key).map(String::as_str).unwrap_or("");
+    if !field("error").is_empty() {
+        let message = format!(
+            "The SSO provider did not sign you in: {} {}",
+            field("error"),
+            field("error_description")
+        );
+        return sign_in_page(visit, Some(("", message.trim())), StatusCode::UNAUTHORIZED);
+    }
+    let flow = visit.console.flow(&visit.headers);
+    let Some((nonce, verifier)) = flow
+        .filter(|flow| {
+            flow.state
+                .as_deref()
+                .is_some_and(|s| same_token(s, field("state")))
+        })
+        .and_then(|flow| Some((flow.nonce?, flow.verifier?)))
+    else {
+        // Not the answer to a sign-in started in this browser (or it took too long).
+        return sign_in_page(
+            visit,
+            Some((
+                "",
+                "The SSO sign-in expired or was not started here; please try again.",
+            )),
+            StatusCode::FORBIDDEN,
+        );
+    };
+    let signed_in = match visit
+        .app
+        .identity
+        .sso_sign_in(field("code"), &verifier, &redirect_uri(visit), &nonce)
+        .await
+    {
+        Ok(signed_in) => signed_in,
+        Err(LoginError::Refused(why)) => {
+            visit.app.metrics.login("sso", "refused");
+            return sign_in_page(visit, Some(("", &why)), StatusCode::UNAUTHORIZED);
+        }
+        Err(other) => {
+            visit.app.metrics.login("sso", "unavailable");
+            return Err(Failure::from(login_refused(other)));
+        }
+    };
+    visit.app.metrics.login("sso", "ok");
+    let principal = signed_in.principal;
+    let mut session = visit
+        .console
+        .start_session(&principal.name, principal.origin.name(), None)
+        .map_err(Failure::internal)?;
+    session.groups = principal.groups;
+    session.claims = principal.claims;
+    session.provider_refresh = signed_in.refresh_token;
+    let cookie = visit
+        .console
+        .session_cookie(&session)
+        .map_err(|why| Failure::new(StatusCode::UNPROCESSABLE_ENTITY, "Cannot sign you in", why))?;
+    Ok(Answer::Redirect {
+        to: "/ui/repositories".into(),
+        cookies: vec![cookie, visit.console.clear_cookie(Cookie::Flow)],
+    })
+}
+
+/// Where the provider sends people back: the same for the start and the code exchange.
+fn redirect_uri(visit: &Visit) -> String {
+    format!("{}/ui/sso/callback", visit.origin)
 }
 
 async fn sign_out(visit: &mut Visit) -> Result<Answer, Failure> {
