@@ -225,6 +225,10 @@ pub struct Server {
     /// Connections open at once; more are refused with a 503 instead of using more memory.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Origins of browser-based registry UIs (`https://ui.example.com`) allowed to call the
+    /// token endpoint, and in gateway mode the registry API, with credentials (CORS).
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
 }
 
 fn default_drain_seconds() -> u64 {
@@ -251,6 +255,7 @@ impl Default for Server {
             drain_seconds: default_drain_seconds(),
             header_timeout_seconds: default_header_timeout_seconds(),
             max_connections: default_max_connections(),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -621,6 +626,23 @@ impl Config {
                  of their own",
                 self.server.listen
             ));
+        }
+        for allowed in &self.server.cors_origins {
+            if allowed == "*" {
+                return Err(
+                    "[server] cors_origins: \"*\" cannot be used: browsers send credentials \
+                     only to an origin named exactly; list each UI's origin"
+                        .into(),
+                );
+            }
+            let uri =
+                origin(allowed).map_err(|e| format!("[server] cors_origins: {allowed:?}: {e}"))?;
+            if allowed.ends_with('/') || uri.path() != "/" || allowed.contains('@') {
+                return Err(format!(
+                    "[server] cors_origins: {allowed:?} is not an origin: write it as a browser \
+                     sends it, scheme://host[:port] with no path or trailing slash"
+                ));
+            }
         }
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             return Err("[server] tls_cert and tls_key go together: set both or neither".into());

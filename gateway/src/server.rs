@@ -7,6 +7,7 @@ mod access;
 mod admin;
 mod connections;
 mod console;
+mod cors;
 pub mod credentials;
 mod error;
 mod gateway;

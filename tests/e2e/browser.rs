@@ -169,6 +169,15 @@ impl Browser {
             .unwrap_or_else(|e| panic!("script failed: {e}"))
     }
 
+    /// Runs `script` in the page; it ends by calling `done(result)` (its last argument),
+    /// whose result is returned.
+    pub fn run_async(&self, script: &str, args: Vec<serde_json::Value>) -> serde_json::Value {
+        let script = format!("const done = arguments[arguments.length - 1];\n{script}");
+        self.runtime
+            .block_on(self.client().execute_async(&script, args))
+            .unwrap_or_else(|e| panic!("script failed: {e}"))
+    }
+
     /// A cookie's value, HttpOnly ones included.
     pub fn cookie(&self, name: &str) -> Option<String> {
         self.runtime

@@ -1043,3 +1043,188 @@ recheck_seconds = 1
     browser.goto(&ui(&site, "/ui/repositories"));
     assert!(browser.url().ends_with("/ui/login"), "not signed in");
 }
+
+/// What a browser-based registry UI does, step by step, as Joxit's docker-registry-ui 2.x
+/// does it (XHR): list the catalog, read the challenge, fetch a token from its realm, then
+/// list again with the token. The token request carries the person's credentials either as
+/// a header the UI's own login form made (`header`), or, as Joxit relies on, as the browser
+/// adds them itself once the person has signed in to the token server in its prompt
+/// (`browser`: only `withCredentials`).
+const UI_FLOW: &str = r#"
+const [registry, user, password, style] = arguments;
+const xhr = (method, url, opts = {}) => new Promise((resolve) => {
+  const r = new XMLHttpRequest();
+  r.open(method, url);
+  r.withCredentials = Boolean(opts.credentials);
+  for (const [k, v] of Object.entries(opts.headers || {})) r.setRequestHeader(k, v);
+  r.onloadend = () => resolve({
+    status: r.status,
+    challenge: r.getResponseHeader('www-authenticate'),
+    body: r.responseText,
+  });
+  r.send();
+});
+(async () => {
+  const first = await xhr('GET', registry + '/v2/_catalog');
+  const m = /Bearer realm="(?<realm>[^"]+)",service="(?<service>[^"]+)",scope="(?<scope>[^"]+)"/
+    .exec(first.challenge || '');
+  if (!m) return done({ first });
+  const url = `${m.groups.realm}?service=${m.groups.service}&scope=${m.groups.scope}`;
+  const headers = style === 'header' ? { Authorization: 'Basic ' + btoa(user + ':' + password) } : {};
+  const token = await xhr('GET', url, { credentials: true, headers });
+  const bearer = JSON.parse(token.body || '{}').token;
+  const catalog = await xhr('GET', registry + '/v2/_catalog', {
+    headers: { Authorization: 'Bearer ' + bearer },
+  });
+  done({ first, scope: m.groups.scope, token: token.status, catalog });
+})().catch((e) => done({ error: String(e) }));
+"#;
+
+/// A static web server (Python's) on its own port: where a browser-based UI's page lives.
+fn static_site(dir: &std::path::Path) -> (crate::util::Daemon, u16) {
+    std::fs::write(
+        dir.join("index.html"),
+        "<!doctype html><title>registry ui</title>",
+    )
+    .expect("page");
+    let port = crate::util::free_port();
+    let mut child = std::process::Command::new("python3")
+        .args(["-m", "http.server", "--bind", "127.0.0.1"])
+        .arg(port.to_string())
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 runs");
+    crate::util::wait_for("the static site", &mut child, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    (crate::util::Daemon(child), port)
+}
+
+#[test]
+fn a_browser_based_registry_ui_on_an_allowed_origin_gets_a_token_and_the_filtered_catalog() {
+    let pages = tempfile::tempdir().expect("tempdir");
+    let (_ui, ui_port) = static_site(pages.path());
+    let (_elsewhere, other_port) = static_site(pages.path());
+    let setup = Setup::gateway_with(
+        ACL,
+        USERS,
+        &format!("cors_origins = [\"http://127.0.0.1:{ui_port}\"]\n"),
+        "",
+    );
+    std::fs::write(setup.path("groups"), "admins: carol\n").expect("groups");
+    // No anonymous access: the token server must ask the browser for credentials.
+    let config = setup.path("portcullis.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replace("anonymous = true", "anonymous = false"),
+    )
+    .expect("config");
+    let site = Site::start(setup, true, b"an image for a web UI");
+    for (creds, reference) in [
+        ("alice:alice-pw", "alice/app:1"),
+        ("bob:bob-pw", "bob/tool:1"),
+        ("carol:carol-pw", "public/base:1"),
+    ] {
+        let (ok, err) = site.push(creds, reference);
+        assert!(ok, "{err}");
+    }
+    let registry = format!("http://127.0.0.1:{}", site.setup.gateway_port);
+    let browser = Browser::start(1280, 900);
+    let flow = |ui_port: u16, user: &str, password: &str, style: &str| {
+        browser.goto(&format!("http://127.0.0.1:{ui_port}/"));
+        browser.run_async(
+            UI_FLOW,
+            vec![
+                registry.clone().into(),
+                user.into(),
+                password.into(),
+                style.into(),
+            ],
+        )
+    };
+    let listed = |seen: &serde_json::Value| -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(seen["catalog"]["body"].as_str().unwrap_or(""))
+            .expect("json")["repositories"]
+            .clone()
+    };
+    let seen = flow(ui_port, "alice", "alice-pw", "header");
+    assert_eq!(seen["first"]["status"], 401, "{seen}");
+    assert_eq!(
+        seen["scope"], "registry:catalog:*",
+        "the challenge names the scope: {seen}"
+    );
+    assert_eq!(seen["token"], 200, "{seen}");
+    assert_eq!(seen["catalog"]["status"], 200, "{seen}");
+    assert_eq!(
+        listed(&seen),
+        serde_json::json!(["alice/app", "public/base"]),
+        "alice's page lists what the policies let her pull"
+    );
+    // Joxit's way: the person signed in to the token server in the browser's own prompt
+    // (here, a navigation carrying bob's name and password), and the browser adds his
+    // credentials to the UI's requests itself.
+    browser.goto(&format!(
+        "http://bob:bob-pw@127.0.0.1:{}/token?service={}",
+        site.setup.gateway_port,
+        crate::util::SERVICE
+    ));
+    let seen = flow(ui_port, "", "", "browser");
+    assert_eq!(seen["token"], 200, "{seen}");
+    assert_eq!(
+        listed(&seen),
+        serde_json::json!(["bob/tool", "public/base"]),
+        "{seen}"
+    );
+
+    // Without credentials, the token server asks the browser for them (its prompt), and
+    // the page may read that answer.
+    let ui_origin = format!("http://127.0.0.1:{ui_port}");
+    let (status, head, _) = request(
+        &site,
+        "GET",
+        &format!(
+            "/token?service={}&scope=registry:catalog:*",
+            crate::util::SERVICE
+        ),
+        &[("Origin", &ui_origin)],
+        "",
+    );
+    assert_eq!(status, 401);
+    assert_eq!(
+        crate::util::header(&head, "www-authenticate"),
+        Some("Basic realm=\"portcullis\"")
+    );
+    assert_eq!(
+        crate::util::header(&head, "access-control-allow-origin"),
+        Some(&*ui_origin)
+    );
+    assert_eq!(
+        crate::util::header(&head, "access-control-allow-credentials"),
+        Some("true")
+    );
+    // The preflight of a request with a token: answered without credentials.
+    let (status, head, _) = request(
+        &site,
+        "OPTIONS",
+        "/v2/_catalog",
+        &[
+            ("Origin", &ui_origin),
+            ("Access-Control-Request-Method", "GET"),
+            ("Access-Control-Request-Headers", "authorization"),
+        ],
+        "",
+    );
+    assert_eq!(status, 204);
+    assert!(
+        crate::util::header(&head, "access-control-allow-headers")
+            .is_some_and(|h| h.contains("Authorization"))
+    );
+
+    // A page elsewhere reads nothing: the browser withholds every answer.
+    let seen = flow(other_port, "alice", "alice-pw", "header");
+    assert_eq!(seen["first"]["status"], 0, "{seen}");
+    assert!(seen.get("catalog").is_none(), "{seen}");
+}

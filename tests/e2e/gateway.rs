@@ -663,7 +663,10 @@ fn plain_http_clients_get_challenges_tokens_work_and_errors_look_like_the_regist
     let wrong = format!("Basic {}", basic("alice", "nope"));
     let (status, head, _) = g.request("GET", "/v2/alice/app/tags/list", &wrong, b"");
     assert_eq!(status, 401);
-    assert_eq!(header(&head, "www-authenticate"), Some(realm.as_str()));
+    assert_eq!(
+        header(&head, "www-authenticate"),
+        Some(format!("{realm},scope=\"repository:alice/app:pull\"").as_str())
+    );
 
     // Anonymous: challenged with the scope it needs, so a client knows what to ask for.
     let (status, head, _) = g.request("GET", "/v2/alice/app/tags/list", "", b"");

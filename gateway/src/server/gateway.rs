@@ -67,9 +67,15 @@ pub(super) async fn handle(
         peer.ip(),
         &app.config.server.trusted_proxies,
     );
-    let caller = app.authenticate(request.headers(), client, &realm).await?;
+    let needs = route.needs();
+    // As the registry does, a challenge names the scope to ask a token for: browser UIs
+    // (Joxit's) fetch a token only from a challenge that does.
+    let first = needs.first().map(|(scope, _)| scope);
+    let caller = app
+        .authenticate(request.headers(), client, &realm, first)
+        .await?;
     let mut query = None;
-    for (i, (scope, operation)) in route.needs().into_iter().enumerate() {
+    for (i, (scope, operation)) in needs.into_iter().enumerate() {
         let Err(why) = app.allowed(&caller, &scope, &operation, client).await else {
             continue;
         };
@@ -221,9 +227,10 @@ impl App {
         headers: &HeaderMap,
         client: IpAddr,
         realm: &str,
+        scope: Option<&Scope>,
     ) -> Result<Caller, ApiError> {
         let service = &self.issuer.service;
-        let unauthorized = |message: &str| challenge(realm, service, None, None, message);
+        let unauthorized = |message: &str| challenge(realm, service, scope, None, message);
         match credentials(headers).map_err(|e| unauthorized(&e.to_string()))? {
             Credentials::None if self.config.identity.anonymous => Ok(Caller {
                 account: Account::anonymous(),

@@ -2,7 +2,7 @@
 
 use super::error::{json, text};
 use super::listener::Listener;
-use super::{ApiError, App, Body, console, gateway, token_endpoint};
+use super::{ApiError, App, Body, console, cors, gateway, token_endpoint};
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -34,6 +34,21 @@ impl App {
             _ => "unknown",
         };
         use Listener::{Admin, Clients};
+        // Browser-based UIs: the token endpoint, the keys, and the registry API we serve.
+        let cors_route = listener == Clients
+            && (matches!(route, "token" | "jwks")
+                || (route == "registry" && self.upstream.is_some()));
+        let cors_origin = cors_route
+            .then(|| cors::allowed_origin(request.headers(), &self.config.server.cors_origins))
+            .flatten();
+        if let Some(origin) = &cors_origin
+            && cors::is_preflight(request.method(), request.headers())
+        {
+            let response = cors::preflight(origin.clone(), route);
+            self.metrics
+                .request(route, response.status().as_u16(), started.elapsed());
+            return response;
+        }
         let response = match (listener, request.method(), route) {
             (Clients, _, "registry") if self.upstream.is_some() => {
                 let result = gateway::handle(self.clone(), request, peer).await;
@@ -59,6 +74,9 @@ impl App {
             _ => Err(ApiError::MethodNotAllowed),
         };
         let mut response = response.unwrap_or_else(ApiError::into_response);
+        if let Some(origin) = cors_origin {
+            cors::allow(&mut response, origin);
+        }
         response
             .headers_mut()
             .entry(API_VERSION)
