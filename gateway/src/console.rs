@@ -11,11 +11,12 @@ pub mod pages;
 use crate::config;
 use crate::proxy::Upstream;
 use crate::seal::{Purpose, SealKeys};
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use hyper::HeaderMap;
 use hyper::header::{COOKIE, HeaderValue};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A sign-in form or an SSO round trip must finish within this time.
@@ -24,8 +25,10 @@ const FLOW_SECONDS: u64 = 10 * 60;
 /// a reason rather than silently dropped by the browser.
 const MAX_COOKIE_BYTES: usize = 3800;
 
-/// How long the registry's list of repositories is reused: a listing walks the registry's
-/// whole storage, so it is read once for everyone, not once per page view.
+/// How long the registry's list of repositories is served before it is listed again (in the
+/// background: pages keep showing the last list meanwhile). A listing walks the registry's
+/// whole storage, page by page (a second for 10 000 repositories, registry 2.8), so it is
+/// read once for everyone, never while someone waits, except for the very first.
 const CATALOG_SECONDS: u64 = 10;
 
 /// The console of one config.
@@ -38,8 +41,20 @@ pub struct Console {
     secure: bool,
     /// Token-server mode: the registry at `registry_url` (gateway mode reads `[upstream]`).
     pub registry: Option<Upstream>,
-    /// The registry's repositories as last listed, and when.
-    catalog: tokio::sync::Mutex<Option<(Instant, Arc<Vec<String>>)>>,
+    /// The registry's repositories as last listed.
+    catalog: Catalog,
+}
+
+/// The registry's repositories as last listed, and the listing under way.
+struct Catalog {
+    /// The last list, and when it was listed.
+    listed: ArcSwapOption<(Instant, Arc<Vec<String>>)>,
+    /// Why the last listing failed, while no list was ever made.
+    failed: ArcSwapOption<String>,
+    /// True while a listing runs: one at a time.
+    listing: AtomicBool,
+    /// Bumped when a listing ends: those waiting for the first list look again.
+    ended: tokio::sync::watch::Sender<u64>,
 }
 
 /// A signed-in person, as their session cookie holds them (sealed: they can neither read
@@ -125,25 +140,76 @@ impl Console {
             keys,
             secure,
             registry,
-            catalog: tokio::sync::Mutex::new(None),
+            catalog: Catalog {
+                listed: ArcSwapOption::empty(),
+                failed: ArcSwapOption::empty(),
+                listing: AtomicBool::new(false),
+                ended: tokio::sync::watch::Sender::new(0),
+            },
         }
     }
 
-    /// The registry's repositories: the list read less than [`CATALOG_SECONDS`] ago, else
-    /// `list()`'s (one listing at a time: callers meanwhile wait for it).
-    pub async fn catalog<F, E>(&self, list: F) -> Result<Arc<Vec<String>>, E>
+    /// The registry's repositories: the last list (listed again in the background by
+    /// `list` when older than [`CATALOG_SECONDS`]), or, before the first list is made, the
+    /// first once it is.
+    pub async fn catalog<F>(self: &Arc<Self>, list: F) -> Result<Arc<Vec<String>>, String>
     where
-        F: Future<Output = Result<Vec<String>, E>>,
+        F: Future<Output = Result<Vec<String>, String>> + Send + 'static,
     {
-        let mut cached = self.catalog.lock().await;
-        if let Some((at, names)) = cached.as_ref()
-            && at.elapsed() < Duration::from_secs(CATALOG_SECONDS)
-        {
-            return Ok(names.clone());
+        let mut ended = self.catalog.ended.subscribe();
+        let listed = self.catalog.listed.load_full();
+        self.list_in_background(list);
+        if let Some(listed) = listed {
+            return Ok(listed.1.clone());
         }
-        let names = Arc::new(list.await?);
-        *cached = Some((Instant::now(), names.clone()));
-        Ok(names)
+        loop {
+            if let Some(listed) = self.catalog.listed.load_full() {
+                return Ok(listed.1.clone());
+            }
+            if !self.catalog.listing.load(Ordering::Acquire)
+                && let Some(why) = self.catalog.failed.load_full()
+            {
+                return Err(why.to_string());
+            }
+            if ended.changed().await.is_err() {
+                return Err("the console is shutting down".into());
+            }
+        }
+    }
+
+    /// Starts `list` in the background when the last list is older than
+    /// [`CATALOG_SECONDS`] (or there is none) and no listing runs already.
+    pub fn list_in_background<F>(self: &Arc<Self>, list: F)
+    where
+        F: Future<Output = Result<Vec<String>, String>> + Send + 'static,
+    {
+        let fresh = self
+            .catalog
+            .listed
+            .load()
+            .as_ref()
+            .is_some_and(|l| l.0.elapsed() < Duration::from_secs(CATALOG_SECONDS));
+        if fresh || self.catalog.listing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let console = self.clone();
+        tokio::spawn(async move {
+            match list.await {
+                Ok(names) => {
+                    console
+                        .catalog
+                        .listed
+                        .store(Some(Arc::new((Instant::now(), Arc::new(names)))));
+                    console.catalog.failed.store(None);
+                }
+                Err(why) => {
+                    tracing::warn!(error = %why, "the console could not list the registry");
+                    console.catalog.failed.store(Some(Arc::new(why)));
+                }
+            }
+            console.catalog.listing.store(false, Ordering::Release);
+            console.catalog.ended.send_modify(|n| *n += 1);
+        });
     }
 
     /// The session key file changed: what the new keys cannot open ends.

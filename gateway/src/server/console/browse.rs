@@ -53,14 +53,22 @@ pub(super) async fn repositories(visit: &Visit, person: &Person) -> Result<Answe
         .unwrap_or(1)
         .clamp(1, MAX_REPOSITORIES / PAGE);
     let app = &visit.app;
+    let names = visit
+        .console
+        .catalog(app.clone().list_repositories())
+        .await
+        .map_err(|_| {
+            // The listing logged why.
+            Failure::new(
+                StatusCode::BAD_GATEWAY,
+                "Registry unavailable",
+                "The registry did not list its repositories; try again shortly.",
+            )
+        })?;
+    // Thousands of decisions for one page: in the listing lane, as gateway mode's catalog.
     let _lane = tokio::time::timeout(LISTING_WAIT, app.lanes.listing())
         .await
         .map_err(|_| Failure::from(ApiError::Busy("too many listings at once")))?;
-    let names = visit
-        .console
-        .catalog(app.list_repositories(visit))
-        .await
-        .map_err(|e| Failure::from(ApiError::from(e)))?;
     // Decided in order until the page and one more are found: the one more says "Next".
     let wanted = page * PAGE + 1;
     let mut pullable = Vec::with_capacity(wanted);
@@ -453,13 +461,18 @@ async fn may_delete(
 
 impl App {
     /// The whole list of repository names, page by page, for the console's cache.
-    async fn list_repositories(
-        self: &Arc<Self>,
-        visit: &Visit,
-    ) -> Result<Vec<String>, UpstreamError> {
-        let (registry, tokens) = self.console_registry(visit);
-        let Some(registry) = registry else {
-            return Ok(Vec::new());
+    pub(super) async fn list_repositories(self: Arc<Self>) -> Result<Vec<String>, String> {
+        self.list_all().await.map_err(|e| e.to_string())
+    }
+
+    async fn list_all(&self) -> Result<Vec<String>, UpstreamError> {
+        let (registry, tokens) = match (&self.upstream, &self.console) {
+            (Some(upstream), _) => (upstream, false),
+            (None, Some(console)) => match &console.registry {
+                Some(registry) => (registry, true),
+                None => return Ok(Vec::new()),
+            },
+            (None, None) => return Ok(Vec::new()),
         };
         let mut names = Vec::new();
         let mut cursor: Option<String> = None;
