@@ -208,6 +208,15 @@ impl Browser {
             .expect("resize");
     }
 
+    /// The window's size (CSS pixels).
+    pub fn size(&self) -> (u32, u32) {
+        let (width, height) = self
+            .runtime
+            .block_on(self.client().get_window_size())
+            .expect("window size");
+        (width as u32, height as u32)
+    }
+
     /// Saves a PNG of the window.
     pub fn screenshot(&self, path: &Path) {
         let png = self

@@ -1228,3 +1228,112 @@ fn a_browser_based_registry_ui_on_an_allowed_origin_gets_a_token_and_the_filtere
     assert_eq!(seen["first"]["status"], 0, "{seen}");
     assert!(seen.get("catalog").is_none(), "{seen}");
 }
+
+/// A repository name of `length` characters that the registry accepts.
+fn long_name(length: usize) -> String {
+    let mut name = String::from("public/");
+    while name.len() < length {
+        name.push_str(if name.ends_with('/') {
+            "team"
+        } else {
+            "-platform"
+        });
+    }
+    name.truncate(length);
+    name.trim_end_matches('-').to_string()
+}
+
+/// Checks the page shown: no sideways scrolling at this width, and every link, button and
+/// field reachable by keyboard (in the tab order, and takes focus). Saves a screenshot into
+/// `$PORTCULLIS_SCREENSHOTS` (scripts/screenshots.sh) when set.
+fn check_page(browser: &Browser, name: &str, width: u32) {
+    let overflow = browser
+        .run("return document.documentElement.scrollWidth - document.documentElement.clientWidth;");
+    assert!(
+        overflow.as_i64().is_some_and(|o| o <= 0),
+        "{name} at {width} px scrolls sideways by {overflow} px"
+    );
+    let unreachable = browser.run(
+        "return [...document.querySelectorAll('a[href], button, input:not([type=hidden]), select, textarea')]
+           .filter((el) => el.offsetParent !== null)
+           .filter((el) => { el.focus(); return el.tabIndex < 0 || document.activeElement !== el; })
+           .map((el) => el.outerHTML.slice(0, 80));",
+    );
+    assert_eq!(
+        unreachable,
+        serde_json::json!([]),
+        "{name}: not reachable by keyboard"
+    );
+    if let Some(dir) = std::env::var_os("PORTCULLIS_SCREENSHOTS") {
+        let dir = std::path::PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).expect("screenshots dir");
+        browser.run("window.scrollTo(0, 0); document.activeElement.blur(); return null;");
+        // The whole page, not the first screenful.
+        let height = browser
+            .run("return document.documentElement.scrollHeight;")
+            .as_u64()
+            .unwrap_or(900)
+            .clamp(600, 4000) as u32;
+        let before = browser.size();
+        browser.resize(width, height);
+        browser.screenshot(&dir.join(format!("{name}-{width}.png")));
+        browser.resize(before.0, before.1);
+    }
+}
+
+#[test]
+fn every_page_reads_on_a_phone_and_a_desktop_and_works_by_keyboard() {
+    let site = console_site(true);
+    let long = long_name(200);
+    assert_eq!(long.len(), 200);
+    let mut names: Vec<String> = (1..=12).map(|i| format!("public/service-{i:02}")).collect();
+    names.push(long.clone());
+    populate(site.setup.registry_port, &names);
+    let app = push_labelled(&site, "alice:alice-pw", "alice/app:1.4.2");
+    push_index(&site, "carol:carol-pw", "public/multi:1");
+    let browser = Browser::start(1280, 900);
+    for (width, height) in [(1280, 900), (390, 844)] {
+        browser.resize(width, height);
+        browser.goto(&ui(&site, "/ui/login"));
+        check_page(&browser, "sign-in", width);
+        sign_in(&browser, &site, "carol", "carol-pw");
+        check_page(&browser, "repositories", width);
+        browser.goto(&ui(&site, &format!("/ui/repository?name={long}")));
+        assert!(browser.text("h1").is_some_and(|h| h == long));
+        check_page(&browser, "long-name", width);
+        browser.goto(&ui(&site, "/ui/repository?name=alice/app"));
+        check_page(&browser, "repository", width);
+        browser.goto(&ui(
+            &site,
+            &format!("/ui/manifest?name=alice/app&ref={app}"),
+        ));
+        check_page(&browser, "image", width);
+        browser.goto(&ui(&site, "/ui/manifest?name=public/multi&ref=1"));
+        check_page(&browser, "index", width);
+        browser.goto(&ui(&site, &format!("/ui/delete?name=alice/app&ref={app}")));
+        check_page(&browser, "delete", width);
+        explain(
+            &browser,
+            &site,
+            "name=alice/app&action=push&ref=v2&account=bob",
+        );
+        check_page(&browser, "explain", width);
+        browser.goto(&ui(&site, "/ui/tokens"));
+        check_page(&browser, "tokens", width);
+        make_token(
+            &browser,
+            &site,
+            "release pipeline",
+            "public/*",
+            &["pull", "push"],
+        );
+        check_page(&browser, "token-made", width);
+        browser.goto(&ui(&site, "/ui/admin/status"));
+        check_page(&browser, "status", width);
+        browser.goto(&ui(&site, "/ui/admin/decisions"));
+        check_page(&browser, "decisions", width);
+        browser.goto(&ui(&site, "/ui/repository?name=secret/none"));
+        check_page(&browser, "not-found", width);
+        browser.click("form.signout button");
+    }
+}

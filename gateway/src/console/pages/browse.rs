@@ -124,7 +124,10 @@ pub fn image(frame: &Frame, image: &Image) -> Markup {
             a href="/ui/repositories" { "Repositories" } " / "
             a href=(repository_link(name)) { (name) } " /"
         }
-        h1 { (image.reference) }
+        h1 {
+            @if image.reference.contains(':') { "Manifest " } @else { "Tag " }
+            (image.reference)
+        }
         (pull_line(&format!("docker pull {pull_host}/{name}@{}", manifest.digest)))
         dl.facts #facts {
             dt { "Digest" } dd.mono { (manifest.digest) }
@@ -162,7 +165,7 @@ pub fn image(frame: &Frame, image: &Image) -> Markup {
             Kind::Image { config, layers } => {
                 h2 { "Layers" }
                 p {
-                    (layers.len()) " layers, "
+                    (layers.len()) @if layers.len() == 1 { " layer, " } @else { " layers, " }
                     (human_size(layers.iter().map(|l| l.size).sum())) " compressed; config "
                     span.mono { (config.digest) }
                 }

@@ -26,6 +26,16 @@ pub struct Question {
     pub source: String,
 }
 
+impl Question {
+    /// Whether an admin asked for another account, or with other groups, claims or source.
+    pub fn on_behalf(&self) -> bool {
+        !(self.account.is_empty()
+            && self.groups.is_empty()
+            && self.claims.is_empty()
+            && self.source.is_empty())
+    }
+}
+
 /// `/ui/explain`: the form, and the answer when one was asked.
 pub fn explain(
     frame: &Frame,
@@ -50,8 +60,8 @@ pub fn explain(
             input #reference type="text" name="ref" value=(question.reference)
                 autocapitalize="none" spellcheck="false" placeholder="as gateway mode sees a request for it";
             @if frame.admin {
-                fieldset.panel {
-                    legend { "On behalf of (admins)" }
+                details.panel open[question.on_behalf()] {
+                    summary { "On behalf of another account (admins)" }
                     label for="account" { "Account (empty: yourself)" }
                     input #account type="text" name="account" value=(question.account)
                         autocapitalize="none" spellcheck="false";
