@@ -1268,14 +1268,22 @@ fn check_page(browser: &Browser, name: &str, width: u32) {
         let dir = std::path::PathBuf::from(dir);
         std::fs::create_dir_all(&dir).expect("screenshots dir");
         browser.run("window.scrollTo(0, 0); document.activeElement.blur(); return null;");
-        // The whole page, not the first screenful.
-        let height = browser
-            .run("return document.documentElement.scrollHeight;")
-            .as_u64()
-            .unwrap_or(900)
-            .clamp(600, 4000) as u32;
+        // The whole page, not the first screenful (up to 4000 px): the window's size
+        // includes the browser's own bars, and it grows asynchronously.
         let before = browser.size();
-        browser.resize(width, height);
+        for _ in 0..50 {
+            let [inner, outer, page] = [
+                "window.innerHeight",
+                "window.outerHeight",
+                "document.documentElement.scrollHeight",
+            ]
+            .map(|h| browser.run(&format!("return {h};")).as_u64().unwrap_or(0) as u32);
+            if inner >= page.min(4000) {
+                break;
+            }
+            browser.resize(width, page.min(4000) + outer.saturating_sub(inner));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         browser.screenshot(&dir.join(format!("{name}-{width}.png")));
         browser.resize(before.0, before.1);
     }

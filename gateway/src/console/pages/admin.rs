@@ -130,7 +130,7 @@ pub fn decisions(
                     tbody {
                         @for decision in decisions {
                             tr {
-                                td { (text(&decision["time"])) }
+                                td.time { (text(&decision["time"])) }
                                 td { (text(&decision["source"])) }
                                 td { @if decision["account"] == "" { "(anonymous)" } @else { (text(&decision["account"])) } }
                                 td.mono { (text(&decision["scope"])) }
