@@ -2,7 +2,8 @@
 # Runs an example setup without Docker: registry:2 (Debian's docker-registry, when installed)
 # with Portcullis as its token server (default), or behind Portcullis in gateway mode
 # (`scripts/run.sh gateway`). Creates what is missing on first start: the wasm target, the
-# policies, a signing key and an `admin` user with a random password.
+# policies, a signing key, the console's session key and an `admin` user with a random
+# password.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-token-server}
@@ -17,6 +18,7 @@ cargo build --release -p portcullis
 bin=target/release/portcullis
 
 [ -f "$dir/keys/token.key" ] || "$bin" keygen --out "$dir/keys"
+[ -f "$dir/keys/session.key" ] || "$bin" keygen --session --out "$dir/keys"
 if [ ! -s "$dir/auth/htpasswd" ]; then
   password=$(head -c 12 /dev/urandom | base64 | tr -d '/+=')
   echo "$password" | "$bin" passwd "$dir/auth/htpasswd" admin
@@ -34,5 +36,8 @@ else
 fi
 if [ "$mode" = gateway ]; then
   echo "clients use the gateway: skopeo login --tls-verify=false -u admin 127.0.0.1:5000"
+  echo "the console: http://127.0.0.1:5000/ui/"
+else
+  echo "the console: http://127.0.0.1:5001/ui/"
 fi
 "$bin" serve --config "$dir/portcullis.toml"

@@ -1,7 +1,7 @@
 #!/bin/sh
 # The image's entry point. `init` prepares the state volume on first start: a signing key,
-# and an htpasswd with an `admin` user whose random password is printed once. Anything else
-# runs `portcullis` with those arguments.
+# the console's session key, and an htpasswd with an `admin` user whose random password is
+# printed once. Anything else runs `portcullis` with those arguments.
 set -eu
 state=${PORTCULLIS_STATE:-/var/lib/portcullis}
 if [ "${1:-}" = init ]; then
@@ -9,6 +9,10 @@ if [ "${1:-}" = init ]; then
   if [ ! -f "$state/keys/token.key" ]; then
     portcullis keygen --out "$state/keys" >/dev/null
     echo "created the signing key in $state/keys"
+  fi
+  if [ ! -f "$state/keys/session.key" ]; then
+    portcullis keygen --session --out "$state/keys" >/dev/null
+    echo "created the console's session key in $state/keys"
   fi
   if [ ! -s "$state/auth/htpasswd" ]; then
     password=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')

@@ -10,6 +10,7 @@
 //! what this suite already built where the Dockerfile's build stage expects it. The Portcullis
 //! image is built by the project's own Dockerfile, unchanged.
 
+use crate::console::{request, sign_in_by_hand};
 use crate::util::{
     DockerUser, Dockerd, Ran, bin_dir, require, rootfs_tar, run, run_with_stdin, wasm,
 };
@@ -228,6 +229,26 @@ fn docker_compose_up_serves_both_files() {
         let r = run(&mut bob.docker(&["push", image]));
         assert!(!r.ok, "{file}: bob pushed to apps/");
         assert!(r.text.contains("denied"), "{file}: {}", r.text);
+        // The console, as both configs turn it on: admin (in the admins group) sees the
+        // pushed repository and the status page, bob sees neither.
+        let console_port = if mode == "gateway" { 5000 } else { 5001 };
+        for (who, secret, sees) in [("admin", password.as_str(), true), ("bob", "bob-pw", false)] {
+            let (session, _) = sign_in_by_hand(console_port, who, secret);
+            let (status, _, page) = request(
+                console_port,
+                "GET",
+                "/ui/repositories",
+                &[("Cookie", &session)],
+                "",
+            );
+            assert_eq!(status, 200, "{file}: {who}'s repositories:\n{page}");
+            assert_eq!(page.contains(">apps/web<"), sees, "{file}: {who}:\n{page}");
+            assert_eq!(
+                page.contains("/ui/admin/status"),
+                sees,
+                "{file}: {who}:\n{page}"
+            );
+        }
         if mode == "gateway" {
             // The decision log goes to the gateway's standard output, without secrets.
             let logs = project.logs(service);

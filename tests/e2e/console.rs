@@ -180,18 +180,16 @@ fn csrf_of(page: &str) -> String {
     page[at..].split('"').next().expect("a value").to_string()
 }
 
-/// A raw request to the console: (status, head, body).
-fn request(
-    site: &Site,
+/// A raw request to the console on `port`: (status, head, body).
+pub(crate) fn request(
+    port: u16,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     form: &str,
 ) -> (u16, String, String) {
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n",
-        site.setup.gateway_port
-    );
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -202,32 +200,33 @@ fn request(
         ));
     }
     head.push_str("\r\n");
-    let (status, head, body) = http(site.setup.gateway_port, &head, form.as_bytes());
+    let (status, head, body) = http(port, &head, form.as_bytes());
     (status, head, String::from_utf8_lossy(&body).into_owned())
 }
 
-/// Signs in by hand: the session cookie pair and the session's CSRF token.
-fn sign_in_by_hand(site: &Site, user: &str, password: &str) -> (String, String) {
-    let (status, head, page) = request(site, "GET", "/ui/login", &[], "");
+/// Signs in by hand at the console on `port`: the session cookie pair and the session's
+/// CSRF token.
+pub(crate) fn sign_in_by_hand(port: u16, user: &str, password: &str) -> (String, String) {
+    let (status, head, page) = request(port, "GET", "/ui/login", &[], "");
     assert_eq!(status, 200);
     let flow = set_cookies(&head).pop().expect("a flow cookie");
     let form = format!("csrf={}&user={user}&password={password}", csrf_of(&page));
-    let (status, head, _) = request(site, "POST", "/ui/login", &[("Cookie", &flow)], &form);
+    let (status, head, _) = request(port, "POST", "/ui/login", &[("Cookie", &flow)], &form);
     assert_eq!(status, 303, "{head}");
     let session = set_cookies(&head)
         .into_iter()
         .find(|c| c.starts_with("portcullis-session="))
         .expect("a session cookie");
-    let (_, _, page) = request(site, "GET", "/ui/repositories", &[("Cookie", &session)], "");
+    let (_, _, page) = request(port, "GET", "/ui/repositories", &[("Cookie", &session)], "");
     (session.clone(), csrf_of(&page))
 }
 
 #[test]
 fn forged_and_cross_site_requests_are_refused() {
     let site = console_site(true);
-    let (session, csrf) = sign_in_by_hand(&site, "alice", "alice-pw");
+    let (session, csrf) = sign_in_by_hand(site.setup.gateway_port, "alice", "alice-pw");
     let (status, head, _) = request(
-        &site,
+        site.setup.gateway_port,
         "GET",
         "/ui/repositories",
         &[("Cookie", &session)],
@@ -244,13 +243,19 @@ fn forged_and_cross_site_requests_are_refused() {
 
     // Sign-out without the session's token, or with another's, changes nothing.
     for form in ["", "csrf=", "csrf=not-the-token"] {
-        let (status, head, _) = request(&site, "POST", "/ui/logout", &[("Cookie", &session)], form);
+        let (status, head, _) = request(
+            site.setup.gateway_port,
+            "POST",
+            "/ui/logout",
+            &[("Cookie", &session)],
+            form,
+        );
         assert_eq!(status, 403, "{form:?}: {head}");
         assert!(set_cookies(&head).is_empty(), "{form:?}: nothing cleared");
     }
     // From another site, even with the token (a page that stole it).
     let (status, _, _) = request(
-        &site,
+        site.setup.gateway_port,
         "POST",
         "/ui/logout",
         &[("Cookie", &session), ("Origin", "http://evil.example")],
@@ -258,7 +263,7 @@ fn forged_and_cross_site_requests_are_refused() {
     );
     assert_eq!(status, 403);
     let (status, _, _) = request(
-        &site,
+        site.setup.gateway_port,
         "POST",
         "/ui/logout",
         &[("Cookie", &session), ("Sec-Fetch-Site", "cross-site")],
@@ -267,7 +272,7 @@ fn forged_and_cross_site_requests_are_refused() {
     assert_eq!(status, 403);
     // A sign-in form posted without its flow (login CSRF: signing a victim in as us).
     let (status, head, _) = request(
-        &site,
+        site.setup.gateway_port,
         "POST",
         "/ui/login",
         &[],
@@ -281,7 +286,7 @@ fn forged_and_cross_site_requests_are_refused() {
     );
     // The right token from our own origin signs out.
     let (status, head, _) = request(
-        &site,
+        site.setup.gateway_port,
         "POST",
         "/ui/logout",
         &[
@@ -297,9 +302,9 @@ fn forged_and_cross_site_requests_are_refused() {
     assert!(set_cookies(&head).contains(&"portcullis-session=".to_string()));
     // A session sealed by another key (another deployment's) opens nothing here.
     let other = console_site(true);
-    let (foreign, _) = sign_in_by_hand(&other, "alice", "alice-pw");
+    let (foreign, _) = sign_in_by_hand(other.setup.gateway_port, "alice", "alice-pw");
     let (status, head, _) = request(
-        &site,
+        site.setup.gateway_port,
         "GET",
         "/ui/repositories",
         &[("Cookie", &foreign)],
@@ -1183,7 +1188,7 @@ fn a_browser_based_registry_ui_on_an_allowed_origin_gets_a_token_and_the_filtere
     // the page may read that answer.
     let ui_origin = format!("http://127.0.0.1:{ui_port}");
     let (status, head, _) = request(
-        &site,
+        site.setup.gateway_port,
         "GET",
         &format!(
             "/token?service={}&scope=registry:catalog:*",
@@ -1207,7 +1212,7 @@ fn a_browser_based_registry_ui_on_an_allowed_origin_gets_a_token_and_the_filtere
     );
     // The preflight of a request with a token: answered without credentials.
     let (status, head, _) = request(
-        &site,
+        site.setup.gateway_port,
         "OPTIONS",
         "/v2/_catalog",
         &[
