@@ -10,7 +10,7 @@ seconds=${1:-120}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(scope route authorization token htpasswd groups acl_settings)
+    targets=(scope route authorization token htpasswd groups acl_settings registry_document)
 fi
 
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal

@@ -2,17 +2,25 @@
 //! same surfaces the cargo-fuzz targets in `fuzz/` explore for longer. Arbitrary input never
 //! panics, and well-formed input means what it says.
 
-use crate::identity::{Groups, Htpasswd};
+use crate::config;
+use crate::console::Console;
+use crate::console::manifest;
+use crate::console::pages::browse::{Image, image};
+use crate::console::pages::{Frame, Section};
+use crate::identity::{Groups, Htpasswd, PersonalTokens, Revoked};
 use crate::proxy::{Route, RouteError, Target};
 use crate::scope::Scope;
+use crate::seal::SealKeys;
 use crate::server::credentials::{Credentials, credentials};
 use crate::token::SigningKey;
 use crate::token::tests::{issuer, keys};
+use arc_swap::ArcSwap;
 use data_encoding::BASE64;
 use hyper::Method;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, HeaderMap, HeaderValue};
 use proptest::prelude::*;
-use std::sync::OnceLock;
+use serde_json::Value;
+use std::sync::{Arc, OnceLock};
 
 /// A repository name by the reference grammar: lowercase components joined by `/`.
 fn name() -> impl Strategy<Value = String> {
@@ -103,6 +111,125 @@ fn value() -> impl Strategy<Value = String> {
         Just(format!("sha256:{}", "a".repeat(64))),
         Just(format!("sha256:{}", "b".repeat(64))),
     ]
+}
+
+/// The fields manifests, indexes, configs and referrers have, so generated documents reach
+/// the code that reads them.
+const MANIFEST_KEYS: &[&str] = &[
+    "schemaVersion",
+    "mediaType",
+    "config",
+    "layers",
+    "manifests",
+    "platform",
+    "os",
+    "architecture",
+    "variant",
+    "digest",
+    "size",
+    "artifactType",
+    "subject",
+    "annotations",
+    "created",
+    "Labels",
+];
+
+/// Any JSON a hostile registry could serve, shaped like its documents.
+fn document() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        "\\PC{0,24}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(4, 64, 8, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+            proptest::collection::btree_map(prop::sample::select(MANIFEST_KEYS), inner, 0..8)
+                .prop_map(|fields| {
+                    Value::Object(
+                        fields
+                            .into_iter()
+                            .map(|(k, v)| (k.to_string(), v))
+                            .collect(),
+                    )
+                }),
+        ]
+    })
+}
+
+/// Documents with every field of the right type, so that most parse and reach the page:
+/// the sizes, names and platforms a hostile registry chooses.
+fn shaped_document() -> impl Strategy<Value = Value> {
+    let text = || prop_oneof![Just("<script>alert(1)</script>".to_string()), "\\PC{0,40}"];
+    let descriptor = (text(), text(), any::<u64>()).prop_map(|(media_type, digest, size)| {
+        serde_json::json!({"mediaType": media_type, "digest": digest, "size": size})
+    });
+    let platform = (text(), text(), proptest::option::of(text())).prop_map(|(os, architecture, variant)| {
+        serde_json::json!({"os": os, "architecture": architecture, "variant": variant})
+    });
+    let entry = (descriptor.clone(), proptest::option::of(platform)).prop_map(|(mut d, p)| {
+        d["platform"] = p.unwrap_or(Value::Null);
+        d
+    });
+    let labels = proptest::collection::btree_map(text(), text(), 0..4);
+    (
+        proptest::option::of(descriptor.clone()),
+        proptest::option::of(proptest::collection::vec(descriptor.clone(), 0..4)),
+        proptest::option::of(proptest::collection::vec(entry, 0..4)),
+        proptest::option::of(descriptor),
+        (text(), proptest::option::of(text()), labels),
+    )
+        .prop_map(
+            |(config, layers, manifests, subject, (media_type, created, labels))| {
+                // One body is read both as the manifest and as the image's config blob: the
+                // config descriptor carries the blob's `Labels` too.
+                let config = config.map(|mut c: Value| {
+                    c["Labels"] = serde_json::json!(labels);
+                    c
+                });
+                serde_json::json!({
+                    "schemaVersion": 2, "mediaType": media_type, "config": config, "layers": layers,
+                    "manifests": manifests, "subject": subject, "created": created,
+                    "os": "linux", "architecture": "amd64",
+                })
+            },
+        )
+}
+
+/// The same keys every console case seals and opens with.
+fn seal_keys() -> Arc<ArcSwap<SealKeys>> {
+    let keys = SealKeys::from_secrets(&[vec![7; 32]]).expect("a key");
+    Arc::new(ArcSwap::from_pointee(keys))
+}
+
+/// The image page as the console renders what the registry served: never a panic.
+fn render(body: &[u8]) -> Option<String> {
+    let manifest = manifest::parse(body, None).ok()?;
+    let config = manifest::parse_config(body).ok();
+    let referrers = manifest::parse_referrers(body).ok();
+    let frame = Frame {
+        user: "alice",
+        source: "htpasswd",
+        csrf: "c",
+        admin: true,
+        tokens: true,
+        current: Section::Browse,
+    };
+    let page = image(
+        &frame,
+        &Image {
+            name: "alice/app",
+            reference: "v1",
+            pull_host: "registry.example.com",
+            manifest: &manifest,
+            config: config.as_ref(),
+            referrers: referrers.as_deref(),
+            deletable: true,
+        },
+    );
+    Some(page.into_string())
 }
 
 /// One key for every case: generating one takes longer than the properties.
@@ -237,5 +364,54 @@ proptest! {
         // same signature, which is the same token.
         prop_assume!(changed != token && i != token.len() - 1);
         prop_assert!(issuer.verify_refresh(&[key], &changed).is_err(), "{} verified", changed);
+    }
+
+    #[test]
+    fn any_document_a_registry_serves_reads_and_renders_or_is_refused(doc in prop_oneof![document(), shaped_document()]) {
+        let body = serde_json::to_vec(&doc).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        if let Some(page) = render(&body) {
+            // Whatever the registry wrote is escaped: the page's one script tag is its own.
+            prop_assert_eq!(page.matches("<script").count(), 1);
+            prop_assert!(page.contains("alice/app"));
+        }
+    }
+
+    #[test]
+    fn any_bytes_a_registry_serves_render_or_are_refused(body in proptest::collection::vec(any::<u8>(), 0..200)) {
+        render(&body);
+    }
+
+    #[test]
+    fn no_cookie_but_a_sealed_one_opens_a_session(cookie in "[ -~]{0,300}", name in prop_oneof![Just("portcullis-session"), Just("__Secure-portcullis-session"), Just("portcullis-flow")]) {
+        let console = Console::new(&config::Console::default(), seal_keys(), false, None);
+        let mut headers = HeaderMap::new();
+        if let Ok(value) = HeaderValue::from_str(&format!("{name}={cookie}; {cookie}")) {
+            headers.insert(COOKIE, value);
+        }
+        prop_assert!(console.session(&headers).is_none());
+        prop_assert!(console.flow(&headers).is_none());
+    }
+
+    #[test]
+    fn no_made_up_personal_token_logs_in(token in "pcp_[A-Za-z0-9_-]{0,300}") {
+        let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let tokens = PersonalTokens::new(seal_keys(), &dir.path().join("revoked"), 90)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert!(tokens.open("alice", &token).is_err());
+        prop_assert!(tokens.open("", &token).is_err());
+    }
+
+    #[test]
+    fn any_revocation_or_session_key_file_loads_or_names_a_line(text in "\\PC{0,200}") {
+        let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let path = dir.path().join("file");
+        std::fs::write(&path, &text).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let lines = text.lines().count();
+        if let Err(e) = Revoked::load(&path) {
+            prop_assert!((1..=lines).contains(&e.line), "{}", e);
+        }
+        if let Err(e) = SealKeys::load(&path) {
+            prop_assert!(e.line <= lines, "{}", e);
+        }
     }
 }

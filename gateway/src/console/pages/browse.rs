@@ -166,7 +166,7 @@ pub fn image(frame: &Frame, image: &Image) -> Markup {
                 h2 { "Layers" }
                 p {
                     (layers.len()) @if layers.len() == 1 { " layer, " } @else { " layers, " }
-                    (human_size(layers.iter().map(|l| l.size).sum())) " compressed; config "
+                    (human_size(layers.iter().fold(0u64, |total, l| total.saturating_add(l.size)))) " compressed; config "
                     span.mono { (config.digest) }
                 }
             }
