@@ -18,10 +18,7 @@ require_tools docker-registry wrk htpasswd curl python3 -- docker-registry wrk a
 bin=$(build_portcullis)
 
 rm -rf "$work"; mkdir -p "$work/policies"
-# The repositories as pushes leave them in the registry's storage.
-(cd "$work" && mkdir -p data/docker/registry/v2/repositories/load \
-  && cd data/docker/registry/v2/repositories/load \
-  && seq -f 'r%05g/_layers' 0 24999 | xargs mkdir -p)
+make_repositories "$work" load 25000
 start_registry "$work"; reg=$registry_port
 
 "$bin" keygen --out "$work/keys" >/dev/null
@@ -40,14 +37,7 @@ LUA
 measure() { # binary label
   local gw conf pid alone under listed
   gw=$(free_port); conf="$work/portcullis-$2.toml"
-  cat > "$conf" <<TOML
-[server]
-listen = "127.0.0.1:$gw"
-[token]
-issuer = "portcullis"
-service = "bench"
-key = "keys/token.key"
-certificate = "keys/token.crt"
+  { config_head "$gw"; cat <<TOML; } > "$conf"
 [identity]
 htpasswd = "htpasswd"
 anonymous = true

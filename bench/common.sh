@@ -37,6 +37,28 @@ wait_port() {
   exit 1
 }
 
+# COUNT empty repositories NAMESPACE/r00000... as pushes leave them in the registry's
+# storage under DIR/data: a big catalog in seconds.
+make_repositories() { # DIR NAMESPACE COUNT
+  local repositories="$1/data/docker/registry/v2/repositories/$2"
+  mkdir -p "$repositories"
+  (cd "$repositories" && seq -f 'r%05g/_layers' 0 $(($3 - 1)) | xargs mkdir -p)
+}
+
+# The first sections of a bench's Portcullis config: listening on PORT, signing with the
+# keys `keygen --out keys` writes beside the config.
+config_head() { # PORT
+  cat <<TOML
+[server]
+listen = "127.0.0.1:$1"
+[token]
+issuer = "portcullis"
+service = "bench"
+key = "keys/token.key"
+certificate = "keys/token.crt"
+TOML
+}
+
 # Starts Debian's docker-registry with no auth on a free port, storing under DIR/data;
 # sets `registry_port`.
 start_registry() { # DIR

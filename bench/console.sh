@@ -21,10 +21,7 @@ require_tools docker-registry htpasswd curl python3 -- docker-registry apache2-u
 bin=$(build_portcullis)
 
 rm -rf "$work"; mkdir -p "$work/policies"
-# 10 000 repositories as pushes leave them in the registry's storage.
-(cd "$work" && mkdir -p data/docker/registry/v2/repositories/team \
-  && cd data/docker/registry/v2/repositories/team \
-  && seq -f 'r%05g/_layers' 0 9999 | xargs mkdir -p)
+make_repositories "$work" team 10000
 start_registry "$work"; reg=$registry_port
 
 "$bin" keygen --out "$work/keys" >/dev/null
@@ -34,14 +31,7 @@ start_registry "$work"; reg=$registry_port
 cp target/wasm32-unknown-unknown/release/acl.wasm "$work/policies/"
 printf '{"rules": [{"match": {"account": "alice", "name": "team/*"}, "actions": ["pull"]}, {"match": {"account": "bob", "name": "team/r???00"}, "actions": ["pull"]}]}' > "$work/acl.json"
 gw=$(free_port)
-cat > "$work/portcullis.toml" <<TOML
-[server]
-listen = "127.0.0.1:$gw"
-[token]
-issuer = "portcullis"
-service = "bench"
-key = "keys/token.key"
-certificate = "keys/token.crt"
+{ config_head "$gw"; cat <<TOML; } > "$work/portcullis.toml"
 [identity]
 htpasswd = "htpasswd"
 [upstream]

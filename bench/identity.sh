@@ -58,14 +58,7 @@ jwt=$(curl -sf -u ci:ci-secret -d "grant_type=client_credentials&repository=acme
 htpasswd -Bbn -C 10 bob bob-pw > "$work/htpasswd"
 printf 'admin-pw\n' > "$work/ldap-password"
 cp target/wasm32-unknown-unknown/release/acl.wasm "$work/policies/"
-cat > "$work/portcullis.toml" <<TOML
-[server]
-listen = "127.0.0.1:$gw"
-[token]
-issuer = "portcullis"
-service = "bench"
-key = "keys/token.key"
-certificate = "keys/token.crt"
+{ config_head "$gw"; cat <<TOML; } > "$work/portcullis.toml"
 [identity]
 htpasswd = "htpasswd"
 [identity.ldap]

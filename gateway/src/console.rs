@@ -9,6 +9,7 @@ pub mod manifest;
 pub mod pages;
 
 use crate::config;
+use crate::identity::unix_now;
 use crate::proxy::Upstream;
 use crate::seal::{Purpose, SealKeys};
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -17,7 +18,7 @@ use hyper::header::{COOKIE, HeaderValue};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// A sign-in form or an SSO round trip must finish within this time.
 const FLOW_SECONDS: u64 = 10 * 60;
@@ -348,14 +349,6 @@ pub fn random_token() -> Result<String, String> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(|e| format!("no random source: {e}"))?;
     Ok(data_encoding::BASE64URL_NOPAD.encode(&bytes))
-}
-
-/// Seconds since the epoch.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs()
 }
 
 #[cfg(test)]

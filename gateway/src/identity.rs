@@ -502,5 +502,13 @@ impl Identity {
     }
 }
 
+/// Seconds since the epoch, as tokens, sessions and their expiries count time.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
 #[cfg(test)]
 mod tests;

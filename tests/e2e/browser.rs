@@ -105,15 +105,7 @@ impl Browser {
     pub fn click(&self, selector: &str) {
         // A mark on this document: the next page is loaded once it is gone.
         self.run("window.portcullisOldPage = true; return null;");
-        self.runtime
-            .block_on(async {
-                self.client()
-                    .find(Locator::Css(selector))
-                    .await?
-                    .click()
-                    .await
-            })
-            .unwrap_or_else(|e| panic!("click {selector}: {e}"));
+        self.click_in_page(selector);
         self.wait_until(&format!("the page after clicking {selector}"), |b| {
             b.run("return window.portcullisOldPage === undefined && document.readyState === 'complete';")
                 == serde_json::Value::Bool(true)

@@ -5,7 +5,7 @@
 //! is remembered by its digest until it expires, so a job's repeat logins cost a hash; the
 //! issuer's `require` and templates are applied to it at every login.
 
-use super::{LoginError, Origin, Principal};
+use super::{LoginError, Origin, Principal, unix_now};
 use crate::client::HttpsClient;
 use crate::config;
 use http_body_util::{BodyExt, Empty, Limited};
@@ -15,7 +15,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// The soonest an issuer's keys are fetched again: a flood of made-up `kid`s costs one fetch
 /// per period, not one per token.
@@ -488,13 +488,6 @@ pub fn claimed_issuer(token: &str) -> Option<String> {
         .ok()?;
     let claims: Map<String, Value> = serde_json::from_slice(&bytes).ok()?;
     claims.get("iss")?.as_str().map(str::to_string)
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! request made with it as for its owner.
 
 use super::oidc::glob;
-use super::{InvalidFile, LoginError, Principal};
+use super::{InvalidFile, LoginError, Principal, unix_now};
 use crate::seal::{Purpose, SealKeys, TAG_BYTES};
 use arc_swap::ArcSwap;
 use data_encoding::BASE64URL_NOPAD;
@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// What every personal token starts with, so that clients, logs and secret scanners can
 /// tell it from a password.
@@ -334,13 +334,6 @@ pub fn refused(refusal: Refusal) -> LoginError {
         Refusal::Unknown => LoginError::Wrong,
         Refusal::Ended(why) => LoginError::Refused(why),
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
 }
 
 #[cfg(test)]

@@ -49,6 +49,16 @@ struct Visit {
     body: Option<Incoming>,
 }
 
+impl Visit {
+    /// A query parameter, trimmed; empty when absent.
+    fn field(&self, key: &str) -> String {
+        self.query
+            .get(key)
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    }
+}
+
 /// A signed-in person: their session and who the identity sources say they are now.
 struct Person {
     session: Session,

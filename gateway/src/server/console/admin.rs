@@ -21,13 +21,7 @@ pub(super) fn status(visit: &Visit, person: &Person) -> Result<Answer, Failure> 
 /// `/ui/admin/decisions?account=&repository=`.
 pub(super) fn decisions(visit: &Visit, person: &Person) -> Result<Answer, Failure> {
     only_admins(person)?;
-    let field = |key: &str| {
-        visit
-            .query
-            .get(key)
-            .map(|v| v.trim().to_string())
-            .unwrap_or_default()
-    };
+    let field = |key: &str| visit.field(key);
     let (account, repository) = (field("account"), field("repository"));
     let recent = visit.app.decisions.recent();
     let kept = recent.len();

@@ -286,14 +286,7 @@ async fn image_config(
 ) -> Option<ImageConfig> {
     tag_or_digest(digest).ok()?;
     let path = format!("/v2/{name}/blobs/{digest}");
-    let fetched = visit
-        .app
-        .console_fetch(visit, person, Method::GET, &path, None, name, &["pull"])
-        .await
-        .ok()?;
-    (fetched.status == StatusCode::OK)
-        .then(|| manifest::parse_config(&fetched.body).ok())
-        .flatten()
+    pulled_document(visit, person, name, &path, manifest::parse_config).await
 }
 
 /// The manifests that refer to `digest`; None when the registry does not serve the
@@ -305,24 +298,36 @@ async fn referrers(
     digest: &str,
 ) -> Option<Vec<Referrer>> {
     let path = format!("/v2/{name}/referrers/{digest}");
+    pulled_document(visit, person, name, &path, manifest::parse_referrers).await
+}
+
+/// A document of repository `name` the person may pull, read as `parse` reads it; None when
+/// the registry does not serve it or serves something else.
+async fn pulled_document<T>(
+    visit: &Visit,
+    person: &Person,
+    name: &str,
+    path: &str,
+    parse: fn(&[u8]) -> Result<T, String>,
+) -> Option<T> {
     let fetched = visit
         .app
-        .console_fetch(visit, person, Method::GET, &path, None, name, &["pull"])
+        .console_fetch(visit, person, Method::GET, path, None, name, &["pull"])
         .await
         .ok()?;
     (fetched.status == StatusCode::OK)
-        .then(|| manifest::parse_referrers(&fetched.body).ok())
+        .then(|| parse(&fetched.body).ok())
         .flatten()
 }
 
 fn name_of(visit: &Visit) -> Result<String, Failure> {
-    let name = visit.query.get("name").cloned().unwrap_or_default();
+    let name = visit.field("name");
     repository_name(&name).map_err(|e| Failure::bad_request(ApiError::from(e).to_string()))?;
     Ok(name)
 }
 
 fn reference_of(visit: &Visit) -> Result<(String, Reference), Failure> {
-    let text = visit.query.get("ref").cloned().unwrap_or_default();
+    let text = visit.field("ref");
     let reference =
         tag_or_digest(&text).map_err(|e| Failure::bad_request(ApiError::from(e).to_string()))?;
     Ok((text, reference))

@@ -15,13 +15,7 @@ const MAX_CLAIMS: usize = 64;
 
 /// `GET /ui/explain?name=&action=&ref=[&account=&groups=&claims=&source=]`.
 pub(super) async fn explain(visit: &Visit, person: &Person) -> Result<Answer, Failure> {
-    let field = |key: &str| {
-        visit
-            .query
-            .get(key)
-            .map(|v| v.trim().to_string())
-            .unwrap_or_default()
-    };
+    let field = |key: &str| visit.field(key);
     let question = Question {
         name: field("name"),
         action: field("action"),

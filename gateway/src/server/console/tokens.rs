@@ -54,7 +54,7 @@ pub(super) fn make(visit: &Visit, person: &Person, form: &Form) -> Result<Answer
     };
     let days: u64 = draft.days.parse().unwrap_or(1);
     let session = &person.session;
-    let now = crate::console::unix_now();
+    let now = crate::identity::unix_now();
     let personal = Personal {
         id: personal_tokens
             .new_id(&session.user)
