@@ -41,6 +41,21 @@ fn console_setup(gateway_mode: bool) -> Setup {
     } else {
         Setup::new(ACL, USERS)
     };
+    std::fs::write(setup.path("groups"), "admins: carol\n").expect("groups");
+    // Release tags are for the release group: a second policy for explanations to name.
+    let config = setup.path("portcullis.toml");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(
+        "\n[[policy]]\nname = \"protected-tags\"\nmodule = \"policies/protected_tags.wasm\"\nsettings = { tags = [\"v*\"], groups = [\"release\"] }\n",
+    );
+    std::fs::write(&config, text).expect("config");
+    setup.insert_config(&console_block(&setup, gateway_mode));
+    setup
+}
+
+/// Turns the console on for `setup`: a session key made by `keygen --session`, an empty
+/// revocation file, and the `[console]` block to insert into the config.
+pub(crate) fn console_block(setup: &Setup, gateway_mode: bool) -> String {
     let out = portcullis(
         &[
             "keygen",
@@ -55,7 +70,6 @@ fn console_setup(gateway_mode: bool) -> Setup {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    std::fs::write(setup.path("groups"), "admins: carol\n").expect("groups");
     std::fs::write(setup.path("revoked"), "").expect("revoked");
     let registry_url = if gateway_mode {
         String::new()
@@ -65,14 +79,7 @@ fn console_setup(gateway_mode: bool) -> Setup {
             setup.registry_port
         )
     };
-    // Release tags are for the release group: a second policy for explanations to name.
-    let config = setup.path("portcullis.toml");
-    let mut text = std::fs::read_to_string(&config).expect("config");
-    text.push_str(
-        "\n[[policy]]\nname = \"protected-tags\"\nmodule = \"policies/protected_tags.wasm\"\nsettings = { tags = [\"v*\"], groups = [\"release\"] }\n",
-    );
-    std::fs::write(&config, text).expect("config");
-    setup.insert_config(&format!(
+    format!(
         r#"
 [console]
 enabled = true
@@ -80,8 +87,7 @@ admins = ["admins"]
 session_key = "keys/session.key"
 revoked_tokens = "revoked"
 {registry_url}"#
-    ));
-    setup
+    )
 }
 
 fn ui(site: &Site, path: &str) -> String {
@@ -219,6 +225,50 @@ pub(crate) fn sign_in_by_hand(port: u16, user: &str, password: &str) -> (String,
         .expect("a session cookie");
     let (_, _, page) = request(port, "GET", "/ui/repositories", &[("Cookie", &session)], "");
     (session.clone(), csrf_of(&page))
+}
+
+/// Makes a personal token by hand in the session `session` with its CSRF token: the token.
+pub(crate) fn make_token_by_hand(port: u16, session: &str, csrf: &str, name: &str) -> String {
+    let form = format!("csrf={csrf}&name={name}&days=1&repositories=");
+    let (status, head, page) = request(port, "POST", "/ui/tokens", &[("Cookie", session)], &form);
+    assert_eq!(status, 200, "{head}\n{page}");
+    let at = page.find("pcp_").expect("the new token on the page");
+    page[at..]
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        .next()
+        .expect("a token")
+        .to_string()
+}
+
+#[test]
+fn the_sign_in_form_shares_the_login_throttle() {
+    let site = console_site(true);
+    let port = site.setup.gateway_port;
+    let attempt = |user: &str, password: &str| {
+        let (_, head, page) = request(port, "GET", "/ui/login", &[], "");
+        let flow = set_cookies(&head).pop().expect("a flow cookie");
+        let form = format!("csrf={}&user={user}&password={password}", csrf_of(&page));
+        let (status, _, page) = request(port, "POST", "/ui/login", &[("Cookie", &flow)], &form);
+        (status, page)
+    };
+    for _ in 0..5 {
+        let (status, page) = attempt("bob", "wrong");
+        assert_eq!(status, 401, "{page}");
+    }
+    // Now even the right password waits, in the form...
+    let (status, page) = attempt("bob", "bob-pw");
+    assert_eq!(status, 429, "{page}");
+    assert!(page.contains("Too many failed sign-ins"), "{page}");
+    // ...and at the token endpoint: one throttle for every way in.
+    let head = format!(
+        "GET /token?service={} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
+        crate::util::SERVICE,
+        basic("bob", "bob-pw")
+    );
+    assert_eq!(http(port, &head, b"").0, 429);
+    // Counted per account and address: alice, from the same address, is not locked out.
+    let (status, _) = attempt("alice", "alice-pw");
+    assert_eq!(status, 303);
 }
 
 #[test]

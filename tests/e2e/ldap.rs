@@ -446,6 +446,38 @@ fn a_directory_users_refresh_token_ends_when_the_entry_goes() {
 }
 
 #[test]
+fn a_directory_users_personal_token_ends_when_the_entry_goes() {
+    use crate::console::{console_block, make_token_by_hand, sign_in_by_hand};
+    let slapd = Slapd::start("");
+    let url = format!("ldaps://127.0.0.1:{}", slapd.tls_port);
+    let site = site(true, |setup| {
+        ldap_config(setup, &url, &slapd.ca(), "cache_seconds = 1") + &console_block(setup, true)
+    });
+    let port = site.setup.gateway_port;
+    // bob signs in to the console with his directory password and makes a token.
+    let (session, csrf) = sign_in_by_hand(port, "bob", "bob-pw");
+    let token = make_token_by_hand(port, &session, &csrf, "laptop");
+    let (ok, err) = site.push(&format!("bob:{token}"), "bob/app:1");
+    assert!(ok, "{err}");
+    let login = || {
+        let head = format!(
+            "GET /token?service={SERVICE}&scope=repository:bob/app:pull HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
+            data_encoding::BASE64.encode(format!("bob:{token}").as_bytes())
+        );
+        let (status, _, body) = http(port, &head, b"");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    assert_eq!(login().0, 200);
+    // Gone from the directory: the token ends once the remembered lookup expires.
+    slapd.ldif("ldapdelete", "uid=bob,ou=people,dc=example,dc=org\n");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (status, body) = login();
+    assert_eq!(status, 401, "{body}");
+    let (ok, _) = site.push(&format!("bob:{token}"), "bob/app:2");
+    assert!(!ok, "a token outlived its owner's entry");
+}
+
+#[test]
 fn check_binds_the_service_account_and_says_what_fails() {
     let slapd = Slapd::start("");
     let setup = Setup::gateway(ACL, &[("carol", "carol-pw")], "");
