@@ -3,7 +3,9 @@
 //! Portcullis, in token-server mode (the registry with `auth.token`) and in gateway mode,
 //! against Debian's docker-registry (distribution 2.8). Each engine runs as its own instance
 //! in a temp dir; nothing touches the machine's own Docker, containerd or podman state.
+//! docker also logs in with a personal token made in the console, until it is revoked.
 
+use crate::console::{console_block, make_token_by_hand, request, sign_in_by_hand};
 use crate::util::{
     self, Daemon, DockerUser, Dockerd, Ran, Setup, require, rootfs_tar, run, run_with_stdin,
     wait_for,
@@ -23,7 +25,7 @@ const USERS: &[(&str, &str)] = &[("alice", "alice-pw"), ("bob", "bob-pw")];
 
 /// A registry behind Portcullis, in one of the two modes; `host` is where clients go.
 struct Site {
-    _site: util::Site,
+    site: util::Site,
     host: String,
     mode: &'static str,
 }
@@ -36,6 +38,8 @@ impl Site {
         } else {
             Setup::new(ACL, USERS)
         };
+        // The console, for personal tokens.
+        setup.insert_config(&console_block(&setup, gateway_mode));
         // alice's first image, pushed by skopeo: what ctr starts from.
         let site = util::Site::start(
             setup,
@@ -46,7 +50,7 @@ impl Site {
         assert!(ok, "skopeo seeds alice/base: {err}");
         Site {
             host: format!("127.0.0.1:{}", site.port),
-            _site: site,
+            site,
             mode,
         }
     }
@@ -149,6 +153,38 @@ fn docker_logs_in_pushes_pulls_and_is_refused_in_both_modes() {
                 assert!(r.ok, "{ctx}: logout: {}", r.text);
                 assert!(u.config_json()["auths"][&site.host].is_null(), "{ctx}");
             }
+
+            // A personal token from the console is a password to docker (no refresh token
+            // is minted for it, so docker keeps the token itself), until it is revoked.
+            let console = site.site.setup.gateway_port;
+            let (session, csrf) = sign_in_by_hand(console, "alice", "alice-pw");
+            let token = make_token_by_hand(console, &session, &csrf, "docker");
+            let ci = user("ci");
+            let r = ci.login(&site.host, "alice", &token);
+            assert!(r.ok, "{ctx}: login with a personal token: {}", r.text);
+            let built = site.at(&format!("alice/ci{i}:1"));
+            let r = run(&mut ci.docker(&["import", tar.to_str().expect("utf-8"), &built]));
+            assert!(r.ok, "{ctx}: import: {}", r.text);
+            let r = run(&mut ci.docker(&["push", &built]));
+            assert!(r.ok, "{ctx}: push with a personal token: {}", r.text);
+            assert!(run(&mut ci.docker(&["rmi", &built])).ok);
+            let form = format!("csrf={csrf}&token={token}");
+            let (status, head, _) = request(
+                console,
+                "POST",
+                "/ui/tokens/revoke",
+                &[("Cookie", &session)],
+                &form,
+            );
+            assert_eq!(status, 303, "{ctx}: revoke: {head}");
+            let r = run(&mut ci.docker(&["pull", &built]));
+            assert!(!r.ok, "{ctx}: a revoked personal token pulled");
+            assert!(
+                r.text.contains("the personal token \"docker\" was revoked"),
+                "{ctx}: {}",
+                r.text
+            );
+            assert!(run(&mut ci.docker(&["logout", &site.host])).ok);
         }
     }
 }
