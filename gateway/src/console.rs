@@ -30,7 +30,7 @@ const MAX_COOKIE_BYTES: usize = 3800;
 /// background: pages keep showing the last list meanwhile). A listing walks the registry's
 /// whole storage, page by page (a second for 10 000 repositories, registry 2.8), so it is
 /// read once for everyone, never while someone waits, except for the very first.
-const CATALOG_SECONDS: u64 = 10;
+pub const CATALOG_SECONDS: u64 = 10;
 
 /// The console of one config.
 pub struct Console {
@@ -43,11 +43,14 @@ pub struct Console {
     /// Token-server mode: the registry at `registry_url` (gateway mode reads `[upstream]`).
     pub registry: Option<Upstream>,
     /// The registry's repositories as last listed.
-    catalog: Catalog,
+    catalog: Arc<Catalog>,
 }
 
-/// The registry's repositories as last listed, and the listing under way.
+/// The registry's repositories as last listed, and the listing under way. An edited config
+/// reading the same registry keeps it: a big registry takes long to list again.
 struct Catalog {
+    /// The registry it lists (`scheme://host`).
+    registry: String,
     /// The last list, and when it was listed.
     listed: ArcSwapOption<(Instant, Arc<Vec<String>>)>,
     /// Why the last listing failed, while no list was ever made.
@@ -129,24 +132,35 @@ pub enum Cookie {
 
 impl Console {
     /// The console as configured, with the keys of `[console] session_key`. `secure` when
-    /// clients reach it over HTTPS; `registry` in token-server mode.
+    /// clients reach it over HTTPS; `registry` in token-server mode. `listed_at` is the
+    /// registry the repository list comes from; `previous`, the console of the config
+    /// before, whose list is kept if it comes from the same registry.
     pub fn new(
         config: &config::Console,
         keys: Arc<ArcSwap<SealKeys>>,
         secure: bool,
         registry: Option<Upstream>,
+        listed_at: &str,
+        previous: Option<&Console>,
     ) -> Console {
+        let catalog = previous
+            .map(|p| p.catalog.clone())
+            .filter(|c| c.registry == listed_at)
+            .unwrap_or_else(|| {
+                Arc::new(Catalog {
+                    registry: listed_at.to_string(),
+                    listed: ArcSwapOption::empty(),
+                    failed: ArcSwapOption::empty(),
+                    listing: AtomicBool::new(false),
+                    ended: tokio::sync::watch::Sender::new(0),
+                })
+            });
         Console {
             config: config.clone(),
             keys,
             secure,
             registry,
-            catalog: Catalog {
-                listed: ArcSwapOption::empty(),
-                failed: ArcSwapOption::empty(),
-                listing: AtomicBool::new(false),
-                ended: tokio::sync::watch::Sender::new(0),
-            },
+            catalog,
         }
     }
 
@@ -362,7 +376,47 @@ mod tests {
             Arc::new(ArcSwap::from_pointee(keys)),
             secure,
             None,
+            "http://registry",
+            None,
         )
+    }
+
+    /// The console of an edited config reading `registry`, after `previous`.
+    fn successor(registry: &str, previous: &Console) -> Arc<Console> {
+        Arc::new(Console::new(
+            &config::Console::default(),
+            previous.keys(),
+            false,
+            None,
+            registry,
+            Some(previous),
+        ))
+    }
+
+    #[tokio::test]
+    async fn an_edited_config_keeps_the_repository_list_of_the_same_registry() {
+        let first = Arc::new(console(false));
+        let listed = first.catalog(async { Ok(vec!["a".to_string()]) }).await;
+        assert_eq!(
+            listed.as_deref().map(Vec::as_slice),
+            Ok(&["a".to_string()][..])
+        );
+        // The same registry: the list is kept, nothing is listed again.
+        let same = successor("http://registry", &first);
+        let kept = same
+            .catalog(async { Err("listed again".to_string()) })
+            .await;
+        assert_eq!(
+            kept.as_deref().map(Vec::as_slice),
+            Ok(&["a".to_string()][..])
+        );
+        // Another registry: its own list.
+        let other = successor("http://elsewhere", &first);
+        let fresh = other.catalog(async { Ok(vec!["b".to_string()]) }).await;
+        assert_eq!(
+            fresh.as_deref().map(Vec::as_slice),
+            Ok(&["b".to_string()][..])
+        );
     }
 
     fn with_cookie(value: &HeaderValue) -> HeaderMap {

@@ -383,7 +383,14 @@ proptest! {
 
     #[test]
     fn no_cookie_but_a_sealed_one_opens_a_session(cookie in "[ -~]{0,300}", name in prop_oneof![Just("portcullis-session"), Just("__Secure-portcullis-session"), Just("portcullis-flow")]) {
-        let console = Console::new(&config::Console::default(), seal_keys(), false, None);
+        let console = Console::new(
+            &config::Console::default(),
+            seal_keys(),
+            false,
+            None,
+            "",
+            None,
+        );
         let mut headers = HeaderMap::new();
         if let Ok(value) = HeaderValue::from_str(&format!("{name}={cookie}; {cookie}")) {
             headers.insert(COOKIE, value);

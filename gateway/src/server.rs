@@ -305,11 +305,19 @@ impl App {
                     ),
                     (None, None) => None,
                 };
+                let listed_at = config
+                    .upstream
+                    .as_ref()
+                    .map(|u| u.url.as_str())
+                    .or(config.console.registry_url.as_deref())
+                    .unwrap_or_default();
                 Some(Arc::new(Console::new(
                     &config.console,
                     keys,
                     https,
                     registry,
+                    listed_at,
+                    previous.and_then(|p| p.console.as_deref()),
                 )))
             }
             _ => None,

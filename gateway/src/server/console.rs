@@ -323,9 +323,7 @@ fn sign_in_page(
     status: StatusCode,
 ) -> Result<Answer, Failure> {
     // The registry's list takes a while to make: made while the person signs in.
-    visit
-        .console
-        .list_in_background(visit.app.clone().list_repositories());
+    visit.app.start_console_listing();
     if error.is_none() && visit.console.session(&visit.headers).is_some() {
         return Ok(Answer::redirect("/ui/repositories"));
     }

@@ -2,6 +2,7 @@
 //! config, referrers) with its `docker pull` line, and deleting one.
 
 use super::{Frame, document};
+use crate::console::CATALOG_SECONDS;
 use crate::console::manifest::{ImageConfig, Kind, Manifest, Referrer, human_size};
 use maud::{Markup, html};
 
@@ -36,7 +37,8 @@ pub fn repositories(
         p.muted {
             "The repositories you may pull"
             @if !query.is_empty() { ", with " code { (query) } " in their name" }
-            "."
+            ". The registry's list is made again every " (CATALOG_SECONDS)
+            " seconds while people browse: a repository pushed just now may take that long to show."
         }
         @if names.is_empty() {
             p #empty { @if page > 1 { "No more repositories." } @else { "None yet." } }

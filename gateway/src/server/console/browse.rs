@@ -465,8 +465,16 @@ async fn may_delete(
 }
 
 impl App {
+    /// Starts listing the registry's repositories for the console, when it is on, so that
+    /// nobody waits for the list: when someone opens the sign-in page.
+    pub fn start_console_listing(self: &Arc<Self>) {
+        if let Some(console) = &self.console {
+            console.list_in_background(self.clone().list_repositories());
+        }
+    }
+
     /// The whole list of repository names, page by page, for the console's cache.
-    pub(super) async fn list_repositories(self: Arc<Self>) -> Result<Vec<String>, String> {
+    async fn list_repositories(self: Arc<Self>) -> Result<Vec<String>, String> {
         self.list_all().await.map_err(|e| e.to_string())
     }
 
