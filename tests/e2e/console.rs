@@ -6,7 +6,8 @@
 use crate::browser::Browser;
 use crate::oidc::Provider;
 use crate::util::{
-    OciImage, Setup, Site, basic, http, oci_blob, populate, portcullis, push, serve, skopeo_stdout,
+    OciImage, SERVICE, Setup, Site, http, jwt_payload, oci_blob, populate, portcullis, push, serve,
+    skopeo_stdout, token,
 };
 use std::collections::BTreeSet;
 
@@ -260,12 +261,8 @@ fn the_sign_in_form_shares_the_login_throttle() {
     assert_eq!(status, 429, "{page}");
     assert!(page.contains("Too many failed sign-ins"), "{page}");
     // ...and at the token endpoint: one throttle for every way in.
-    let head = format!(
-        "GET /token?service={} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
-        crate::util::SERVICE,
-        basic("bob", "bob-pw")
-    );
-    assert_eq!(http(port, &head, b"").0, 429);
+    let query = format!("service={SERVICE}");
+    assert_eq!(token(port, &query, Some("bob:bob-pw")).0, 429);
     // Counted per account and address: alice, from the same address, is not locked out.
     let (status, _) = attempt("alice", "alice-pw");
     assert_eq!(status, 303);
@@ -304,22 +301,19 @@ fn forged_and_cross_site_requests_are_refused() {
         assert!(set_cookies(&head).is_empty(), "{form:?}: nothing cleared");
     }
     // From another site, even with the token (a page that stole it).
-    let (status, _, _) = request(
-        site.setup.gateway_port,
-        "POST",
-        "/ui/logout",
-        &[("Cookie", &session), ("Origin", "http://evil.example")],
-        &format!("csrf={csrf}"),
-    );
-    assert_eq!(status, 403);
-    let (status, _, _) = request(
-        site.setup.gateway_port,
-        "POST",
-        "/ui/logout",
-        &[("Cookie", &session), ("Sec-Fetch-Site", "cross-site")],
-        &format!("csrf={csrf}"),
-    );
-    assert_eq!(status, 403);
+    for foreign in [
+        ("Origin", "http://evil.example"),
+        ("Sec-Fetch-Site", "cross-site"),
+    ] {
+        let (status, _, _) = request(
+            site.setup.gateway_port,
+            "POST",
+            "/ui/logout",
+            &[("Cookie", &session), foreign],
+            &format!("csrf={csrf}"),
+        );
+        assert_eq!(status, 403, "{foreign:?}");
+    }
     // A sign-in form posted without its flow (login CSRF: signing a victim in as us).
     let (status, head, _) = request(
         site.setup.gateway_port,
@@ -369,22 +363,13 @@ fn forged_and_cross_site_requests_are_refused() {
 
 /// Whether the policies let `user` pull `name`: what `/token` grants for it.
 fn may_pull(site: &Site, user: &str, password: &str, name: &str) -> bool {
-    let head = format!(
-        "GET /token?service={}&scope=repository:{name}:pull HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
-        crate::util::SERVICE,
-        basic(user, password)
+    let (status, body) = token(
+        site.setup.gateway_port,
+        &format!("service={SERVICE}&scope=repository:{name}:pull"),
+        Some(&format!("{user}:{password}")),
     );
-    let (status, _, body) = http(site.setup.gateway_port, &head, b"");
-    assert_eq!(status, 200);
-    let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
-    let token = body["token"].as_str().expect("a token");
-    let payload = token.split('.').nth(1).expect("a JWT");
-    let claims: serde_json::Value = serde_json::from_slice(
-        &data_encoding::BASE64URL_NOPAD
-            .decode(payload.as_bytes())
-            .expect("base64url"),
-    )
-    .expect("claims");
+    assert_eq!(status, 200, "{body}");
+    let claims = jwt_payload(body["token"].as_str().expect("a token"));
     claims["access"][0]["actions"]
         .as_array()
         .is_some_and(|a| a.iter().any(|x| x == "pull"))
@@ -732,19 +717,20 @@ fn explain_names_the_policy_that_denies_and_changes_nothing() {
         Some("Granted: push on bob/app")
     );
 
-    // Only admins ask for others.
-    explain(&browser, &site, "name=alice/app&action=push&account=alice");
-    assert!(
-        browser
-            .text(".error")
-            .is_some_and(|e| e.contains("Only admins"))
-    );
-    explain(&browser, &site, "name=alice/app&action=push&groups=admins");
-    assert!(
-        browser
-            .text(".error")
-            .is_some_and(|e| e.contains("Only admins"))
-    );
+    // Only admins ask for others, or as others would be.
+    for other in ["account=alice", "groups=admins"] {
+        explain(
+            &browser,
+            &site,
+            &format!("name=alice/app&action=push&{other}"),
+        );
+        assert!(
+            browser
+                .text(".error")
+                .is_some_and(|e| e.contains("Only admins")),
+            "{other}"
+        );
+    }
     browser.click("form.signout button");
 
     sign_in(&browser, &site, "carol", "carol-pw");
@@ -785,12 +771,11 @@ fn explain_names_the_policy_that_denies_and_changes_nothing() {
     );
 
     // The decisions page shows real ones, filtered: bob's refused push through /token.
-    let head = format!(
-        "GET /token?service={}&scope=repository:alice/app:push HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
-        crate::util::SERVICE,
-        basic("bob", "bob-pw")
+    let query = format!("service={SERVICE}&scope=repository:alice/app:push");
+    assert_eq!(
+        token(site.setup.gateway_port, &query, Some("bob:bob-pw")).0,
+        200
     );
-    assert_eq!(http(site.setup.gateway_port, &head, b"").0, 200);
     browser.goto(&ui(
         &site,
         "/ui/admin/decisions?account=bob&repository=alice",
@@ -912,12 +897,8 @@ fn personal_tokens_log_clients_in_until_revoked_or_their_owner_leaves() {
         let (config_b, port_b) = site.setup.replica_config();
         let _b = serve(&config_b, port_b);
         let token_at_b = |creds: &str| {
-            let head = format!(
-                "GET /token?service={}&scope=repository:alice/app:pull HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
-                crate::util::SERVICE,
-                data_encoding::BASE64.encode(creds.as_bytes())
-            );
-            http(port_b, &head, b"").0
+            let query = format!("service={SERVICE}&scope=repository:alice/app:pull");
+            token(port_b, &query, Some(creds)).0
         };
         assert_eq!(
             token_at_b(&format!("alice:{laptop}")),

@@ -1098,11 +1098,7 @@ fn passwords_and_tokens_never_reach_the_process_log_or_the_decision_log() {
         401
     );
     let form = format!("grant_type=refresh_token&service={SERVICE}&refresh_token={refresh}");
-    let head = format!(
-        "POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        form.len()
-    );
-    assert_eq!(http(port, &head, form.as_bytes()).0, 200);
+    assert_eq!(crate::util::post_token(port, &form).0, 200);
     // The signatures alone: a log that kept any part of a token after its header would
     // hold them.
     for jwt in [&token, &refresh] {

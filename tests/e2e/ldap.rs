@@ -4,7 +4,10 @@
 //! user in both modes, decided by nested groups and by attributes handed to the policies;
 //! every way a directory login can go wrong is refused, closed.
 
-use crate::util::{SERVICE, Setup, Site, free_port, http, require, wait_for};
+use crate::util::{
+    Daemon, SERVICE, Setup, Site, free_port, http, jwt_payload, post_token, require, token,
+    wait_for,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -384,44 +387,26 @@ fn a_directory_users_refresh_token_ends_when_the_entry_goes() {
     let site = site(true, |setup| {
         ldap_config(setup, &url, &slapd.ca(), "cache_seconds = 1")
     });
-    let head = format!(
-        "GET /token?service={SERVICE}&offline_token=true&client_id=docker HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
-        data_encoding::BASE64.encode(b"bob:bob-pw")
-    );
-    let (status, _, body) = http(site.setup.gateway_port, &head, b"");
-    assert_eq!(status, 200);
-    let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let port = site.setup.gateway_port;
+    let offline = format!("service={SERVICE}&offline_token=true&client_id=docker");
+    let (status, json) = token(port, &offline, Some("bob:bob-pw"));
+    assert_eq!(status, 200, "{json}");
     let refresh = json["refresh_token"]
         .as_str()
         .expect("a refresh token")
         .to_string();
     // alice is in `engineering` through `devs`: a refreshed token is decided with her
     // directory groups, as a password login is.
-    let head = format!(
-        "GET /token?service={SERVICE}&offline_token=true&client_id=docker HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
-        data_encoding::BASE64.encode(b"alice:alice-pw")
-    );
-    let (_, _, body) = http(site.setup.gateway_port, &head, b"");
-    let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let (_, json) = token(port, &offline, Some("alice:alice-pw"));
     let alices = json["refresh_token"].as_str().expect("a refresh token");
-    let form = format!(
-        "grant_type=refresh_token&service={SERVICE}&refresh_token={alices}&scope=repository:eng/app:push"
+    let (status, json) = post_token(
+        port,
+        &format!(
+            "grant_type=refresh_token&service={SERVICE}&refresh_token={alices}&scope=repository:eng/app:push"
+        ),
     );
-    let head = format!(
-        "POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        form.len()
-    );
-    let (status, _, body) = http(site.setup.gateway_port, &head, form.as_bytes());
-    assert_eq!(status, 200);
-    let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
-    let token = json["token"].as_str().expect("a token");
-    let payload = token.split('.').nth(1).expect("a JWT");
-    let claims: serde_json::Value = serde_json::from_slice(
-        &data_encoding::BASE64URL_NOPAD
-            .decode(payload.as_bytes())
-            .expect("base64url"),
-    )
-    .expect("claims");
+    assert_eq!(status, 200, "{json}");
+    let claims = jwt_payload(json["token"].as_str().expect("a token"));
     assert_eq!(claims["access"][0]["actions"], serde_json::json!(["push"]));
     assert_eq!(claims["src"], "ldap", "{claims}");
     assert!(
@@ -429,20 +414,20 @@ fn a_directory_users_refresh_token_ends_when_the_entry_goes() {
         "{claims}"
     );
     let redeem = || {
-        let form = format!("grant_type=refresh_token&service={SERVICE}&refresh_token={refresh}");
-        let head = format!(
-            "POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            form.len()
-        );
-        let (status, _, body) = http(site.setup.gateway_port, &head, form.as_bytes());
-        (status, String::from_utf8_lossy(&body).into_owned())
+        post_token(
+            port,
+            &format!("grant_type=refresh_token&service={SERVICE}&refresh_token={refresh}"),
+        )
     };
     assert_eq!(redeem().0, 200);
     slapd.ldif("ldapdelete", "uid=bob,ou=people,dc=example,dc=org\n");
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let (status, body) = redeem();
     assert_eq!(status, 401, "{body}");
-    assert!(body.contains("no longer in the directory"), "{body}");
+    assert!(
+        body.to_string().contains("no longer in the directory"),
+        "{body}"
+    );
 }
 
 #[test]
@@ -456,24 +441,21 @@ fn a_directory_users_personal_token_ends_when_the_entry_goes() {
     let port = site.setup.gateway_port;
     // bob signs in to the console with his directory password and makes a token.
     let (session, csrf) = sign_in_by_hand(port, "bob", "bob-pw");
-    let token = make_token_by_hand(port, &session, &csrf, "laptop");
-    let (ok, err) = site.push(&format!("bob:{token}"), "bob/app:1");
+    let laptop = format!(
+        "bob:{}",
+        make_token_by_hand(port, &session, &csrf, "laptop")
+    );
+    let (ok, err) = site.push(&laptop, "bob/app:1");
     assert!(ok, "{err}");
-    let login = || {
-        let head = format!(
-            "GET /token?service={SERVICE}&scope=repository:bob/app:pull HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
-            data_encoding::BASE64.encode(format!("bob:{token}").as_bytes())
-        );
-        let (status, _, body) = http(port, &head, b"");
-        (status, String::from_utf8_lossy(&body).into_owned())
-    };
+    let query = format!("service={SERVICE}&scope=repository:bob/app:pull");
+    let login = || token(port, &query, Some(&laptop));
     assert_eq!(login().0, 200);
     // Gone from the directory: the token ends once the remembered lookup expires.
     slapd.ldif("ldapdelete", "uid=bob,ou=people,dc=example,dc=org\n");
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let (status, body) = login();
     assert_eq!(status, 401, "{body}");
-    let (ok, _) = site.push(&format!("bob:{token}"), "bob/app:2");
+    let (ok, _) = site.push(&laptop, "bob/app:2");
     assert!(!ok, "a token outlived its owner's entry");
 }
 
@@ -512,16 +494,9 @@ fn check_binds_the_service_account_and_says_what_fails() {
 /// (about 3 s, as root), serving LDAPS only on a loopback address of its own (its ports
 /// are fixed), with a certificate made here. Stopped when dropped.
 struct ActiveDirectory {
-    child: Child,
+    _samba: Daemon,
     address: String,
     dir: tempfile::TempDir,
-}
-
-impl Drop for ActiveDirectory {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The domain's base DN.
@@ -621,7 +596,7 @@ impl ActiveDirectory {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         ActiveDirectory {
-            child,
+            _samba: Daemon(child),
             address,
             dir,
         }

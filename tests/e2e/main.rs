@@ -13,7 +13,9 @@ mod oidc;
 mod replicas;
 mod util;
 
-use util::{SERVICE, Setup, basic, http, oci_image, portcullis, require, skopeo};
+use util::{
+    SERVICE, Setup, basic, http, jwt_part, jwt_payload, oci_image, portcullis, require, skopeo,
+};
 
 const ACL: &str = r#"{"rules": [
   {"match": {"account": "admin"}, "actions": ["*"]},
@@ -87,19 +89,7 @@ impl World {
     }
 
     fn token(&self, query: &str, creds: Option<&str>) -> (u16, serde_json::Value) {
-        let auth = creds
-            .map(|c| {
-                let (u, p) = c.split_once(':').expect("user:password");
-                format!("Authorization: Basic {}\r\n", basic(u, p))
-            })
-            .unwrap_or_default();
-        let head =
-            format!("GET /token?{query} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n");
-        let (status, _, body) = http(self.setup.gateway_port, &head, b"");
-        (
-            status,
-            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-        )
+        util::token(self.setup.gateway_port, query, creds)
     }
 }
 
@@ -524,18 +514,6 @@ fn a_key_rotation_keeps_earlier_tokens_working() {
         Some(2),
         "both keys published during the rotation"
     );
-}
-
-fn jwt_part(token: &str, index: usize) -> serde_json::Value {
-    let part = token.split('.').nth(index).expect("a JWT");
-    let bytes = data_encoding::BASE64URL_NOPAD
-        .decode(part.as_bytes())
-        .expect("base64url");
-    serde_json::from_slice(&bytes).expect("json")
-}
-
-fn jwt_payload(token: &str) -> serde_json::Value {
-    jwt_part(token, 1)
 }
 
 fn jwt_header(token: &str) -> serde_json::Value {

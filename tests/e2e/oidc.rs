@@ -4,11 +4,11 @@
 //! the policies decide by the account and groups made from its claims. Every bad token is
 //! refused with a reason and nothing is remembered.
 
-use crate::util::{SERVICE, Setup, Site, free_port, header, http, require};
+use crate::util::{Daemon, SERVICE, Setup, Site, free_port, header, http, jwt_payload, require};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A workload of the `acme` organisation pushes to its own repository, by the claims of its
@@ -22,17 +22,10 @@ const USERS: &[(&str, &str)] = &[("alice", "alice-pw")];
 
 /// The provider, stopped when dropped.
 pub struct Provider {
-    child: Child,
+    node: Daemon,
     port: u16,
     key: PathBuf,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Provider {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Provider {
@@ -72,7 +65,7 @@ impl Provider {
         // a closed pipe kills it.
         std::thread::spawn(move || stdout.lines().for_each(drop));
         Provider {
-            child,
+            node: Daemon(child),
             port,
             key,
             _dir: dir,
@@ -213,16 +206,6 @@ fn token_request(port: u16, form: &str) -> (u16, serde_json::Value) {
     )
 }
 
-fn claims_of(token: &str) -> serde_json::Value {
-    let payload = token.split('.').nth(1).expect("a JWT");
-    serde_json::from_slice(
-        &data_encoding::BASE64URL_NOPAD
-            .decode(payload.as_bytes())
-            .expect("base64url"),
-    )
-    .expect("json")
-}
-
 #[test]
 fn a_workload_token_is_exchanged_for_a_registry_token_decided_per_scope() {
     let provider = Provider::start();
@@ -244,7 +227,7 @@ fn a_workload_token_is_exchanged_for_a_registry_token_decided_per_scope() {
         "a workload gets no refresh token"
     );
     let token = body["access_token"].as_str().expect("a token");
-    let claims = claims_of(token);
+    let claims = jwt_payload(token);
     assert_eq!(claims["sub"], "gha:acme/app");
     assert_eq!(claims["src"], provider.issuer());
     assert_eq!(
@@ -484,8 +467,8 @@ fn an_issuer_that_goes_away_keeps_serving_its_last_keys_and_one_never_reached_fa
     };
     assert!(matches!(tags(&token).0, 200 | 404));
     // The provider goes away: its keys were fetched, so its other tokens still verify.
-    let _ = provider.child.kill();
-    let _ = provider.child.wait();
+    let _ = provider.node.0.kill();
+    let _ = provider.node.0.wait();
     let (status, _, body) = tags(&later);
     assert!(matches!(status, 200 | 404), "{status}: {body}");
 

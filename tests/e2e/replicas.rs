@@ -84,12 +84,8 @@ fn two_replicas_with_one_key_act_as_one() {
     let form = format!(
         "grant_type=refresh_token&refresh_token={refresh}&service={SERVICE}&client_id=e2e&scope=repository%3Aalice%2Fapp%3Apull"
     );
-    let head = format!(
-        "POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        form.len()
-    );
-    let (status, _, body) = http(b.port, &head, form.as_bytes());
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (status, body) = crate::util::post_token(b.port, &form);
+    assert_eq!(status, 200, "{body}");
 
     // One policy edit reaches both replicas.
     let (status, _) = get(b.port, "/v2/alice/app/tags/list", &alice);

@@ -741,6 +741,51 @@ pub fn basic(user: &str, password: &str) -> String {
     data_encoding::BASE64.encode(format!("{user}:{password}").as_bytes())
 }
 
+/// `GET /token?{query}` at `port`, with Basic `user:password` credentials when given: the
+/// status and the JSON answer (Null when the body is not JSON).
+pub fn token(port: u16, query: &str, creds: Option<&str>) -> (u16, serde_json::Value) {
+    let auth = creds
+        .map(|c| {
+            let (user, password) = c.split_once(':').expect("user:password");
+            format!("Authorization: Basic {}\r\n", basic(user, password))
+        })
+        .unwrap_or_default();
+    let head = format!("GET /token?{query} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n");
+    let (status, _, body) = http(port, &head, b"");
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// `POST /token` at `port` with the url-encoded `form`: the status and the JSON answer
+/// (Null when the body is not JSON).
+pub fn post_token(port: u16, form: &str) -> (u16, serde_json::Value) {
+    let head = format!(
+        "POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        form.len()
+    );
+    let (status, _, body) = http(port, &head, form.as_bytes());
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// One part of a JWT (0: the header, 1: the claims), decoded.
+pub fn jwt_part(token: &str, index: usize) -> serde_json::Value {
+    let part = token.split('.').nth(index).expect("a JWT");
+    let bytes = data_encoding::BASE64URL_NOPAD
+        .decode(part.as_bytes())
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("json")
+}
+
+/// A JWT's claims.
+pub fn jwt_payload(token: &str) -> serde_json::Value {
+    jwt_part(token, 1)
+}
+
 /// Waits for `check`, up to 30 s.
 pub fn wait_for(what: &str, child: &mut Child, check: impl Fn() -> bool) {
     let started = Instant::now();
