@@ -100,6 +100,12 @@ pub struct Sso {
     /// Allow `http://` for the provider: only for one on loopback (tests).
     #[serde(default)]
     pub insecure_http: bool,
+    /// The provider signs in the directory's own people (it federates `[identity.ldap]`):
+    /// the account it names is looked up there, gets the directory's groups and
+    /// attributes, and is refused when the entry is gone. Off: a name the directory knows
+    /// is refused.
+    #[serde(default)]
+    pub directory_users: bool,
     /// PEM CA(s) trusted for the provider besides the system's.
     pub ca: Option<PathBuf>,
     /// Clock skew allowed on the ID token's times.
@@ -813,6 +819,11 @@ impl Config {
             provider_url(&at, &sso.issuer, sso.insecure_http)?;
             if sso.client_id.is_empty() {
                 return Err(format!("{at}: client_id must not be empty"));
+            }
+            if sso.directory_users && self.identity.ldap.is_none() {
+                return Err(format!(
+                    "{at}: directory_users = true needs the directory in [identity.ldap]"
+                ));
             }
             if !sso.scopes.iter().any(|s| s == "openid") {
                 return Err(format!(

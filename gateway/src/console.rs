@@ -44,7 +44,13 @@ pub struct Console {
     pub registry: Option<Upstream>,
     /// The registry's repositories as last listed.
     catalog: Arc<Catalog>,
+    /// The `state`s of SSO answers already acted on (while their flow could live): each
+    /// flow asks the provider's token endpoint once, however often its answer is replayed.
+    spent: quick_cache::sync::Cache<String, Instant>,
 }
+
+/// SSO answers remembered as spent, at most.
+const SPENT_FLOWS: usize = 10_000;
 
 /// The registry's repositories as last listed, and the listing under way. An edited config
 /// reading the same registry keeps it: a big registry takes long to list again.
@@ -161,7 +167,20 @@ impl Console {
             secure,
             registry,
             catalog,
+            spent: quick_cache::sync::Cache::new(SPENT_FLOWS),
         }
+    }
+
+    /// Marks the SSO answer of `state` as acted on: false when it already was (a replay).
+    pub fn spend(&self, state: &str) -> bool {
+        let fresh = self
+            .spent
+            .get(state)
+            .is_none_or(|at| at.elapsed().as_secs() > FLOW_SECONDS);
+        if fresh {
+            self.spent.insert(state.to_string(), Instant::now());
+        }
+        fresh
     }
 
     /// The registry's repositories: the last list (listed again in the background by
@@ -311,8 +330,11 @@ impl Console {
         }
         // Lax, not Strict: the SSO provider sends the browser back with a top-level GET,
         // which must carry the flow cookie. Every state change is a POST with a CSRF token.
+        // `__Host-` cookies must have Path=/ (and no Domain): the price of a name no
+        // sibling subdomain can plant.
+        let path = if self.secure { "/" } else { "/ui" };
         let mut text = format!(
-            "{}={value}; Path=/ui; HttpOnly; SameSite=Lax; Max-Age={max_age}",
+            "{}={value}; Path={path}; HttpOnly; SameSite=Lax; Max-Age={max_age}",
             self.cookie_name(cookie)
         );
         if self.secure {
@@ -321,15 +343,17 @@ impl Console {
         HeaderValue::from_str(&text).map_err(|e| format!("cannot set the cookie: {e}"))
     }
 
-    /// A cookie's name: with the `__Secure-` prefix over HTTPS, which browsers accept only
-    /// from a secure origin, so a plain-HTTP neighbour cannot plant one.
+    /// A cookie's name: with the `__Host-` prefix over HTTPS, which browsers accept only from
+    /// a secure origin and only for this host (no `Domain`), so neither a plain-HTTP
+    /// neighbour nor a sibling subdomain can plant one (a planted session would sign a
+    /// person in as someone else).
     fn cookie_name(&self, cookie: Cookie) -> String {
         let name = match cookie {
             Cookie::Session => "portcullis-session",
             Cookie::Flow => "portcullis-flow",
         };
         if self.secure {
-            format!("__Secure-{name}")
+            format!("__Host-{name}")
         } else {
             name.to_string()
         }
@@ -478,7 +502,11 @@ mod tests {
             .expect("session");
         let cookie = console.session_cookie(&session).expect("cookie");
         let text = cookie.to_str().expect("ascii");
-        assert!(text.starts_with("__Secure-portcullis-session="), "{text}");
+        assert!(text.starts_with("__Host-portcullis-session="), "{text}");
+        assert!(
+            text.contains("; Path=/;") && !text.contains("Domain"),
+            "{text}"
+        );
         assert!(text.ends_with("; Secure"));
         let cleared = console.clear_cookie(Cookie::Session);
         assert!(cleared.to_str().expect("ascii").contains("Max-Age=0"));

@@ -4,7 +4,10 @@
 //! credentials and the login throttle; the server only routes. A password that is a JWT from
 //! a configured issuer is an OIDC login, whatever the user name; a name the htpasswd lists
 //! is checked there and never falls through to the directory; other names go to the
-//! directory when one is configured.
+//! directory when one is configured. A name belongs to one source: the htpasswd's names
+//! and the directory's are never handed out by an OpenID issuer or the SSO provider (unless
+//! the provider is declared the directory's own), and that holds at every use of a session,
+//! personal token or Bearer token, not only at sign-in.
 
 mod cache;
 mod groups;
@@ -76,7 +79,16 @@ pub enum Origin {
 }
 
 impl Origin {
-    /// `htpasswd`, or the issuer.
+    /// The origin [`Origin::name`] names.
+    pub fn of(name: &str) -> Origin {
+        match name {
+            "htpasswd" => Origin::Htpasswd,
+            "ldap" => Origin::Ldap,
+            issuer => Origin::Oidc(issuer.to_string()),
+        }
+    }
+
+    /// `htpasswd`, `ldap`, or the issuer.
     pub fn name(&self) -> &str {
         match self {
             Origin::Htpasswd => "htpasswd",
@@ -96,8 +108,20 @@ pub struct Login {
     pub credential: Option<String>,
     /// True when it came from the remembered credentials, without a bcrypt.
     pub remembered: bool,
-    /// A personal token's narrowing: what it grants is also within this.
-    pub limit: Option<Limit>,
+    /// The personal token that logged in, if one did.
+    pub narrowed: Option<Narrowed>,
+}
+
+/// A personal token in use: what it grants is also within `limit`, and it ends when `id` is
+/// revoked (Bearer tokens minted with it carry both).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Narrowed {
+    /// The personal token's id.
+    #[serde(rename = "i")]
+    pub id: String,
+    /// Its narrowing.
+    #[serde(rename = "l", default)]
+    pub limit: Limit,
 }
 
 /// Why a login failed.
@@ -198,23 +222,29 @@ impl Identity {
         if let Some(personal) = &self.personal
             && password.starts_with(personal::PREFIX)
         {
-            return self.personal_login(personal, user, &password, client).await;
+            let login = self
+                .personal_login(personal, user, &password, client)
+                .await?;
+            self.name_belongs(&login.principal).await?;
+            return Ok(login);
         }
         if self.issuer_of(&password).is_some() {
             return Ok(Login {
                 principal: self.login_token(&password).await?,
                 credential: None,
                 remembered: false,
-                limit: None,
+                narrowed: None,
             });
         }
         let users = self.users.load_full();
         if let Some(directory) = &self.directory
             && !users.contains(user)
         {
-            return self
+            let login = self
                 .directory_login(directory, user, &password, client)
-                .await;
+                .await?;
+            self.name_belongs(&login.principal).await?;
+            return Ok(login);
         }
         if self.cache.remembers(&users, user, &password) {
             return users
@@ -223,7 +253,7 @@ impl Identity {
                     principal: self.principal(user),
                     credential: Some(credential),
                     remembered: true,
-                    limit: None,
+                    narrowed: None,
                 })
                 .ok_or(LoginError::Wrong);
         }
@@ -254,7 +284,7 @@ impl Identity {
                 principal: self.principal(user),
                 credential: Some(credential),
                 remembered: false,
-                limit: None,
+                narrowed: None,
             }),
             None => Err(LoginError::Wrong),
         };
@@ -305,7 +335,7 @@ impl Identity {
                     principal,
                     credential: Some(credential),
                     remembered,
-                    limit: None,
+                    narrowed: None,
                 });
         self.settle(client, user, now, login)
     }
@@ -326,7 +356,10 @@ impl Identity {
                 principal,
                 credential: None,
                 remembered: true,
-                limit: Some(personal.limit),
+                narrowed: Some(Narrowed {
+                    id: personal.id.clone(),
+                    limit: personal.limit.clone(),
+                }),
             }),
             Err(refused) => Err(refused),
         };
@@ -368,8 +401,9 @@ impl Identity {
         self.sso.as_ref()
     }
 
-    /// Finishes an SSO sign-in: the person, unless their account name is an htpasswd
-    /// user's (a provider's claim must not make anyone a local account).
+    /// Finishes an SSO sign-in: the person, whose account name must be no other source's;
+    /// when the provider is declared the directory's own (`directory_users`), the
+    /// directory's entry of that name, with its groups and attributes.
     pub async fn sso_sign_in(
         &self,
         code: &str,
@@ -380,15 +414,60 @@ impl Identity {
         let Some(sso) = &self.sso else {
             return Err(LoginError::Refused("SSO is not configured".into()));
         };
-        let signed_in = sso.finish(code, verifier, redirect_uri, nonce).await?;
-        if self.exists(&signed_in.principal.name) {
-            return Err(LoginError::Refused(format!(
-                "the account {:?} the provider names is an htpasswd user's: give \
-                 [console.sso] username a template that cannot be one",
-                signed_in.principal.name
-            )));
+        let mut signed_in = sso.finish(code, verifier, redirect_uri, nonce).await?;
+        if sso.directory_users() {
+            let name = &signed_in.principal.name;
+            let Some(directory) = &self.directory else {
+                return Err(LoginError::Refused(
+                    "[console.sso] directory_users needs [identity.ldap]".into(),
+                ));
+            };
+            let Some((principal, credential)) = directory.find(name).await? else {
+                return Err(LoginError::Refused(format!(
+                    "{name:?}, whom the SSO provider signed in, is not in the directory (or \
+                     its user_filter leaves them out): ask an administrator"
+                )));
+            };
+            signed_in.principal = principal;
+            signed_in.credential = Some(credential);
         }
+        self.name_belongs(&signed_in.principal).await?;
         Ok(signed_in)
+    }
+
+    /// Whether `principal`'s name is their source's own: an htpasswd name (in any case)
+    /// comes from the htpasswd only, a directory name from the directory only (or from an
+    /// SSO provider declared its own). Asked at every use of a credential another source
+    /// could have come to share a name with since it was issued; a directory answer is
+    /// remembered for its `cache_seconds`.
+    pub async fn name_belongs(&self, principal: &Principal) -> Result<(), LoginError> {
+        let name = &principal.name;
+        let taken = |owner: &str, fix: &str| {
+            Err(LoginError::Refused(format!(
+                "the account {name:?} from {} is {owner}: a name belongs to one source. {fix}",
+                principal.origin.name()
+            )))
+        };
+        if principal.origin == Origin::Htpasswd {
+            return Ok(());
+        }
+        if let Some(user) = self.users.load().holder_of(name) {
+            return taken(
+                &format!("an htpasswd user's ({user:?})"),
+                "Rename one, or give the issuer's username template a prefix of its own (gha:...)",
+            );
+        }
+        if let (Origin::Oidc(_), Some(directory)) = (&principal.origin, &self.directory)
+            && directory.knows(name).await?
+        {
+            return taken(
+                "a directory user's",
+                "Give the issuer's username template a prefix of its own, or, if this SSO \
+                 provider signs in the directory's own people, set [console.sso] \
+                 directory_users = true",
+            );
+        }
+        Ok(())
     }
 
     /// The personal tokens, when the console makes them.
@@ -405,15 +484,8 @@ impl Identity {
             ));
         };
         let principal = issuer.login(token).await?;
-        // A workload must not become an htpasswd user by a claim's value.
-        if self.exists(&principal.name) {
-            return Err(LoginError::Refused(format!(
-                "{}: the account {:?} made from the claims is an htpasswd user's; give the \
-                 issuer's username template a prefix of its own (gha:...)",
-                issuer.issuer(),
-                principal.name
-            )));
-        }
+        // A workload must not become another source's user by a claim's value.
+        self.name_belongs(&principal).await?;
         Ok(principal)
     }
 
@@ -465,7 +537,9 @@ impl Identity {
     /// (looked up again at most once per cache period).
     pub async fn still_holds(&self, user: &str, credential: &str) -> Result<Principal, LoginError> {
         if let (Some(directory), true) = (&self.directory, credential.starts_with("ldap:")) {
-            return directory.still_holds(user, credential).await;
+            let principal = directory.still_holds(user, credential).await?;
+            self.name_belongs(&principal).await?;
+            return Ok(principal);
         }
         match self.users.load().credential_id(user) {
             None => Err(LoginError::Refused(format!(
@@ -486,7 +560,7 @@ impl Identity {
             return Ok(Some(self.principal(user)));
         }
         match &self.directory {
-            Some(directory) => directory.look_up(user).await,
+            Some(directory) => Ok(directory.find(user).await?.map(|(principal, _)| principal)),
             None => Ok(None),
         }
     }
@@ -500,6 +574,15 @@ impl Identity {
     pub fn user_count(&self) -> usize {
         self.users.load().len()
     }
+}
+
+/// A name as sources compare names: without case and with runs of spaces as one, as LDAP's
+/// `caseIgnoreMatch` does; the throttle counts accounts by it.
+pub(crate) fn fold(name: &str) -> String {
+    name.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
 }
 
 /// Seconds since the epoch, as tokens, sessions and their expiries count time.

@@ -1,6 +1,7 @@
 //! Registry bearer tokens: the signing key and its certificate, access tokens the registry
 //! accepts (ES256/RS256, `kid` in libtrust form and `x5c`), refresh tokens, JWKS, and keygen.
 
+use crate::identity::Narrowed;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, RSA_PKCS1_SHA256, RsaKeyPair,
@@ -171,6 +172,21 @@ impl SigningKey {
     /// The algorithm tokens are signed with.
     pub fn algorithm(&self) -> Algorithm {
         self.algorithm
+    }
+
+    /// True for an EC key that distribution 3.1 refuses with `embed = "kid"` (see
+    /// [`has_short_coordinate`]).
+    pub fn short_coordinate(&self) -> bool {
+        let coordinate = |name: &str| {
+            self.jwk
+                .get(name)
+                .and_then(serde_json::Value::as_str)
+                .and_then(|text| BASE64URL_NOPAD.decode(text.as_bytes()).ok())
+        };
+        match (coordinate("x"), coordinate("y")) {
+            (Some(x), Some(y)) => x.first() == Some(&0) || y.first() == Some(&0),
+            _ => false,
+        }
     }
 
     /// Whether a signature costs less than handing it to another thread: a P-256 one takes
@@ -346,6 +362,10 @@ struct Claims {
     /// With `src`: the claims the policies saw.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     clm: Option<Vec<(String, String)>>,
+    /// Access tokens minted with a personal token: its id and narrowing, so that gateway
+    /// mode ends them with it and keeps them within it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pat: Option<Narrowed>,
 }
 
 /// An access token's account when it is not an htpasswd user (a directory user, a
@@ -381,6 +401,8 @@ pub struct Verified {
     pub expires_at: SystemTime,
     /// Set for an account that is not an htpasswd user.
     pub principal: Option<Principal>,
+    /// The personal token it was minted with.
+    pub narrowed: Option<Narrowed>,
 }
 
 impl Verified {
@@ -433,17 +455,20 @@ impl Issuer {
     }
 
     /// An access token for `account` ("" = anonymous) holding exactly `access`;
-    /// `principal` for an account that is not an htpasswd user.
+    /// `principal` for an account that is not an htpasswd user, `narrowed` for a login with
+    /// a personal token.
     pub fn access_token(
         &self,
         key: &SigningKey,
         account: &str,
         access: Vec<Access>,
         principal: Option<&Principal>,
+        narrowed: Option<&Narrowed>,
     ) -> Result<Issued, TokenError> {
         let now = SystemTime::now();
         let mut claims = self.claims(now, account, self.service.clone(), self.ttl)?;
         claims.access = Some(access);
+        claims.pat = narrowed.cloned();
         if let Some(principal) = principal {
             claims.src = Some(principal.source.clone());
             claims.grp = Some(principal.groups.clone());
@@ -508,6 +533,7 @@ impl Issuer {
                 groups: claims.grp.unwrap_or_default(),
                 claims: claims.clm.unwrap_or_default(),
             }),
+            narrowed: claims.pat,
         })
     }
 
@@ -583,6 +609,7 @@ impl Issuer {
             src: None,
             grp: None,
             clm: None,
+            pat: None,
         })
     }
 }
@@ -624,7 +651,16 @@ pub fn generate(
         rcgen::KeyPair::from_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256)
             .map_err(|e| generate(&e))?
     } else {
-        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| generate(&e))?
+        // distribution 3.1 computes an EC key's thumbprint without padding the coordinates:
+        // a key whose x or y starts with a zero byte (about one in 128) would be refused for
+        // every token there. Drawn again until neither does.
+        loop {
+            let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+                .map_err(|e| generate(&e))?;
+            if !has_short_coordinate(key_pair.public_key_raw()) {
+                break key_pair;
+            }
+        }
     };
     let mut params = rcgen::CertificateParams::default();
     params
@@ -639,6 +675,12 @@ pub fn generate(
     std::fs::write(&cert_path, cert.pem())
         .map_err(|e| generate(&format!("{}: {e}", cert_path.display())))?;
     Ok((key_path, cert_path))
+}
+
+/// True for an uncompressed P-256 point (`04 || x || y`) whose x or y starts with a zero
+/// byte: distribution 3.1 mis-computes the thumbprint of such a key (see [`generate`]).
+pub fn has_short_coordinate(point: &[u8]) -> bool {
+    point.len() == 65 && point[0] == 4 && (point[1] == 0 || point[33] == 0)
 }
 
 /// Writes a file only its owner can read.

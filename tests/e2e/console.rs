@@ -892,6 +892,44 @@ fn personal_tokens_log_clients_in_until_revoked_or_their_owner_leaves() {
         let (ok, _) = site.push(&format!("alice:{narrow}"), "alice/other:1");
         assert!(!ok, "{mode}: nor reaches another repository");
 
+        // Issue 19: a Bearer token minted with a personal token carries it: its narrowing
+        // (the catalog included) and its revocation (below), in gateway mode.
+        let bearer = |creds: &str, scope: &str| -> String {
+            let (status, json) = token(
+                site.setup.gateway_port,
+                &format!("service={SERVICE}&scope={scope}"),
+                Some(creds),
+            );
+            assert_eq!(status, 200, "{mode}: {json}");
+            json["token"].as_str().expect("a token").to_string()
+        };
+        let with_bearer = |bearer: &str, path: &str| -> (u16, String) {
+            let head = format!(
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {bearer}\r\nConnection: close\r\n\r\n"
+            );
+            let (status, _, body) = http(site.port, &head, b"");
+            (status, String::from_utf8_lossy(&body).into_owned())
+        };
+        let laptop_bearer = bearer(&format!("alice:{laptop}"), "repository:alice/app:pull");
+        if gateway_mode {
+            let (ok, err) = site.push(&format!("alice:{laptop}"), "alice/other:1");
+            assert!(ok, "{mode}: {err}");
+            let narrow_bearer = bearer(&format!("alice:{narrow}"), "registry:catalog:*");
+            let (status, listed) = with_bearer(&narrow_bearer, "/v2/_catalog");
+            assert_eq!(status, 200, "{listed}");
+            assert!(
+                listed.contains("\"alice/app\"") && !listed.contains("alice/other"),
+                "the narrowed token's Bearer token lists only alice/app: {listed}"
+            );
+            let (status, listed) = with_bearer(&laptop_bearer, "/v2/_catalog");
+            assert_eq!(status, 200, "{listed}");
+            assert!(listed.contains("alice/other"), "{listed}");
+            assert_eq!(
+                with_bearer(&laptop_bearer, "/v2/alice/app/tags/list").0,
+                200
+            );
+        }
+
         // Revoked: at once here, and without a restart at a running replica that reads
         // the same files.
         let (config_b, port_b) = site.setup.replica_config();
@@ -920,6 +958,14 @@ fn personal_tokens_log_clients_in_until_revoked_or_their_owner_leaves() {
             !can_pull(&site, &format!("alice:{laptop}"), "alice/app:1"),
             "{mode}: revoked"
         );
+        if gateway_mode {
+            let (status, body) = with_bearer(&laptop_bearer, "/v2/alice/app/tags/list");
+            assert_eq!(
+                status, 401,
+                "the revoked token's Bearer token dies with it: {body}"
+            );
+            assert!(body.contains("was revoked"), "{body}");
+        }
         let revoked = std::fs::read_to_string(site.setup.path("revoked")).expect("the file");
         assert!(
             revoked.contains(&laptop_id) && revoked.contains("revoked by alice"),
@@ -1082,6 +1128,52 @@ recheck_seconds = 1
         "{:?}",
         browser.text("main")
     );
+    // Issue 19: an SSO person whose name the htpasswd comes to hold loses their session
+    // and their personal token at the next use, not only at the next sign-in.
+    sso("frank");
+    assert!(
+        browser.url().ends_with("/ui/repositories"),
+        "{}",
+        browser.url()
+    );
+    let (franks, _) = make_token(&browser, &site, "laptop", "", &[]);
+    let (ok, err) = site.push(&format!("frank:{franks}"), "frank/app:1");
+    assert!(ok, "frank's token pushes: {err}");
+    let htpasswd = site.setup.path("htpasswd");
+    let out = portcullis(
+        &["passwd", htpasswd.to_str().expect("utf-8"), "frank"],
+        Some("frank-pw\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let started = std::time::Instant::now();
+    while can_pull(&site, &format!("frank:{franks}"), "frank/app:1") {
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "the SSO frank's token outlived the htpasswd's frank"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    browser.goto(&ui(&site, "/ui/repositories"));
+    assert!(
+        browser.url().ends_with("/ui/login"),
+        "the SSO frank's session ended: {}",
+        browser.url()
+    );
+    // The provider's error text is not shown: anyone can make a link carry any.
+    browser.goto(&ui(
+        &site,
+        "/ui/sso/callback?error=access_denied&error_description=Call+support+at+555",
+    ));
+    let shown = browser.text("main").unwrap_or_default();
+    assert!(
+        shown.contains("the sign-in was declined") && !shown.contains("555"),
+        "{shown}"
+    );
+
     // A callback that this browser did not start is refused.
     browser.goto(&ui(&site, "/ui/sso/callback?code=stolen&state=guessed"));
     assert!(

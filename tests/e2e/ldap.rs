@@ -256,6 +256,119 @@ fn a_directory_user_pushes_by_nested_groups_and_attributes_in_both_modes() {
     }
 }
 
+/// mallory, suspended by name; oscar, by the `suspended` group (a posixGroup, whose
+/// `memberUid` compares names exactly).
+const SUSPENDED: &str = "\
+dn: uid=mallory,ou=people,dc=example,dc=org
+objectClass: inetOrgPerson
+uid: mallory
+cn: Mallory
+sn: M
+userPassword: mallory-pw
+
+dn: uid=oscar,ou=people,dc=example,dc=org
+objectClass: inetOrgPerson
+uid: oscar
+cn: Oscar
+sn: O
+userPassword: oscar-pw
+
+dn: cn=suspended,ou=groups,dc=example,dc=org
+objectClass: posixGroup
+cn: suspended
+gidNumber: 5000
+memberUid: oscar
+";
+
+const SUSPENDING: &str = r#"{"rules": [
+  {"match": {"account": "mallory"}, "actions": [], "comment": "mallory is suspended"},
+  {"match": {"group": "suspended"}, "actions": [], "comment": "the suspended group"},
+  {"match": {"source": "ldap", "name": "secret/**"}, "actions": ["pull", "push"], "comment": "the directory's people"},
+  {"match": {"account": "/.+/", "name": "team/**"}, "actions": ["pull", "push"], "comment": "everyone"}
+]}"#;
+
+/// Issue 19: the directory matches `uid` without case and folds spaces; the account is the
+/// entry's own spelling, so no spelling escapes a rule or a group about the name, shares a
+/// throttle count of its own, or shows in the decision log; and a name the directory holds
+/// is no OIDC workload's to take.
+#[test]
+fn every_spelling_of_a_directory_name_is_the_one_account_and_no_other_source_takes_it() {
+    let slapd = Slapd::start("");
+    slapd.ldif("ldapadd", SUSPENDED);
+    let provider = crate::oidc::Provider::start();
+    let url = format!("ldaps://127.0.0.1:{}", slapd.tls_port);
+    let setup = Setup::gateway(
+        SUSPENDING,
+        &[("carol", "carol-pw")],
+        "[log]\ndecisions = \"decisions.jsonl\"\n",
+    );
+    let block = ldap_config(&setup, &url, &slapd.ca(), "").replace(
+        "group_filter = \"(member={dn})\"",
+        "group_filter = \"(|(member={dn})(memberUid={username}))\"",
+    );
+    setup.insert_config(&block);
+    setup.insert_config(&format!(
+        r#"
+[[identity.oidc]]
+issuer = "{}"
+audience = "{SERVICE}"
+username = "{{repository}}"
+require = {{ repository_owner = "acme" }}
+insecure_http = true
+"#,
+        provider.issuer()
+    ));
+    let site = Site::start(setup, true, b"a suspended user's image");
+    for spelling in ["mallory", "Mallory", "MALLORY", "mallory ", " mallory"] {
+        let (ok, _) = site.push(&format!("{spelling}:mallory-pw"), "team/app:1");
+        assert!(!ok, "{spelling:?} is mallory, and mallory is suspended");
+    }
+    for spelling in ["oscar", "Oscar", "OSCAR"] {
+        let (ok, _) = site.push(&format!("{spelling}:oscar-pw"), "team/app:1");
+        assert!(!ok, "{spelling:?} is oscar, in the suspended group");
+    }
+    let (ok, err) = site.push("bob:bob-pw", "team/app:1");
+    assert!(ok, "bob is not suspended: {err}");
+    let (ok, err) = site.push("alice:alice-pw", "secret/plans:1");
+    assert!(ok, "the directory's alice reaches secret/: {err}");
+    let log = std::fs::read_to_string(site.setup.path("decisions.jsonl")).expect("the log");
+    assert!(log.contains("\"account\":\"mallory\""), "{log}");
+    for typed in ["Mallory", "MALLORY", "mallory ", "Oscar"] {
+        assert!(
+            !log.contains(&format!("\"account\":\"{typed}\"")),
+            "{typed:?} logged"
+        );
+    }
+
+    // Five wrong passwords under five spellings are five failures of one account.
+    for spelling in ["Bob", "BOB", "bob ", "bOb", " bob"] {
+        assert_eq!(site.get(spelling, "wrong", "/v2/").0, 401, "{spelling:?}");
+    }
+    let (status, body) = site.get("bob", "bob-pw", "/v2/");
+    assert_eq!(status, 429, "bob's sixth try from here waits: {body}");
+
+    // A workload whose template renders a directory user's name is not that user.
+    let job = provider.token(&[("repository", "alice"), ("repository_owner", "acme")]);
+    let (status, body) = site.get("ci", &job, "/v2/secret/plans/tags/list");
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("is a directory user's"), "{body}");
+    let (status, body) = crate::util::post_token(
+        site.setup.gateway_port,
+        &format!(
+            "grant_type=urn:ietf:params:oauth:grant-type:token-exchange&subject_token={job}\
+             &subject_token_type=urn:ietf:params:oauth:token-type:jwt&service={SERVICE}\
+             &scope=repository:secret/plans:pull"
+        ),
+    );
+    assert_eq!(status, 401, "the exchange too: {body}");
+    let other = provider.token(&[("repository", "acme-app"), ("repository_owner", "acme")]);
+    assert_eq!(
+        site.get("ci", &other, "/v2/team/x/tags/list").0,
+        404,
+        "a workload with a name of its own logs in"
+    );
+}
+
 /// Every way a directory login can go wrong is refused, closed, and nothing is remembered:
 /// a name made of filter metacharacters, an empty password (on a server that would take it
 /// as an anonymous bind), an account that cannot bind, a directory that stops, one that

@@ -85,7 +85,7 @@ impl Provider {
     }
 
     /// A token from the provider's own token endpoint, with these claims.
-    fn token(&self, claims: &[(&str, &str)]) -> String {
+    pub fn token(&self, claims: &[(&str, &str)]) -> String {
         let body: String = claims.iter().map(|(k, v)| format!("&{k}={v}")).collect();
         let body = format!("grant_type=client_credentials{body}");
         let head = format!(

@@ -10,6 +10,9 @@ use std::path::Path;
 #[derive(Debug, Default)]
 pub struct Htpasswd {
     hashes: HashMap<String, String>,
+    /// Each user by their folded name ([`super::fold`]): how other sources' names are checked
+    /// against these.
+    folded: HashMap<String, String>,
     /// The file's highest bcrypt cost: every wrong password costs as much bcrypt work as one
     /// check at this cost, whoever's it is, so timing tells no user from another, nor known
     /// users from unknown ones.
@@ -22,6 +25,7 @@ impl Htpasswd {
     pub fn parse(file: &str, text: &str) -> Result<Htpasswd, InvalidFile> {
         let mut hashes = HashMap::new();
         let mut lines_of: HashMap<String, usize> = HashMap::new();
+        let mut folded: HashMap<String, String> = HashMap::new();
         let mut max_cost = 0u32;
         for (i, line) in text.lines().enumerate() {
             let invalid = |message: String| InvalidFile {
@@ -58,10 +62,22 @@ impl Htpasswd {
                     "user `{user}` is already defined on line {first}"
                 )));
             }
+            if let Some(other) = folded.insert(super::fold(user), user.to_string()) {
+                // Policies match names exactly: `Alice` would escape every rule about `alice`.
+                return Err(invalid(format!(
+                    "user `{user}` differs from `{other}` (line {}) only in case or spaces: \
+                     one name, one account; rename or remove one",
+                    lines_of.get(&other).copied().unwrap_or_default()
+                )));
+            }
             max_cost = max_cost.max(cost);
             hashes.insert(user.to_string(), hash.to_string());
         }
-        Ok(Htpasswd { hashes, max_cost })
+        Ok(Htpasswd {
+            hashes,
+            folded,
+            max_cost,
+        })
     }
 
     /// Reads and parses a file.
@@ -87,6 +103,12 @@ impl Htpasswd {
     /// True when `user` is listed (refresh tokens stop working once a user is removed).
     pub fn contains(&self, user: &str) -> bool {
         self.hashes.contains_key(user)
+    }
+
+    /// The user whose name is `name` but for case and spaces: another source may not hand
+    /// out that name.
+    pub fn holder_of(&self, name: &str) -> Option<&str> {
+        self.folded.get(&super::fold(name)).map(String::as_str)
     }
 
     /// A digest of `user`'s entry: it changes with the password (a new hash has a new

@@ -2,7 +2,10 @@
 //! user by a filter (the name escaped per RFC 4515), Portcullis then binds as the entry found
 //! with the password given, and reads the user's groups (an attribute such as `memberOf`,
 //! and/or a group search, groups of groups followed a bounded number of rounds) and the
-//! attributes the policies get. A verified login is remembered for `cache_seconds`, since a
+//! attributes the policies get. The account name is always the entry's (the attribute the
+//! user filter matches, or `username_attribute`), never what was typed: a directory matches
+//! names without case, and `Mallory` must not pass the rules about `mallory`. A verified
+//! login is remembered for `cache_seconds`, since a
 //! directory cannot be watched; failures never are. A directory that is down, slow or
 //! refuses TLS fails the login closed, as "unavailable", never as a wrong password.
 
@@ -36,6 +39,10 @@ pub struct Directory {
     remembered: quick_cache::sync::Cache<[u8; 32], (Arc<Entry>, Instant)>,
     /// Entries found by a refresh token's check, by DN digest, with when.
     still_there: quick_cache::sync::Cache<String, (Principal, Instant)>,
+    /// Whether a name is the directory's, by folded name, with when it was asked.
+    known: quick_cache::sync::Cache<String, (bool, Instant)>,
+    /// The attribute that holds the account name.
+    naming: String,
     last_error: std::sync::Mutex<Option<String>>,
 }
 
@@ -75,6 +82,8 @@ impl Directory {
         let mut salt = [0u8; 32];
         getrandom::fill(&mut salt).map_err(|e| format!("no random source: {e}"))?;
         Ok(Directory {
+            naming: naming_attribute(config)?,
+            known: quick_cache::sync::Cache::new(REMEMBERED),
             tls: Arc::new(crate::client::tls_config(
                 config.ca.as_deref(),
                 "[identity.ldap] ca",
@@ -156,14 +165,34 @@ impl Directory {
         }
     }
 
-    /// The user as the directory has them (no password: the service account looks), for an
-    /// admin asking the console how the policies would answer them; None when not found.
-    pub async fn look_up(&self, user: &str) -> Result<Option<Principal>, LoginError> {
+    /// The user as the directory has them (no password: the service account looks), with
+    /// the credential id of their entry; None when not found. For an admin asking the
+    /// console how the policies would answer someone, and an SSO sign-in of the directory's
+    /// people.
+    pub async fn find(&self, user: &str) -> Result<Option<(Principal, String)>, LoginError> {
         match self.entry(user).await {
-            Ok(entry) => Ok(Some(entry.principal)),
+            Ok(entry) => {
+                let credential = credential_id(&entry.dn);
+                Ok(Some((entry.principal, credential)))
+            }
             Err(Failure::Wrong) => Ok(None),
             Err(Failure::Unavailable(why)) => Err(self.unavailable(why)),
         }
+    }
+
+    /// Whether the directory has a user of this name (so no other source may hand it out).
+    /// Answers, yes or no, are remembered for `cache_seconds`; a directory that cannot be
+    /// asked is an error, never a no.
+    pub async fn knows(&self, name: &str) -> Result<bool, LoginError> {
+        let key = super::fold(name);
+        if let Some((known, at)) = self.known.get(&key)
+            && at.elapsed() < self.cache_period()
+        {
+            return Ok(known);
+        }
+        let known = self.find(name).await?.is_some();
+        self.known.insert(key, (known, Instant::now()));
+        Ok(known)
     }
 
     /// Binds the service account and searches the user base: `portcullis check`.
@@ -223,7 +252,7 @@ impl Directory {
             .user_filter
             .replace("{username}", &ldap_escape(user));
         let mut wanted: Vec<&str> = self.config.attributes.iter().map(String::as_str).collect();
-        wanted.extend(self.config.username_attribute.as_deref());
+        wanted.push(&self.naming);
         if !self.config.member_of_attribute.is_empty() {
             wanted.push(&self.config.member_of_attribute);
         }
@@ -248,12 +277,20 @@ impl Directory {
                 .map(|(_, values)| values.clone())
                 .unwrap_or_default()
         };
-        let name = match &self.config.username_attribute {
-            Some(attribute) => values(attribute)
-                .into_iter()
-                .next()
-                .unwrap_or_else(|| user.to_string()),
-            None => user.to_string(),
+        // The entry's own spelling: of several values (`uid: alice`, `uid: a.smith`), the
+        // one the directory matched, else the first. An entry without one has no name.
+        let names = values(&self.naming);
+        let typed = super::fold(user);
+        let Some(name) = names
+            .iter()
+            .find(|n| super::fold(n) == typed)
+            .or(names.first())
+            .cloned()
+        else {
+            return Err(Failure::Unavailable(format!(
+                "the entry {} has no {} to name the account by: set username_attribute",
+                entry.dn, self.naming
+            )));
         };
         let mut group_dns: BTreeSet<String> = BTreeSet::new();
         let mut groups: BTreeSet<String> = BTreeSet::new();
@@ -266,7 +303,7 @@ impl Directory {
             }
         }
         if let Some(base) = &self.config.group_base {
-            self.walk_groups(ldap, base, &entry.dn, user, &mut group_dns, &mut groups)
+            self.walk_groups(ldap, base, &entry.dn, &name, &mut group_dns, &mut groups)
                 .await?;
         }
         let claims = self
@@ -419,6 +456,29 @@ impl Directory {
     }
 }
 
+/// The attribute the account name is read from: `username_attribute`, else the one the
+/// user filter compares `{username}` with (`uid` of `(uid={username})`).
+fn naming_attribute(config: &config::Ldap) -> Result<String, String> {
+    if let Some(attribute) = &config.username_attribute {
+        return Ok(attribute.clone());
+    }
+    let filter = &config.user_filter;
+    let attribute = filter
+        .find("={username})")
+        .and_then(|end| filter[..end].rsplit('(').next())
+        .filter(|a| {
+            !a.is_empty()
+                && a.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b';' || b == b'.')
+        });
+    attribute.map(str::to_string).ok_or_else(|| {
+        format!(
+            "[identity.ldap] user_filter {filter:?} has no `(attribute={{username}})` to take \
+             the account name from: set username_attribute (uid, sAMAccountName)"
+        )
+    })
+}
+
 /// The id refresh tokens of a directory user are bound to: their entry's DN, digested.
 fn credential_id(dn: &str) -> String {
     let digest = Sha256::digest(format!("portcullis ldap\0{dn}").as_bytes());
@@ -463,6 +523,30 @@ mod tests {
         );
         assert_eq!(first_value(r"cn=a\,b,ou=g").as_deref(), Some("a,b"));
         assert_eq!(first_value("nothing"), None);
+    }
+
+    #[test]
+    fn the_account_name_comes_from_the_attribute_the_filter_matches() {
+        let with = |filter: &str, attribute: Option<&str>| {
+            let mut config: config::Ldap = toml::from_str(&format!(
+                "url = \"ldap://x.invalid\"\nbind_dn = \"cn=a\"\nbind_password_file = \"p\"\n\
+                 user_base = \"dc=x\"\nuser_filter = {filter:?}"
+            ))
+            .expect("a config");
+            config.username_attribute = attribute.map(str::to_string);
+            naming_attribute(&config)
+        };
+        assert_eq!(with("(uid={username})", None).as_deref(), Ok("uid"));
+        assert_eq!(
+            with("(&(objectClass=user)(sAMAccountName={username}))", None).as_deref(),
+            Ok("sAMAccountName")
+        );
+        assert_eq!(
+            with("(|(mail={username})(uid={username}))", None).as_deref(),
+            Ok("mail")
+        );
+        assert_eq!(with("(cn~={username})", Some("uid")).as_deref(), Ok("uid"));
+        assert!(with("(cn~={username})", None).is_err_and(|e| e.contains("username_attribute")));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Workload identity: a JWT from a configured OpenID issuer (a CI job's, a pod's) is a
 //! password. Each issuer's keys come from its discovery document (or `jwks_url`) and are
-//! kept; an unknown `kid` fetches them again, at most every [`REFETCH`], and the last good
+//! kept; an unknown `kid` fetches them again, at most every [`REFETCH`] and one fetch at a
+//! time, while tokens of known keys go on verifying without waiting for it; the last good
 //! set serves while the issuer is away. Only asymmetric algorithms verify. A verified token
 //! is remembered by its digest until it expires, so a job's repeat logins cost a hash; the
 //! issuer's `require` and templates are applied to it at every login.
@@ -159,20 +160,43 @@ fn flatten(claims: &Map<String, Value>) -> Vec<(String, String)> {
     out
 }
 
-/// `*` matches any run, `?` one character, everything else itself.
+/// A glob as the `acl` policy reads one, the one meaning globs have everywhere: `*` is a
+/// run of characters without `/`, `**` any run, `?` one character other than `/`,
+/// everything else itself.
 pub(super) fn glob(pattern: &str, value: &str) -> bool {
-    let (p, v): (Vec<char>, Vec<char>) = (pattern.chars().collect(), value.chars().collect());
-    // reach[j]: the first i characters of the pattern can match the first j of the value.
+    #[derive(PartialEq)]
+    enum Token {
+        Char(char),
+        Segment,
+        Any,
+        One,
+    }
+    let mut tokens = Vec::new();
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        tokens.push(match c {
+            '*' if chars.peek() == Some(&'*') => {
+                chars.next();
+                Token::Any
+            }
+            '*' => Token::Segment,
+            '?' => Token::One,
+            c => Token::Char(c),
+        });
+    }
+    let v: Vec<char> = value.chars().collect();
+    // reach[j]: the tokens so far can match the first j characters of the value.
     let mut reach = vec![false; v.len() + 1];
     reach[0] = true;
-    for c in &p {
+    for token in &tokens {
         let mut next = vec![false; v.len() + 1];
         for j in 0..=v.len() {
-            match c {
-                '*' => next[j] = reach[j] || (j > 0 && next[j - 1]),
-                '?' => next[j] = j > 0 && reach[j - 1],
-                _ => next[j] = j > 0 && reach[j - 1] && v[j - 1] == *c,
-            }
+            next[j] = match token {
+                Token::Any => reach[j] || (j > 0 && next[j - 1]),
+                Token::Segment => reach[j] || (j > 0 && v[j - 1] != '/' && next[j - 1]),
+                Token::One => j > 0 && reach[j - 1] && v[j - 1] != '/',
+                Token::Char(c) => j > 0 && reach[j - 1] && v[j - 1] == *c,
+            };
         }
         reach = next;
     }
@@ -200,7 +224,10 @@ pub struct OidcIssuer {
     username: Template,
     groups: Vec<Template>,
     client: HttpsClient<Empty<Bytes>>,
-    keys: tokio::sync::Mutex<Keys>,
+    /// Never held across a wait: a login with a known key only reads it.
+    keys: std::sync::Mutex<Keys>,
+    /// Held by the one fetch of the keys under way.
+    fetching: tokio::sync::Mutex<()>,
     verified: quick_cache::sync::Cache<[u8; 32], Arc<Verified>>,
 }
 
@@ -221,7 +248,8 @@ impl OidcIssuer {
                 FETCH_TIMEOUT,
             )
             .map_err(at)?,
-            keys: tokio::sync::Mutex::new(Keys::default()),
+            keys: std::sync::Mutex::new(Keys::default()),
+            fetching: tokio::sync::Mutex::new(()),
             verified: quick_cache::sync::Cache::new(REMEMBERED_TOKENS),
             config: config.clone(),
         })
@@ -234,8 +262,9 @@ impl OidcIssuer {
 
     /// Fetches the keys now: `portcullis check`, and readiness.
     pub async fn check(&self) -> Result<usize, String> {
-        let mut keys = self.keys.lock().await;
-        self.refetch(&mut keys).await;
+        let _fetching = self.fetching.lock().await;
+        self.refetch().await;
+        let keys = self.held();
         match (&keys.set, &keys.error) {
             (_, Some(error)) => Err(error.clone()),
             (Some(set), None) => Ok(set.keys.len()),
@@ -243,10 +272,16 @@ impl OidcIssuer {
         }
     }
 
-    /// The keys held now and the last fetch error, for `/status` (None while a fetch runs).
+    /// The keys held now and the last fetch error, for `/status`.
     pub fn status(&self) -> Option<(Option<usize>, Option<String>)> {
-        let keys = self.keys.try_lock().ok()?;
+        let keys = self.held();
         Some((keys.set.as_ref().map(|s| s.keys.len()), keys.error.clone()))
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Keys> {
+        self.keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Logs `token` in: verified (from memory when it was before), then the `require`d
@@ -346,7 +381,6 @@ impl OidcIssuer {
         kid: Option<&str>,
         algorithm: Algorithm,
     ) -> Result<DecodingKey, LoginError> {
-        let mut keys = self.keys.lock().await;
         let find = |set: &JwkSet| -> Option<DecodingKey> {
             let jwk = match kid {
                 Some(kid) => set.find(kid)?,
@@ -367,15 +401,23 @@ impl OidcIssuer {
             }
             DecodingKey::from_jwk(jwk).ok()
         };
-        if let Some(key) = keys.set.as_deref().and_then(find) {
+        let held = |this: &Self| this.held().set.clone();
+        if let Some(key) = held(self).as_deref().and_then(find) {
             return Ok(key);
         }
-        if keys.tried.is_none_or(|t| t.elapsed() >= REFETCH) {
-            self.refetch(&mut keys).await;
+        // An unknown key: one fetch at a time (made-up `kid`s queue here, bounded by the
+        // fetch's timeout), and none sooner than REFETCH after the last.
+        {
+            let _fetching = self.fetching.lock().await;
+            let due = self.held().tried.is_none_or(|t| t.elapsed() >= REFETCH);
+            if due {
+                self.refetch().await;
+            }
         }
-        if let Some(key) = keys.set.as_deref().and_then(find) {
+        if let Some(key) = held(self).as_deref().and_then(find) {
             return Ok(key);
         }
+        let keys = self.held();
         Err(match (&keys.set, &keys.error) {
             (None, Some(error)) => LoginError::Unavailable(format!(
                 "the keys of {} could not be fetched: {error}",
@@ -389,10 +431,13 @@ impl OidcIssuer {
         })
     }
 
-    /// Fetches the keys; on failure the last good set stays and the error is kept.
-    async fn refetch(&self, keys: &mut Keys) {
-        keys.tried = Some(Instant::now());
-        match self.fetch_keys().await {
+    /// Fetches the keys (the caller holds `fetching`); on failure the last good set stays
+    /// and the error is kept.
+    async fn refetch(&self) {
+        self.held().tried = Some(Instant::now());
+        let fetched = self.fetch_keys().await;
+        let mut keys = self.held();
+        match fetched {
             Ok(set) => {
                 keys.set = Some(Arc::new(set));
                 keys.error = None;
@@ -530,15 +575,25 @@ mod tests {
         assert!(all("{bad}").is_err());
     }
 
+    /// Issue 19: globs mean what they mean in `acl`: `*` stays within one `/` segment.
     #[test]
-    fn globs_match_whole_values() {
+    fn globs_match_whole_values_as_acl_globs_do() {
         assert!(glob("acme", "acme"));
         assert!(!glob("acme", "acme-evil"));
         assert!(glob("refs/heads/*", "refs/heads/main"));
+        assert!(!glob("refs/heads/*", "refs/heads/feature/x"));
+        assert!(glob("refs/heads/**", "refs/heads/feature/x"));
         assert!(glob("refs/tags/v?.*", "refs/tags/v1.2"));
         assert!(!glob("refs/tags/v?.*", "refs/heads/v1.2"));
+        assert!(!glob("a?b", "a/b"));
         assert!(glob("*", ""));
+        assert!(!glob("*", "a/b"));
         assert!(glob("é*", "équipe"));
+        assert!(glob(
+            "repo:acme/*:ref:refs/heads/main",
+            "repo:acme/app:ref:refs/heads/main"
+        ));
+        assert!(!glob("repo:acme/*", "repo:acme/app:ref:refs/heads/x/y"));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::seal::{Purpose, SealKeys, TAG_BYTES};
 use arc_swap::ArcSwap;
 use data_encoding::BASE64URL_NOPAD;
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -71,7 +71,8 @@ pub struct Personal {
 /// only within this.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limit {
-    /// Repository patterns (`*` any run of characters, `?` one); empty: every repository.
+    /// Repository patterns (globs as in `acl`: `*` within one `/` segment, `**` across
+    /// them); empty: every repository.
     #[serde(rename = "r", default, skip_serializing_if = "Vec::is_empty")]
     pub repositories: Vec<String>,
     /// Actions; empty: every action.
@@ -98,47 +99,95 @@ impl Limit {
     }
 }
 
-/// Revoked token ids, as the revocation file lists them.
+/// Revoked token ids, as the revocation file lists them, and what was wrong with its lines.
 #[derive(Debug, Default)]
 pub struct Revoked {
-    ids: HashSet<String>,
+    /// Each id, with the time after which its line may be dropped (None: never).
+    ids: HashMap<String, Option<u64>>,
+    problems: Vec<InvalidFile>,
 }
 
 impl Revoked {
-    /// Reads the file: one id per line, first on the line (a `#` comment may follow); blank
-    /// and `#` lines are skipped. A missing file revokes nothing.
+    /// Reads the file: one id per line, first on the line, optionally `until=<unix time>`
+    /// (after which the token has ended anyway), then a `#` comment; blank and `#` lines are
+    /// skipped. A bad line is reported and the rest kept: one typo must not revive every
+    /// revoked token. Any id-shaped word elsewhere on a line is revoked too (two lines run
+    /// together when one lacked its newline). A file that cannot be read is an error, so
+    /// that the last good set stays.
     pub fn load(path: &Path) -> Result<Revoked, InvalidFile> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => {
-                return Err(InvalidFile {
-                    file: path.display().to_string(),
-                    line: 0,
-                    message: format!("cannot read: {e}"),
-                });
-            }
-        };
-        let mut ids = HashSet::new();
+        let text = std::fs::read_to_string(path).map_err(|e| InvalidFile {
+            file: path.display().to_string(),
+            line: 0,
+            message: if e.kind() == std::io::ErrorKind::NotFound {
+                "missing: the last revocations read stay in force. Restore the file (or \
+                 mount it) on every replica"
+                    .into()
+            } else {
+                format!("cannot read: {e}")
+            },
+        })?;
+        Ok(Revoked::parse(&path.display().to_string(), &text))
+    }
+
+    /// The ids of a revocation file's text, and its bad lines.
+    pub fn parse(file: &str, text: &str) -> Revoked {
+        let mut revoked = Revoked::default();
         for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let id = line.split_whitespace().next().unwrap_or_default();
-            if !is_id(id) {
-                return Err(InvalidFile {
-                    file: path.display().to_string(),
+            let mut problem = |message: String| {
+                revoked.problems.push(InvalidFile {
+                    file: file.to_string(),
                     line: i + 1,
-                    message: format!(
-                        "{id:?} is not a personal token's id (the console shows ids when it \
-                         makes tokens)"
-                    ),
-                });
+                    message,
+                })
+            };
+            let (entry, comment) = line.split_once('#').unwrap_or((line, ""));
+            let mut words = entry.split_whitespace();
+            let Some(first) = words.next() else {
+                continue;
+            };
+            let mut until = None;
+            let mut ids = Vec::new();
+            if is_id(first) {
+                ids.push(first);
+            } else {
+                problem(format!(
+                    "{first:?} is not a personal token's id (the console shows ids when it \
+                     makes tokens)"
+                ));
             }
-            ids.insert(id.to_string());
+            for word in words {
+                match word.strip_prefix("until=").map(str::parse::<u64>) {
+                    Some(Ok(time)) => until = Some(time),
+                    _ if is_id(word) => ids.push(word),
+                    _ => problem(format!(
+                        "{word:?} is neither `until=<unix time>` nor an id: start a comment \
+                         with `#`"
+                    )),
+                }
+            }
+            let hidden: Vec<&str> = comment.split_whitespace().filter(|w| is_id(w)).collect();
+            if ids.len() + hidden.len() > 1 {
+                problem(format!(
+                    "{} ids on one line (a line that lacked its newline?): all are revoked; \
+                     give each its own line",
+                    ids.len() + hidden.len()
+                ));
+            }
+            for id in ids.iter().chain(&hidden) {
+                // Of one id listed twice, the later expiry counts (None: never).
+                let line_until = if ids.len() == 1 && hidden.is_empty() {
+                    until.or_else(|| expiry_of(id))
+                } else {
+                    None
+                };
+                revoked
+                    .ids
+                    .entry(id.to_string())
+                    .and_modify(|u| *u = u.zip(line_until).map(|(a, b)| a.max(b)))
+                    .or_insert(line_until);
+            }
         }
-        Ok(Revoked { ids })
+        revoked
     }
 
     /// How many ids are revoked.
@@ -149,6 +198,16 @@ impl Revoked {
     /// True when nothing is revoked.
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
+    }
+
+    /// True when `id` is revoked.
+    pub fn contains(&self, id: &str) -> bool {
+        self.ids.contains_key(id)
+    }
+
+    /// The lines that could not be read as they should.
+    pub fn problems(&self) -> &[InvalidFile] {
+        &self.problems
     }
 }
 
@@ -168,21 +227,42 @@ pub struct PersonalTokens {
     revoked: ArcSwap<Revoked>,
     revoked_file: PathBuf,
     max_age: Duration,
+    rate: RevocationRate,
 }
 
 impl PersonalTokens {
     /// Tokens sealed with `keys`, revoked by `revoked_file`, none living longer than
-    /// `max_days` (a lowered maximum applies to the tokens already out).
+    /// `max_days` (a lowered maximum applies to the tokens already out). A revocation file
+    /// that is not there yet is made, empty: from then on, a missing file is a fault.
     pub fn new(
         keys: Arc<ArcSwap<SealKeys>>,
         revoked_file: &Path,
         max_days: u64,
     ) -> Result<PersonalTokens, InvalidFile> {
+        if !revoked_file.exists() {
+            std::fs::OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .open(revoked_file)
+                .or_else(|e| match e.kind() {
+                    std::io::ErrorKind::AlreadyExists => Ok(std::fs::File::open(revoked_file)?),
+                    _ => Err(e),
+                })
+                .map_err(|e| InvalidFile {
+                    file: revoked_file.display().to_string(),
+                    line: 0,
+                    message: format!(
+                        "cannot make the revocation file: {e}. Personal tokens are not issued \
+                         without one"
+                    ),
+                })?;
+        }
         Ok(PersonalTokens {
             keys,
             revoked: ArcSwap::from_pointee(Revoked::load(revoked_file)?),
             revoked_file: revoked_file.to_path_buf(),
             max_age: Duration::from_secs(max_days.saturating_mul(24 * 3600)),
+            rate: RevocationRate::default(),
         })
     }
 
@@ -206,13 +286,16 @@ impl PersonalTokens {
         self.max_age
     }
 
-    /// A new id for a token of `user`: random, with a tag binding it to them, so that a
-    /// person can revoke their own tokens by id and nobody else's.
-    pub fn new_id(&self, user: &str) -> Result<String, String> {
+    /// A new id for a token of `user` that ends at `expires`: random, with the end (so that
+    /// its revocation can be dropped once it has ended) and a tag binding both to `user`, so
+    /// that a person can revoke their own tokens by id and nobody else's.
+    pub fn new_id(&self, user: &str, expires: u64) -> Result<String, String> {
         let mut random = [0u8; ID_BYTES];
         getrandom::fill(&mut random).map_err(|e| format!("no random source: {e}"))?;
         let mut id = random.to_vec();
-        id.extend(self.keys.load().tag(&owned(user, &random)));
+        id.extend(expires.to_be_bytes());
+        let tag = self.keys.load().tag(&owned(user, &id));
+        id.extend(tag);
         Ok(BASE64URL_NOPAD.encode(&id))
     }
 
@@ -221,11 +304,11 @@ impl PersonalTokens {
         let Ok(bytes) = BASE64URL_NOPAD.decode(id.as_bytes()) else {
             return false;
         };
-        if bytes.len() != ID_BYTES + TAG_BYTES {
+        if !ID_LENGTHS.contains(&bytes.len()) {
             return false;
         }
-        let (random, tag) = bytes.split_at(ID_BYTES);
-        self.keys.load().tag_matches(&owned(user, random), tag)
+        let (data, tag) = bytes.split_at(bytes.len() - TAG_BYTES);
+        self.keys.load().tag_matches(&owned(user, data), tag)
     }
 
     /// The token's text: [`PREFIX`] and the sealed `personal`.
@@ -265,7 +348,7 @@ impl PersonalTokens {
                 personal.name
             )));
         }
-        if self.revoked.load().ids.contains(&personal.id) {
+        if self.revoked.load().contains(&personal.id) {
             return Err(Refusal::Ended(format!(
                 "the personal token {:?} was revoked",
                 personal.name
@@ -274,32 +357,163 @@ impl PersonalTokens {
         Ok(personal)
     }
 
-    /// Revokes `id` here at once, and for every replica by appending it to the file they
-    /// watch, with `note` as a comment.
-    pub fn revoke(&self, id: &str, note: &str) -> Result<(), String> {
+    /// Revokes `id` (a token ending at `until`, when known) here at once, and for every
+    /// replica in the file they watch, with `note` as a comment. Asked by `by`, who may
+    /// revoke [`MAX_REVOCATIONS`] tokens an hour. False when it was revoked already (the
+    /// file is not written again).
+    pub fn revoke(
+        &self,
+        id: &str,
+        until: Option<u64>,
+        by: &str,
+        note: &str,
+    ) -> Result<bool, String> {
         if !is_id(id) {
             return Err(format!("{id:?} is not a personal token's id"));
         }
+        if self.revoked.load().contains(id) {
+            return Ok(false);
+        }
+        self.rate.admit(by)?;
+        let until = until.or_else(|| expiry_of(id));
+        let written = RevocationFile(&self.revoked_file).add(id, until, note)?;
+        let current = self.revoked.load();
+        let mut ids = current.ids.clone();
+        ids.insert(id.to_string(), until);
+        self.revoked.store(Arc::new(Revoked {
+            ids,
+            problems: current.problems.clone(),
+        }));
+        Ok(written)
+    }
+}
+
+/// Revocations one person may make in an hour, per replica: enough for any cleanup by hand,
+/// and a bound on how fast one session can grow the file every replica re-reads.
+pub const MAX_REVOCATIONS: u32 = 60;
+
+/// Revocations per person in the current hour.
+#[derive(Default)]
+struct RevocationRate {
+    counts: std::sync::Mutex<HashMap<String, (u32, std::time::Instant)>>,
+}
+
+impl RevocationRate {
+    fn admit(&self, by: &str) -> Result<(), String> {
+        let mut counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let hour = Duration::from_secs(3600);
+        counts.retain(|_, (_, since)| since.elapsed() < hour);
+        let (count, _) = counts
+            .entry(super::fold(by))
+            .or_insert((0, std::time::Instant::now()));
+        if *count >= MAX_REVOCATIONS {
+            return Err(format!(
+                "{by:?} revoked {MAX_REVOCATIONS} tokens within the hour: try again later, or \
+                 add the ids to the revocation file by hand"
+            ));
+        }
+        *count += 1;
+        Ok(())
+    }
+}
+
+/// The revocation file as the console writes it: one line per id, never run into another
+/// line; lines of tokens that have ended are dropped as new ones are added, so the file
+/// does not only grow. Writers on every replica take a lock file beside it.
+struct RevocationFile<'a>(&'a Path);
+
+/// Clocks of replicas differ: a line is dropped only this long after its token ended.
+const DROP_AFTER: u64 = 24 * 3600;
+
+impl RevocationFile<'_> {
+    /// Adds `id`'s line, unless the file lists it already (another replica revoked it);
+    /// true when written.
+    fn add(&self, id: &str, until: Option<u64>, note: &str) -> Result<bool, String> {
+        let path = self.0;
+        let cannot = |e: std::io::Error| {
+            format!(
+                "cannot write {}: {e}. Add the line `{id}` to it on every replica by hand",
+                path.display()
+            )
+        };
+        let lock = self.lock();
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(cannot(e)),
+        };
+        if Revoked::parse("", &text).contains(id) {
+            return Ok(false);
+        }
         let note = note.replace(['\n', '\r'], " ");
+        let line = match until {
+            Some(until) => format!("{id} until={until}  # {note}\n"),
+            None => format!("{id}  # {note}\n"),
+        };
+        let now = unix_now();
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|line| line_until(line).is_none_or(|u| u.saturating_add(DROP_AFTER) >= now))
+            .collect();
+        if kept.len() < text.lines().count() && lock.is_some() {
+            // Rewritten whole and renamed into place: a reader sees the old file or the new.
+            let mut whole = kept.join("\n");
+            if !whole.is_empty() {
+                whole.push('\n');
+            }
+            whole.push_str(&line);
+            let temporary = path.with_extension("compacting");
+            std::fs::write(&temporary, whole)
+                .and_then(|()| std::fs::File::open(&temporary)?.sync_all())
+                .and_then(|()| std::fs::rename(&temporary, path))
+                .map_err(cannot)?;
+            return Ok(true);
+        }
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.revoked_file)
-            .map_err(|e| {
-                format!(
-                    "cannot write {}: {e}. Add the line `{id}` to it on every replica by hand",
-                    self.revoked_file.display()
-                )
-            })?;
-        // One write of one line: appends from several replicas do not interleave.
-        file.write_all(format!("{id}  # {note}\n").as_bytes())
+            .open(path)
+            .map_err(cannot)?;
+        // A last line without its newline (a file written by `printf`, a ConfigMap
+        // literal) would swallow this id into its comment: end it first. One write of the
+        // whole: appends from several replicas do not interleave.
+        let lead = if text.is_empty() || text.ends_with('\n') {
+            ""
+        } else {
+            "\n"
+        };
+        file.write_all(format!("{lead}{line}").as_bytes())
             .and_then(|()| file.sync_data())
-            .map_err(|e| format!("cannot write {}: {e}", self.revoked_file.display()))?;
-        let mut ids = self.revoked.load().ids.clone();
-        ids.insert(id.to_string());
-        self.revoked.store(Arc::new(Revoked { ids }));
-        Ok(())
+            .map_err(cannot)?;
+        Ok(true)
     }
+
+    /// The lock beside the file, when its directory lets us make one (else appends go
+    /// unlocked, as one write each, and nothing is dropped).
+    fn lock(&self) -> Option<std::fs::File> {
+        let mut name = self.0.as_os_str().to_os_string();
+        name.push(".lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(PathBuf::from(name))
+            .ok()?;
+        file.lock().ok()?;
+        Some(file)
+    }
+}
+
+/// The `until=` of a line that revokes one id, if it says one.
+fn line_until(line: &str) -> Option<u64> {
+    let revoked = Revoked::parse("", line);
+    if revoked.ids.len() != 1 || !revoked.problems.is_empty() {
+        return None;
+    }
+    revoked.ids.values().next().copied().flatten()
 }
 
 impl Personal {
@@ -321,11 +535,21 @@ fn owned(user: &str, random: &[u8]) -> Vec<u8> {
     data
 }
 
+/// The byte lengths of ids: random and tag, and (since ids carry it) the end in between.
+const ID_LENGTHS: [usize; 2] = [ID_BYTES + TAG_BYTES, ID_BYTES + 8 + TAG_BYTES];
+
 /// Whether `id` is shaped like a token id.
-fn is_id(id: &str) -> bool {
+pub fn is_id(id: &str) -> bool {
     BASE64URL_NOPAD
         .decode(id.as_bytes())
-        .is_ok_and(|bytes| bytes.len() == ID_BYTES + TAG_BYTES)
+        .is_ok_and(|bytes| ID_LENGTHS.contains(&bytes.len()))
+}
+
+/// When the token of `id` ends, if its id says (ids made before they carried it do not).
+fn expiry_of(id: &str) -> Option<u64> {
+    let bytes = BASE64URL_NOPAD.decode(id.as_bytes()).ok()?;
+    let end: [u8; 8] = bytes.get(ID_BYTES..ID_BYTES + 8)?.try_into().ok()?;
+    (bytes.len() == ID_LENGTHS[1]).then(|| u64::from_be_bytes(end))
 }
 
 /// The error a login with a refused personal token gets.
@@ -351,8 +575,9 @@ mod tests {
     }
 
     fn personal(tokens: &PersonalTokens, user: &str) -> Personal {
+        let expires = unix_now() + 3600;
         Personal {
-            id: tokens.new_id(user).expect("id"),
+            id: tokens.new_id(user, expires).expect("id"),
             user: user.into(),
             source: "htpasswd".into(),
             credential: None,
@@ -361,7 +586,7 @@ mod tests {
             provider_refresh: None,
             name: "ci".into(),
             issued: unix_now(),
-            expires: unix_now() + 3600,
+            expires,
             limit: Limit::default(),
         }
     }
@@ -399,27 +624,31 @@ mod tests {
             matches!(tokens.open("alice", &ancient), Err(Refusal::Ended(w)) if w.contains("token_max_days"))
         );
 
-        tokens
-            .revoke(&made.id, "revoked by alice")
-            .expect("revoked");
+        assert_eq!(tokens.revoke(&made.id, None, "alice", "by alice"), Ok(true));
         assert!(
             matches!(tokens.open("alice", &token), Err(Refusal::Ended(w)) if w.contains("revoked"))
         );
-        // Another replica reads the same file.
+        // Another replica reads the same file; the id's end is on its line.
+        let text = std::fs::read_to_string(dir.path().join("revoked")).expect("file");
+        assert!(text.contains(&format!("until={}", made.expires)), "{text}");
         let other = Revoked::load(&dir.path().join("revoked")).expect("loads");
-        assert!(other.ids.contains(&made.id));
-        assert!(tokens.revoke("not an id", "x").is_err());
+        assert!(other.contains(&made.id) && other.problems().is_empty());
+        assert!(tokens.revoke("not an id", None, "alice", "x").is_err());
     }
 
     #[test]
     fn ids_are_their_owners() {
         let dir = tempfile::tempdir().expect("tempdir");
         let tokens = tokens(dir.path());
-        let id = tokens.new_id("alice").expect("id");
+        let id = tokens.new_id("alice", 1_000).expect("id");
         assert!(tokens.owns("alice", &id));
         assert!(!tokens.owns("bob", &id));
+        assert_eq!(expiry_of(&id), Some(1_000));
         assert!(!tokens.owns("alice", "AAAAAAAAAAAAAAAAAAAAAAAAAA"));
         assert!(!tokens.owns("alice", "!"));
+        // Ids made before they carried the end are still ids (and revocable).
+        assert!(is_id("AAAAAAAAAAAAAAAAAAAAAAAAAAA"));
+        assert_eq!(expiry_of("AAAAAAAAAAAAAAAAAAAAAAAAAAA"), None);
     }
 
     #[test]
@@ -436,17 +665,76 @@ mod tests {
         assert!(!narrow.allows("repository", "team/app", "push"));
         assert!(!narrow.allows("repository", "other/app", "pull"));
         assert!(!narrow.allows("registry", "catalog", "*"));
+        // Globs as in acl: `team/*` is not `team/deep/app`.
+        assert!(!narrow.allows("repository", "team/deep/app", "pull"));
     }
 
+    /// Issue 19: one bad line must not revive every revoked token; a line run into another
+    /// revokes both; a missing file is a fault, not an empty set.
     #[test]
-    fn the_revocation_file_is_read_strictly() {
+    fn the_revocation_file_keeps_every_good_id_and_names_each_bad_line() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("revoked");
-        assert!(Revoked::load(&path).expect("missing is empty").is_empty());
-        let id = tokens(dir.path()).new_id("a").expect("id");
-        std::fs::write(&path, format!("# revoked\n{id}  # by admin\n\n")).expect("write");
-        assert_eq!(Revoked::load(&path).expect("loads").len(), 1);
-        std::fs::write(&path, format!("{id}\nnot-an-id\n")).expect("write");
-        assert_eq!(Revoked::load(&path).err().map(|e| e.line), Some(2));
+        let missing = Revoked::load(&path).expect_err("a missing file is a fault");
+        assert!(
+            missing.message.contains("last revocations read stay"),
+            "{missing}"
+        );
+        let tokens = tokens(dir.path());
+        assert!(Revoked::load(&path).expect("made at start").is_empty());
+        let id = |n: u64| tokens.new_id("a", n).expect("id");
+        let (a, b, c, d) = (id(1), id(2), id(3), id(4));
+        std::fs::write(
+            &path,
+            format!("# revoked\n{a}  # by admin\n\nnot-an-id\n{b} until=5 oops\n{c}  # note {d}\n"),
+        )
+        .expect("write");
+        let revoked = Revoked::load(&path).expect("loads");
+        for id in [&a, &b, &c, &d] {
+            assert!(revoked.contains(id), "{id}");
+        }
+        let lines: Vec<usize> = revoked.problems().iter().map(|p| p.line).collect();
+        assert_eq!(lines, [4, 5, 6], "{:?}", revoked.problems());
+    }
+
+    /// Issue 19: the console's append after a line without its newline (printf, a ConfigMap
+    /// literal) lands on a line of its own; a second revocation of one id writes nothing;
+    /// lines of ended tokens go as new ones come; one person's revocations are bounded.
+    #[test]
+    fn revocations_append_whole_lines_once_and_the_file_does_not_only_grow() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("revoked");
+        let tokens = tokens(dir.path());
+        let old = tokens.new_id("bob", unix_now() + 3600).expect("id");
+        std::fs::write(&path, format!("{old}  # revoked by hand, no newline")).expect("write");
+        tokens.set_revoked(Revoked::load(&path).expect("loads"));
+        let made = personal(&tokens, "alice");
+        assert_eq!(tokens.revoke(&made.id, None, "alice", "by alice"), Ok(true));
+        let reread = Revoked::load(&path).expect("loads");
+        assert!(reread.contains(&made.id) && reread.contains(&old));
+        assert!(reread.problems().is_empty(), "{:?}", reread.problems());
+        assert_eq!(tokens.revoke(&made.id, None, "alice", "again"), Ok(false));
+        let lines = |p: &Path| std::fs::read_to_string(p).expect("file").lines().count();
+        assert_eq!(lines(&path), 2);
+
+        // An ended token's line (until=1, long past) is dropped when the next is added.
+        let ended = tokens.new_id("bob", 1).expect("id");
+        assert_eq!(tokens.revoke(&ended, None, "bob", "ended"), Ok(true));
+        let next = personal(&tokens, "carol");
+        assert_eq!(tokens.revoke(&next.id, None, "carol", "next"), Ok(true));
+        let text = std::fs::read_to_string(&path).expect("file");
+        assert!(!text.contains(&ended), "{text}");
+        assert!(
+            text.contains(&old) && text.contains(&made.id) && text.contains(&next.id),
+            "{text}"
+        );
+
+        for n in 0..u64::from(MAX_REVOCATIONS) {
+            let id = tokens.new_id("mallory", unix_now() + n).expect("id");
+            assert_eq!(tokens.revoke(&id, None, "mallory", "spam"), Ok(true));
+        }
+        let one_more = tokens.new_id("mallory", unix_now()).expect("id");
+        let refused = tokens.revoke(&one_more, None, "Mallory", "spam");
+        assert!(refused.is_err_and(|e| e.contains("within the hour")));
     }
 }

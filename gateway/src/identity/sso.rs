@@ -46,7 +46,15 @@ pub struct Sso {
     client: HttpsClient<Full<Bytes>>,
     /// Personal tokens (by id) whose owner the provider confirmed, and when.
     confirmed: quick_cache::sync::Cache<String, Instant>,
+    /// The provider's discovery document as last fetched (or why not), and when: anyone
+    /// can open the sign-in link, and each must not cost a fetch.
+    discovered: tokio::sync::Mutex<Option<(Result<Value, String>, Instant)>>,
 }
+
+/// How long a discovery document is kept; a failure to fetch it, [`RETRY_DISCOVERY`].
+const KEEP_DISCOVERY: Duration = Duration::from_secs(3600);
+/// See [`KEEP_DISCOVERY`].
+const RETRY_DISCOVERY: Duration = Duration::from_secs(10);
 
 /// What a finished sign-in gives.
 pub struct SignedIn {
@@ -54,6 +62,8 @@ pub struct SignedIn {
     pub principal: Principal,
     /// The provider's refresh token, when it granted one (`offline_access`).
     pub refresh_token: Option<String>,
+    /// The directory entry's credential, when the provider signs in the directory's people.
+    pub credential: Option<String>,
 }
 
 impl Sso {
@@ -75,6 +85,7 @@ impl Sso {
                 .map_err(at)?,
             client_secret,
             confirmed: quick_cache::sync::Cache::new(REMEMBERED),
+            discovered: tokio::sync::Mutex::new(None),
             config: config.clone(),
         })
     }
@@ -82,6 +93,11 @@ impl Sso {
     /// The issuer.
     pub fn issuer(&self) -> &str {
         &self.config.issuer
+    }
+
+    /// True when the provider signs in the directory's own people (`directory_users`).
+    pub fn directory_users(&self) -> bool {
+        self.config.directory_users
     }
 
     /// Where to send the browser: the provider's authorization endpoint with our client id,
@@ -152,6 +168,7 @@ impl Sso {
                 .get("refresh_token")
                 .and_then(Value::as_str)
                 .map(str::to_string),
+            credential: None,
         })
     }
 
@@ -241,10 +258,29 @@ impl Sso {
         let unavailable = |why: String| {
             LoginError::Unavailable(format!("the SSO provider {}: {why}", self.config.issuer))
         };
-        let discovery = self.verifier.discovery().await.map_err(unavailable)?;
+        let discovery = self.discovery().await.map_err(unavailable)?;
         self.verifier
             .endpoint(&discovery, name)
             .map_err(unavailable)
+    }
+
+    /// The discovery document, fetched at most once per [`KEEP_DISCOVERY`] (a failure, once
+    /// per [`RETRY_DISCOVERY`]), one fetch at a time.
+    async fn discovery(&self) -> Result<Value, String> {
+        let mut discovered = self.discovered.lock().await;
+        if let Some((document, at)) = &*discovered {
+            let keep = if document.is_ok() {
+                KEEP_DISCOVERY
+            } else {
+                RETRY_DISCOVERY
+            };
+            if at.elapsed() < keep {
+                return document.clone();
+            }
+        }
+        let document = self.verifier.discovery().await;
+        *discovered = Some((document.clone(), Instant::now()));
+        document
     }
 
     fn refused(&self, why: String) -> LoginError {

@@ -1,5 +1,6 @@
 //! Slows down password guessing: failures are counted per (client address, account) and per
-//! client address. Counting by address too means an attacker elsewhere cannot lock a real user
+//! client address. Accounts are counted by their folded name (case and spaces), so that
+//! `Mallory` and `mallory ` are the one account a directory takes them for. Counting by address too means an attacker elsewhere cannot lock a real user
 //! out: the user's own (address, account) pair stays clean. An IPv6 client counts by its /64,
 //! the block one host or one customer gets, so rotating addresses inside it gains nothing.
 
@@ -48,7 +49,7 @@ impl Throttle {
                 .filter(|f| f.count >= limit && now.duration_since(f.since) < WINDOW)
                 .map(|f| WINDOW - now.duration_since(f.since))
         };
-        match wait(&Key::Account(ip, account.to_string()), PER_ACCOUNT)
+        match wait(&Key::Account(ip, super::fold(account)), PER_ACCOUNT)
             .or(wait(&Key::Address(ip), PER_ADDRESS))
         {
             Some(duration) => Err(duration),
@@ -71,7 +72,7 @@ impl Throttle {
                 failures.retain(|_, f| f.since > cut);
             }
         }
-        for key in [Key::Account(ip, account.to_string()), Key::Address(ip)] {
+        for key in [Key::Account(ip, super::fold(account)), Key::Address(ip)] {
             let entry = failures.entry(key).or_insert(Failures {
                 count: 0,
                 since: now,
@@ -89,7 +90,7 @@ impl Throttle {
     /// Forgets the account's failures from this address after a right password.
     pub fn succeeded(&self, ip: IpAddr, account: &str) {
         self.lock()
-            .remove(&Key::Account(client(ip), account.to_string()));
+            .remove(&Key::Account(client(ip), super::fold(account)));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Failures>> {

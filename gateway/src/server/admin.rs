@@ -4,7 +4,11 @@
 use super::error::{full, json};
 use super::{App, Body};
 use crate::proxy::Upstream;
-use crate::token::SigningKey;
+use crate::token::{Embed, SigningKey};
+
+/// Issuers whose tokens anyone can have minted for their own project: only `require` tells
+/// this organisation's workloads from everyone else's.
+const MULTI_TENANT: [&str; 2] = ["token.actions.githubusercontent.com", "gitlab.com"];
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
 use std::sync::PoisonError;
@@ -23,6 +27,44 @@ impl App {
         }
         if let Some(directory) = self.identity.directory() {
             said.push((format!("ldap {}", directory.url()), directory.check().await));
+        }
+        if let Some(personal) = self.identity.personal() {
+            let revoked = personal.revoked();
+            let file = personal.revoked_file().display();
+            let result = match revoked.problems() {
+                [] => Ok(format!("{} revoked personal token(s)", revoked.len())),
+                problems => Err(problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")),
+            };
+            said.push((format!("revoked tokens {file}"), result));
+        }
+        for issuer in self.config.identity.oidc.iter() {
+            if MULTI_TENANT.iter().any(|host| issuer.issuer.contains(host))
+                && issuer.require.is_empty()
+            {
+                said.push((
+                    format!("oidc issuer {}", issuer.issuer),
+                    Ok(
+                        "warning: every customer of this issuer can mint its tokens; without \
+                        `require` (repository_owner, namespace_path, ...) any of them logs in"
+                            .to_string(),
+                    ),
+                ));
+            }
+        }
+        if self.keys.load().current.short_coordinate() && self.config.token.embed == Embed::Kid {
+            said.push((
+                "signing key".into(),
+                Ok(
+                    "warning: distribution 3.1 refuses every token of this EC key with \
+                    embed = \"kid\" (its x or y starts with a zero byte, which 3.1 drops): \
+                    make a new one with `portcullis keygen`"
+                        .into(),
+                ),
+            ));
         }
         said
     }
@@ -87,7 +129,13 @@ impl App {
                 "previous": ring.previous.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
             },
             "users": self.identity.user_count(),
-            "revoked_tokens": self.identity.personal().map(|p| p.revoked().len()),
+            "revoked_tokens": self.identity.personal().map(|p| {
+                let revoked = p.revoked();
+                serde_json::json!({
+                    "ids": revoked.len(),
+                    "problems": revoked.problems().iter().map(ToString::to_string).collect::<Vec<_>>(),
+                })
+            }),
             "oidc": self.identity.issuers().iter().map(|issuer| {
                 let (keys, error) = issuer.status().unwrap_or((None, Some("fetching".into())));
                 serde_json::json!({"issuer": issuer.issuer(), "keys": keys, "last_error": error})

@@ -302,12 +302,25 @@ async fn signed_in(visit: &Visit) -> Result<Result<Person, Answer>, Failure> {
                 }
             }
         }
-        None => Principal {
-            name: session.user.clone(),
-            groups: session.groups.clone(),
-            origin: Origin::Oidc(session.source.clone()),
-            claims: session.claims.clone(),
-        },
+        None => {
+            let principal = Principal {
+                name: session.user.clone(),
+                groups: session.groups.clone(),
+                origin: Origin::Oidc(session.source.clone()),
+                claims: session.claims.clone(),
+            };
+            // Another source may have come to hold this name since the sign-in.
+            match visit.app.identity.name_belongs(&principal).await {
+                Ok(()) => principal,
+                Err(LoginError::Unavailable(why)) => {
+                    return Err(Failure::from(login_refused(LoginError::Unavailable(why))));
+                }
+                Err(_) => {
+                    let clear = visit.console.clear_cookie(Cookie::Session);
+                    return Ok(Err(to_sign_in(vec![clear])));
+                }
+            }
+        }
     };
     let admin = visit.console.is_admin(&principal.groups);
     Ok(Ok(Person {
@@ -322,8 +335,6 @@ fn sign_in_page(
     error: Option<(&str, &str)>,
     status: StatusCode,
 ) -> Result<Answer, Failure> {
-    // The registry's list takes a while to make: made while the person signs in.
-    visit.app.start_console_listing();
     if error.is_none() && visit.console.session(&visit.headers).is_some() {
         return Ok(Answer::redirect("/ui/repositories"));
     }
@@ -422,6 +433,9 @@ async fn sign_in(visit: &mut Visit) -> Result<Answer, Failure> {
         .console
         .session_cookie(&session)
         .map_err(Failure::internal)?;
+    // The registry's list takes a while to make: made while the first page loads (and
+    // only for someone signed in: an anonymous visitor makes the registry do nothing).
+    visit.app.start_console_listing();
     Ok(Answer::Redirect {
         to: "/ui/repositories".into(),
         cookies: vec![cookie, visit.console.clear_cookie(Cookie::Flow)],
@@ -465,12 +479,21 @@ async fn sso_start(visit: &Visit) -> Result<Answer, Failure> {
 async fn sso_finish(visit: &Visit) -> Result<Answer, Failure> {
     let field = |key: &str| visit.query.get(key).map(String::as_str).unwrap_or("");
     if !field("error").is_empty() {
-        let message = format!(
-            "The SSO provider did not sign you in: {} {}",
-            field("error"),
-            field("error_description")
+        // Anyone can send a browser here with any text: the page says only what the
+        // protocol's error codes mean, and the provider's words go to the log.
+        tracing::info!(
+            error = %field("error").chars().take(64).collect::<String>(),
+            description = %field("error_description").chars().take(200).collect::<String>(),
+            "the SSO provider did not sign someone in"
         );
-        return sign_in_page(visit, Some(("", message.trim())), StatusCode::UNAUTHORIZED);
+        let message = match field("error") {
+            "access_denied" => "The SSO provider did not sign you in: the sign-in was declined.",
+            "login_required" | "interaction_required" | "consent_required" => {
+                "The SSO provider did not sign you in: it needs you to sign in or consent there."
+            }
+            _ => "The SSO provider did not sign you in; please try again.",
+        };
+        return sign_in_page(visit, Some(("", message)), StatusCode::UNAUTHORIZED);
     }
     let flow = visit.console.flow(&visit.headers);
     let Some((nonce, verifier)) = flow
@@ -511,15 +534,24 @@ async fn sso_finish(visit: &Visit) -> Result<Answer, Failure> {
     let principal = signed_in.principal;
     let mut session = visit
         .console
-        .start_session(&principal.name, principal.origin.name(), None)
+        .start_session(
+            &principal.name,
+            principal.origin.name(),
+            signed_in.credential.clone(),
+        )
         .map_err(Failure::internal)?;
-    session.groups = principal.groups;
-    session.claims = principal.claims;
-    session.provider_refresh = signed_in.refresh_token;
+    if signed_in.credential.is_none() {
+        // The directory's people are looked up again at every request; others keep what
+        // the provider said.
+        session.groups = principal.groups;
+        session.claims = principal.claims;
+        session.provider_refresh = signed_in.refresh_token;
+    }
     let cookie = visit
         .console
         .session_cookie(&session)
         .map_err(|why| Failure::new(StatusCode::UNPROCESSABLE_ENTITY, "Cannot sign you in", why))?;
+    visit.app.start_console_listing();
     Ok(Answer::Redirect {
         to: "/ui/repositories".into(),
         cookies: vec![cookie, visit.console.clear_cookie(Cookie::Flow)],

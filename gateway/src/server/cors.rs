@@ -28,6 +28,39 @@ pub(super) fn allowed_origin(headers: &HeaderMap, allowed: &[String]) -> Option<
     allowed.iter().any(|a| a == text).then(|| origin.clone())
 }
 
+/// Why a state-changing registry request from a browser page on another site is refused,
+/// if it is one. A browser that remembers Basic credentials for the gateway (as browser UIs
+/// rely on) would otherwise add them to a form or script another site makes it send: a push
+/// or delete nobody meant. Browsers mark such requests with `Origin` and `Sec-Fetch-Site`;
+/// registry clients send neither, and the origins in `allowed` are trusted.
+pub(super) fn cross_site(
+    method: &Method,
+    headers: &HeaderMap,
+    own: &str,
+    allowed: &[String],
+) -> Option<String> {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return None;
+    }
+    let origin = headers.get(ORIGIN).and_then(|o| o.to_str().ok());
+    let trusted = |o: &str| o == own || allowed.iter().any(|a| a == o);
+    let site = headers
+        .get("sec-fetch-site")
+        .and_then(|s| s.to_str().ok())
+        .unwrap_or("");
+    let foreign = match origin {
+        Some(origin) => !trusted(origin),
+        None => matches!(site, "cross-site" | "same-site"),
+    };
+    foreign.then(|| {
+        format!(
+            "a {method} from a page of {} is refused: only [server] cors_origins may send \
+             requests that change the registry from a browser",
+            origin.unwrap_or("another site")
+        )
+    })
+}
+
 /// True for a CORS preflight (an `OPTIONS` naming the method to come).
 pub(super) fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
     method == Method::OPTIONS && headers.contains_key(ACCESS_CONTROL_REQUEST_METHOD)

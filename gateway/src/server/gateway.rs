@@ -5,7 +5,7 @@
 use super::credentials::{Credentials, client_ip, credentials};
 use super::{ApiError, App, Body, json};
 use crate::decision_log::Source;
-use crate::identity::Limit;
+use crate::identity::{Limit, Origin, Principal};
 use crate::policy::{Account, Operation, Request as PolicyRequest, Scope};
 use crate::proxy::{
     CatalogPage, CatalogQuery, Forwarded, Route, Target, UpstreamError, next_link, without_mount,
@@ -33,7 +33,8 @@ const CATALOG_BATCH: usize = 100;
 struct Caller {
     account: Account,
     via: Via,
-    /// A personal token's narrowing, when that is what logged them in.
+    /// A personal token's narrowing, when that is what logged them in (or minted their
+    /// Bearer token).
     limit: Option<Limit>,
 }
 
@@ -55,6 +56,14 @@ pub(super) async fn handle(
         return Err(ApiError::NotFound);
     };
     let forwarded = app.forwarded(&request, peer.ip());
+    if let Some(why) = super::cors::cross_site(
+        request.method(),
+        request.headers(),
+        &forwarded.origin(),
+        &app.config.server.cors_origins,
+    ) {
+        return Err(ApiError::Denied(why));
+    }
     let realm = app.realm(&forwarded);
     let route = Route::parse(
         request.method(),
@@ -251,8 +260,8 @@ impl App {
                 };
                 Ok(Caller {
                     account,
+                    limit: verified.narrowed.as_ref().map(|n| n.limit.clone()),
                     via: Via::Bearer(verified),
-                    limit: None,
                 })
             }
             Credentials::Basic { user, password } => {
@@ -266,14 +275,16 @@ impl App {
                 Ok(Caller {
                     account: App::account(&login.principal),
                     via: Via::Basic,
-                    limit: login.limit,
+                    limit: login.narrowed.map(|n| n.limit),
                 })
             }
         }
     }
 
-    /// Checks a Bearer token: the signature once per key ring (then from memory), expiry
-    /// and the account's existence on every request, so a removed user stops at once.
+    /// Checks a Bearer token: the signature once per key ring (then from memory); on every
+    /// request its expiry, the account's existence (an htpasswd user) or its name still being
+    /// its source's own (any other), and the personal token it was minted with not being
+    /// revoked, so a removed user or a revoked token stops at once.
     async fn verify_bearer(self: &Arc<Self>, token: String) -> Result<Arc<Verified>, String> {
         let ring = self.keys.load_full();
         let verified = match ring.verified.get(&token) {
@@ -301,10 +312,27 @@ impl App {
             if !self.config.identity.anonymous {
                 return Err("anonymous access is disabled".into());
             }
-        } else if verified.principal.is_none() && !self.identity.exists(&verified.subject) {
-            // An htpasswd user must still be there; a directory user's or a workload's token
-            // lives its few minutes (ttl_seconds) without a lookup.
+        } else if let Some(carried) = &verified.principal {
+            // A directory user's or a workload's token lives its few minutes (ttl_seconds)
+            // without a lookup of the user, but its name must still be its source's.
+            let principal = Principal {
+                name: verified.subject.clone(),
+                groups: Vec::new(),
+                origin: Origin::of(&carried.source),
+                claims: Vec::new(),
+            };
+            self.identity
+                .name_belongs(&principal)
+                .await
+                .map_err(|e| e.to_string())?;
+        } else if !self.identity.exists(&verified.subject) {
+            // An htpasswd user must still be there.
             return Err(format!("account {:?} no longer exists", verified.subject));
+        }
+        if let (Some(narrowed), Some(personal)) = (&verified.narrowed, self.identity.personal())
+            && personal.revoked().contains(&narrowed.id)
+        {
+            return Err("the personal token this token was minted with was revoked".into());
         }
         Ok(verified)
     }

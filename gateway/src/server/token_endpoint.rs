@@ -6,7 +6,7 @@ use super::access::login_refused;
 use super::credentials::{Credentials, client_ip, credentials};
 use super::{ApiError, App, Body, json};
 use crate::decision_log::Source;
-use crate::identity::{Origin, Principal};
+use crate::identity::{Narrowed, Origin, Principal};
 use crate::policy::{Account, Request as PolicyRequest};
 use crate::scope::Scope;
 use crate::token::{Access, Issued, SigningKey, TokenError};
@@ -223,7 +223,7 @@ impl App {
         // checked (never for a workload token, which it would outlive).
         let exchange = matches!(request.grant, Grant::Exchange(_));
         // A personal token's narrowing: the token grants no more than it.
-        let mut limit = None;
+        let mut narrowed = None;
         let (principal, refresh): (Option<(Principal, String)>, Option<Refresh>) =
             match request.grant {
                 Grant::None if self.config.identity.anonymous => (None, None),
@@ -232,7 +232,7 @@ impl App {
                 }
                 Grant::Password { user, password } => {
                     let login = self.login(&user, password, client_ip).await?;
-                    limit = login.limit;
+                    narrowed = login.narrowed;
                     (
                         Some((login.principal, user)),
                         login.credential.map(Refresh::Mint),
@@ -291,9 +291,9 @@ impl App {
                 .granted
                 .iter()
                 .filter(|action| {
-                    limit
+                    narrowed
                         .as_ref()
-                        .is_none_or(|l| l.allows(&scope.resource_type, &scope.name, action))
+                        .is_none_or(|n| n.limit.allows(&scope.resource_type, &scope.name, action))
                 })
                 .cloned()
                 .collect();
@@ -307,7 +307,16 @@ impl App {
         let offline = request.offline && self.issuer.refresh_enabled();
         let (app, ring) = (self.clone(), self.keys.load_full());
         let quick = ring.current.signs_quickly();
-        let sign = move || app.sign(&ring.current, principal.as_ref(), access, refresh, offline);
+        let sign = move || {
+            app.sign(
+                &ring.current,
+                principal.as_ref(),
+                access,
+                refresh,
+                offline,
+                narrowed.as_ref(),
+            )
+        };
         let (issued, refresh_token) = if quick {
             sign()?
         } else {
@@ -330,7 +339,8 @@ impl App {
     }
 
     /// The access token, and the refresh token the client should keep: the one it
-    /// presented, or a new one for an offline login.
+    /// presented, or a new one for an offline login. An access token minted with a personal
+    /// token carries its id and narrowing.
     fn sign(
         &self,
         key: &SigningKey,
@@ -338,6 +348,7 @@ impl App {
         access: Vec<Access>,
         refresh: Option<Refresh>,
         offline: bool,
+        narrowed: Option<&Narrowed>,
     ) -> Result<(Issued, Option<String>), ApiError> {
         let failed = |e: TokenError| ApiError::Internal(e.to_string());
         let subject = principal.map_or("", |p| p.name.as_str());
@@ -352,7 +363,7 @@ impl App {
                 });
         let issued = self
             .issuer
-            .access_token(key, subject, access, carried.as_ref())
+            .access_token(key, subject, access, carried.as_ref(), narrowed)
             .map_err(failed)?;
         let refresh_token = match refresh {
             Some(Refresh::Keep(token)) => Some(token),

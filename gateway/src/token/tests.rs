@@ -35,7 +35,7 @@ fn access_tokens_carry_what_registry_2_8_checks() {
             actions: vec!["pull".into(), "push".into()],
         }];
         let issued = issuer()
-            .access_token(&key, "alice", access, None)
+            .access_token(&key, "alice", access, None, None)
             .expect("signs");
         let header = jsonwebtoken::decode_header(&issued.token).expect("header");
         assert_eq!(
@@ -83,7 +83,7 @@ fn access_tokens_carry_what_registry_2_8_checks() {
 fn an_empty_grant_is_a_token_with_empty_access() {
     let (_dir, key) = keys(false);
     let issued = issuer()
-        .access_token(&key, "", Vec::new(), None)
+        .access_token(&key, "", Vec::new(), None, None)
         .expect("signs");
     assert_eq!(payload(&issued.token)["access"], serde_json::json!([]));
 }
@@ -122,7 +122,7 @@ fn refresh_tokens_are_bound_and_not_interchangeable() {
     // Not an access token: the registry checks aud == service.
     assert_eq!(payload(&refresh)["aud"], "portcullis-refresh:registry.test");
     let access = issuer
-        .access_token(&key, "alice", Vec::new(), None)
+        .access_token(&key, "alice", Vec::new(), None, None)
         .expect("signs")
         .token;
     assert!(
@@ -230,6 +230,7 @@ fn claims(issuer: &Issuer, aud: &str, exp_offset: i64, nbf_offset: i64) -> Claim
         src: None,
         grp: None,
         clm: None,
+        pat: None,
     }
 }
 
@@ -244,7 +245,7 @@ fn access_tokens_verify_and_say_what_they_grant() {
         actions: vec!["pull".into(), "push".into()],
     }];
     let token = issuer
-        .access_token(&key, "alice", access, None)
+        .access_token(&key, "alice", access, None, None)
         .expect("signs")
         .token;
     let verified = issuer.verify_access(&[&key], &token).expect("verifies");
@@ -326,7 +327,7 @@ fn forged_expired_and_misdirected_access_tokens_are_rejected() {
     // Unknown kid: a token from another key.
     let (_dir2, other) = keys(false);
     let foreign = issuer
-        .access_token(&other, "alice", Vec::new(), None)
+        .access_token(&other, "alice", Vec::new(), None, None)
         .expect("signs")
         .token;
     reject(&foreign, "unknown kid");
@@ -381,7 +382,7 @@ fn the_scope_class_is_kept_in_the_token() {
         actions: vec!["pull".into()],
     }];
     let issued = issuer()
-        .access_token(&key, "alice", access, None)
+        .access_token(&key, "alice", access, None, None)
         .expect("signs");
     let access = &payload(&issued.token)["access"][0];
     assert_eq!(access["class"], "plugin");
@@ -399,7 +400,7 @@ fn a_lifetime_past_what_a_jwt_holds_is_an_error_not_a_panic() {
     );
     assert!(
         issuer
-            .access_token(&key, "alice", Vec::new(), None)
+            .access_token(&key, "alice", Vec::new(), None, None)
             .is_err()
     );
     assert!(issuer.refresh_token(&key, "alice", "c").is_err());
@@ -433,7 +434,7 @@ fn the_header_follows_embed_and_the_jwks_names_the_same_kid() {
     let kid = SigningKey::load(&key, &cert, Embed::Kid).expect("loads");
     let header_of = |k: &SigningKey| {
         let issued = issuer()
-            .access_token(k, "alice", Vec::new(), None)
+            .access_token(k, "alice", Vec::new(), None, None)
             .expect("signs");
         jsonwebtoken::decode_header(&issued.token).expect("header")
     };
@@ -460,7 +461,7 @@ fn the_header_follows_embed_and_the_jwks_names_the_same_kid() {
     // A token of either form verifies, whichever form is configured now.
     for signer in [&x5c, &kid] {
         let token = issuer()
-            .access_token(signer, "alice", Vec::new(), None)
+            .access_token(signer, "alice", Vec::new(), None, None)
             .expect("signs")
             .token;
         for verifier in [&x5c, &kid] {

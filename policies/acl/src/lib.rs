@@ -1,6 +1,7 @@
 //! The `acl` policy: ordered rules, the first whose `match` fits decides, granted = requested
-//! ∩ the rule's `actions`. A rule may match the claims of a workload's token (`claims`). Settings are strict: unknown keys, rules without `actions`, bad
-//! patterns and bad CIDRs fail the load instead of silently matching everyone.
+//! ∩ the rule's `actions`. A rule may match where the account comes from (`source`) and the
+//! claims of a workload's token (`claims`). Settings are strict: unknown keys, rules without
+//! `actions`, bad patterns and bad CIDRs fail the load instead of silently matching everyone.
 
 mod pattern;
 
@@ -42,6 +43,8 @@ pub struct MatchSettings {
     resource_type: Option<OneOrMany>,
     service: Option<OneOrMany>,
     ip: Option<OneOrMany>,
+    /// Where the account comes from: `htpasswd`, `ldap`, or the issuer of its token.
+    source: Option<OneOrMany>,
     /// Claims of the account's token, each matched by its own patterns.
     claims: Option<std::collections::BTreeMap<String, OneOrMany>>,
 }
@@ -74,6 +77,7 @@ struct Rule {
     resource_type: Vec<Pattern>,
     service: Vec<Pattern>,
     ip: Vec<ipnet::IpNet>,
+    source: Vec<Pattern>,
     /// Each claim with its patterns: every one must have a value that one pattern matches.
     claims: Vec<(String, Vec<Pattern>)>,
     actions: Vec<String>,
@@ -143,6 +147,7 @@ impl Rule {
             resource_type: patterns("type", m.resource_type)?,
             service: patterns("service", m.service)?,
             ip,
+            source: patterns("source", m.source)?,
             claims: m
                 .claims
                 .unwrap_or_default()
@@ -173,6 +178,7 @@ impl Rule {
             && any(&self.resource_type, &request.scope.type_)
             && any(&self.service, &request.service)
             && (self.ip.is_empty() || self.ip_matches(request.client_ip.as_deref()))
+            && any(&self.source, &account.source)
             && self
                 .claims
                 .iter()

@@ -351,3 +351,44 @@ proptest::proptest! {
         }
     }
 }
+
+/// Issue 19: `source` tells the same name from two sources apart (globs as everywhere).
+#[test]
+fn rules_match_where_the_account_comes_from() {
+    let acl = acl(r#"{"rules": [
+      {"match": {"source": "ldap", "name": "secret/**"}, "actions": ["pull"], "comment": "the directory's people"},
+      {"match": {"source": "https://sso.example.com", "name": "sso/*"}, "actions": ["pull", "push"]},
+      {"match": {"source": ["htpasswd", "https://**.example.org"], "name": "shared/*"}, "actions": ["pull"]}
+    ]}"#);
+    let secret = |source: &str| {
+        repo("secret/plans", &["pull"])
+            .account("alice")
+            .source(source)
+    };
+    assert_eq!(acl.authorize(&secret("ldap")).granted, ["pull"]);
+    assert!(acl.authorize(&secret("htpasswd")).granted.is_empty());
+    assert!(
+        acl.authorize(&secret("https://sso.example.com"))
+            .granted
+            .is_empty(),
+        "an SSO person named alice is not the directory's alice"
+    );
+    let sso = repo("sso/app", &["push"])
+        .account("alice")
+        .source("https://sso.example.com");
+    assert_eq!(acl.authorize(&sso).granted, ["push"]);
+    let shared = |source: &str| {
+        !acl.authorize(&repo("shared/x", &["pull"]).account("bob").source(source))
+            .granted
+            .is_empty()
+    };
+    assert!(shared("htpasswd"));
+    assert!(shared("https://ci.example.org"));
+    assert!(!shared("https://ci.example.net"));
+    // Anonymous requests have no source: a source rule never fits them.
+    assert!(
+        acl.authorize(&repo("shared/x", &["pull"]))
+            .granted
+            .is_empty()
+    );
+}

@@ -140,9 +140,12 @@ pub(super) async fn repository(visit: &Visit, person: &Person) -> Result<Answer,
         StatusCode::NOT_FOUND => (Vec::new(), None),
         status => return Err(registry_refused(&path, status)),
     };
+    // Echoed only when shaped like what the delete form redirects with: a link cannot make
+    // the page say anything else.
     let notice = visit
         .query
         .get("deleted")
+        .filter(|reference| shown_reference(reference))
         .map(|reference| format!("Deleted {reference}."));
     Ok(Answer::page(browse::repository(
         &frame(visit, person, Section::Browse),
@@ -550,7 +553,7 @@ impl App {
         let ring = self.keys.load();
         let issued = self
             .issuer
-            .access_token(&ring.current, subject, vec![access], None)
+            .access_token(&ring.current, subject, vec![access], None, None)
             .map_err(|e| UpstreamError::Failed {
                 origin: "the console".into(),
                 reason: format!("cannot sign a token: {e}"),
@@ -625,5 +628,18 @@ impl App {
                 .map_or(visit.origin.as_str(), |(_, rest)| rest)
                 .to_string(),
         }
+    }
+}
+
+/// A tag, or a sha256 or sha512 digest in hex: what a deletion's notice may echo.
+fn shown_reference(reference: &str) -> bool {
+    let hex = |text: &str, length: usize| {
+        text.len() == length && text.bytes().all(|b| b.is_ascii_hexdigit())
+    };
+    match reference.split_once(':') {
+        Some(("sha256", encoded)) => hex(encoded, 64),
+        Some(("sha512", encoded)) => hex(encoded, 128),
+        Some(_) => false,
+        None => tag_or_digest(reference).is_ok(),
     }
 }

@@ -4,7 +4,7 @@
 use super::{Answer, Failure, Form, Person, Visit, frame};
 use crate::console::pages::Section;
 use crate::console::pages::tokens::{self, Draft, Made};
-use crate::identity::personal::{MAX_NAME, MAX_REPOSITORIES, PREFIX, Refusal};
+use crate::identity::personal::{MAX_NAME, MAX_REPOSITORIES, PREFIX, Refusal, is_id};
 use crate::identity::{Limit, Personal, PersonalTokens};
 use hyper::StatusCode;
 use std::time::{Duration, SystemTime};
@@ -14,8 +14,13 @@ const ACTIONS: [&str; 3] = ["pull", "push", "delete"];
 /// `GET /ui/tokens`.
 pub(super) fn page(visit: &Visit, person: &Person) -> Result<Answer, Failure> {
     enabled(visit)?;
-    let notice = visit.query.get("revoked").map(|id| {
-        format!("Revoked {id}. Every replica refuses it once it reads the revocation file (about a second).")
+    // The notice echoes an id only when it is shaped like one: a link cannot make the page
+    // say anything else.
+    let notice = visit.query.get("revoked").filter(|id| is_id(id)).map(|id| {
+        format!(
+            "Revoked {id}. Every replica refuses it once it reads the revocation file \
+                 (about a second)."
+        )
     });
     Ok(Answer::page(tokens::tokens(
         &frame(visit, person, Section::Tokens),
@@ -55,9 +60,10 @@ pub(super) fn make(visit: &Visit, person: &Person, form: &Form) -> Result<Answer
     let days: u64 = draft.days.parse().unwrap_or(1);
     let session = &person.session;
     let now = crate::identity::unix_now();
+    let expires = now.saturating_add(days * 24 * 3600);
     let personal = Personal {
         id: personal_tokens
-            .new_id(&session.user)
+            .new_id(&session.user, expires)
             .map_err(Failure::internal)?,
         user: session.user.clone(),
         source: session.source.clone(),
@@ -78,7 +84,7 @@ pub(super) fn make(visit: &Visit, person: &Person, form: &Form) -> Result<Answer
         provider_refresh: session.provider_refresh.clone(),
         name: draft.name.clone(),
         issued: now,
-        expires: now.saturating_add(days * 24 * 3600),
+        expires,
         limit,
     };
     if session.is_sso() && personal.provider_refresh.is_none() {
@@ -128,9 +134,11 @@ pub(super) fn revoke(visit: &Visit, person: &Person, form: &Form) -> Result<Answ
             cookies: Vec::new(),
         })
     };
-    let id = if given.starts_with(PREFIX) {
+    let (id, until) = if given.starts_with(PREFIX) {
         match personal_tokens.open("", given) {
-            Ok(personal) if personal.user == *user || person.admin => personal.id,
+            Ok(personal) if personal.user == *user || person.admin => {
+                (personal.id, Some(personal.expires))
+            }
             Ok(_) => return refuse("This token is not yours to revoke."),
             Err(Refusal::Ended(why)) => return refuse(&format!("Nothing to revoke: {why}.")),
             Err(Refusal::Unknown) => {
@@ -138,15 +146,19 @@ pub(super) fn revoke(visit: &Visit, person: &Person, form: &Form) -> Result<Answ
             }
         }
     } else if personal_tokens.owns(user, given) || (person.admin && !given.is_empty()) {
-        given.to_string()
+        (given.to_string(), None)
     } else {
         return refuse("This is not the id of one of your tokens.");
     };
     let now = humantime::format_rfc3339_seconds(SystemTime::now());
-    personal_tokens
-        .revoke(&id, &format!("revoked by {user} at {now}"))
-        .map_err(|why| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "Not revoked", why))?;
-    tracing::info!(%user, %id, "personal token revoked");
+    let written =
+        match personal_tokens.revoke(&id, until, user, &format!("revoked by {user} at {now}")) {
+            Ok(written) => written,
+            Err(why) => return refuse(&why),
+        };
+    if written {
+        tracing::info!(%user, %id, "personal token revoked");
+    }
     Ok(Answer::redirect(format!(
         "/ui/tokens?revoked={}",
         form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>()
