@@ -1129,3 +1129,62 @@ fn passwords_and_tokens_never_reach_the_process_log_or_the_decision_log() {
         );
     }
 }
+
+/// Issue 19: a browser that remembers Basic credentials for the gateway (as browser UIs rely
+/// on) must not push or delete for a page of another site; registry clients send no
+/// `Origin` and are unaffected, and a refused request never reaches the registry.
+#[test]
+fn a_page_of_another_site_cannot_change_the_registry_with_a_browsers_credentials() {
+    let gw = Gateway::start();
+    let (ok, err) = gw.push("alice:alice-pw", "alice/app:1");
+    assert!(ok, "{err}");
+    let send = |method: &str, path: &str, extra: &str| {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: {auth}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n",
+            port = gw.gateway.port,
+            auth = basic_auth("alice"),
+        );
+        let (status, _, body) = http(gw.gateway.port, &head, b"");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    let manifest = "/v2/alice/app/manifests/1";
+    for (what, headers) in [
+        (
+            "a foreign Origin",
+            "Origin: http://evil.example.invalid\r\n",
+        ),
+        (
+            "a sibling subdomain",
+            "Origin: http://ui.127.0.0.1.invalid\r\nSec-Fetch-Site: same-site\r\n",
+        ),
+        (
+            "no Origin but a cross-site fetch",
+            "Sec-Fetch-Site: cross-site\r\n",
+        ),
+    ] {
+        let (status, body) = send("POST", "/v2/alice/app/blobs/uploads/", headers);
+        assert_eq!(status, 403, "{what}: {body}");
+        assert!(
+            body.contains("only [server] cors_origins"),
+            "{what}: {body}"
+        );
+        let (status, body) = send("DELETE", manifest, headers);
+        assert_eq!(status, 403, "{what}: {body}");
+    }
+    // The refused DELETE never reached the registry: the tag is still there.
+    let (status, _, _) = gw.request("GET", manifest, &basic_auth("alice"), b"");
+    assert_eq!(status, 200, "the manifest is still there");
+    // Reading stays possible (CORS decides what a page may read), and registry clients,
+    // which send no Origin, push as before.
+    let (status, _) = send(
+        "GET",
+        "/v2/alice/app/tags/list",
+        "Origin: http://evil.example.invalid\r\n",
+    );
+    assert_eq!(status, 200);
+    let (status, body) = send("POST", "/v2/alice/app/blobs/uploads/", "");
+    assert_eq!(status, 202, "{body}");
+    let own = format!("Origin: http://127.0.0.1:{}\r\n", gw.gateway.port);
+    let (status, body) = send("POST", "/v2/alice/app/blobs/uploads/", &own);
+    assert_eq!(status, 202, "the gateway's own origin: {body}");
+}
