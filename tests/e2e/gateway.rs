@@ -1172,8 +1172,12 @@ fn a_page_of_another_site_cannot_change_the_registry_with_a_browsers_credentials
         assert_eq!(status, 403, "{what}: {body}");
     }
     // The refused DELETE never reached the registry: the tag is still there.
-    let (status, _, _) = gw.request("GET", manifest, &basic_auth("alice"), b"");
-    assert_eq!(status, 200, "the manifest is still there");
+    let (status, _, body) = gw.request("GET", "/v2/alice/app/tags/list", &basic_auth("alice"), b"");
+    let tags = String::from_utf8_lossy(&body);
+    assert!(
+        status == 200 && tags.contains("\"1\""),
+        "the tag is still there: {tags}"
+    );
     // Reading stays possible (CORS decides what a page may read), and registry clients,
     // which send no Origin, push as before.
     let (status, _) = send(

@@ -307,16 +307,10 @@ fn every_spelling_of_a_directory_name_is_the_one_account_and_no_other_source_tak
         "group_filter = \"(|(member={dn})(memberUid={username}))\"",
     );
     setup.insert_config(&block);
-    setup.insert_config(&format!(
-        r#"
-[[identity.oidc]]
-issuer = "{}"
-audience = "{SERVICE}"
-username = "{{repository}}"
-require = {{ repository_owner = "acme" }}
-insecure_http = true
-"#,
-        provider.issuer()
+    setup.insert_config(&crate::oidc::issuer_block(
+        &provider,
+        "{repository}",
+        "repository_owner = \"acme\"",
     ));
     let site = Site::start(setup, true, b"a suspended user's image");
     for spelling in ["mallory", "Mallory", "MALLORY", "mallory ", " mallory"] {

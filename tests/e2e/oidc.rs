@@ -131,16 +131,29 @@ fn now() -> u64 {
         .as_secs()
 }
 
-/// The `[[identity.oidc]]` block for the provider.
+/// The `[[identity.oidc]]` block for the provider, GitHub-style.
 fn oidc_config(provider: &Provider, require_owner: &str) -> String {
+    issuer_block(
+        provider,
+        "gha:{repository}",
+        &format!("repository_owner = \"{require_owner}\""),
+    )
+    .replace(
+        "insecure_http",
+        "groups = [\"{repository_owner}\"]\ninsecure_http",
+    )
+}
+
+/// An `[[identity.oidc]]` block for the provider with this username template and the
+/// `require` table's inside.
+pub(crate) fn issuer_block(provider: &Provider, username: &str, require: &str) -> String {
     format!(
         r#"
 [[identity.oidc]]
 issuer = "{issuer}"
 audience = "{SERVICE}"
-username = "gha:{{repository}}"
-groups = ["{{repository_owner}}"]
-require = {{ repository_owner = "{require_owner}" }}
+username = "{username}"
+require = {{ {require} }}
 insecure_http = true
 "#,
         issuer = provider.issuer()
@@ -538,16 +551,10 @@ fn a_kubernetes_style_workload_is_named_from_nested_claims() {
       {"match": {"account": "k8s:ci/*", "name": "ci/**"}, "actions": ["pull", "push"]}
     ]}"#;
     let setup = Setup::gateway(acl, USERS, "");
-    setup.insert_config(&format!(
-        r#"
-[[identity.oidc]]
-issuer = "{issuer}"
-audience = "{SERVICE}"
-username = "k8s:{{kubernetes.io/namespace}}/{{kubernetes.io/serviceaccount/name}}"
-require = {{ "kubernetes.io/namespace" = "ci" }}
-insecure_http = true
-"#,
-        issuer = provider.issuer()
+    setup.insert_config(&issuer_block(
+        &provider,
+        "k8s:{kubernetes.io/namespace}/{kubernetes.io/serviceaccount/name}",
+        "\"kubernetes.io/namespace\" = \"ci\"",
     ));
     let site = Site::start(setup, true, b"a pod's image");
     let pod = |namespace: &str| {
