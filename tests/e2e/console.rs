@@ -91,7 +91,7 @@ revoked_tokens = "revoked"
     )
 }
 
-fn ui(site: &Site, path: &str) -> String {
+pub(crate) fn ui(site: &Site, path: &str) -> String {
     format!("http://127.0.0.1:{}{path}", site.setup.gateway_port)
 }
 
@@ -658,7 +658,7 @@ fn thousands_of_repositories_page_and_search() {
 }
 
 /// Asks the explain form, as the person signed in to `browser`.
-fn explain(browser: &Browser, site: &Site, query: &str) {
+pub(crate) fn explain(browser: &Browser, site: &Site, query: &str) {
     browser.goto(&ui(site, &format!("/ui/explain?{query}")));
 }
 
@@ -987,6 +987,22 @@ fn personal_tokens_log_clients_in_until_revoked_or_their_owner_leaves() {
             "{mode}: replica b refused the revoked token {:?} after the revocation",
             revoked_at.elapsed()
         );
+        // Issue 19: a revocation file that goes missing (a volume not mounted, a mistyped
+        // path) revives nothing: both replicas keep the revocations they read.
+        let file = site.setup.path("revoked");
+        let kept = std::fs::read_to_string(&file).expect("the file");
+        std::fs::remove_file(&file).expect("removed");
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        assert!(
+            !can_pull(&site, &format!("alice:{laptop}"), "alice/app:1"),
+            "{mode}: a missing revocation file revived the token"
+        );
+        assert_eq!(
+            token_at_b(&format!("alice:{laptop}")),
+            401,
+            "{mode}: at b too"
+        );
+        std::fs::write(&file, kept).expect("restored");
         browser.click("form.signout button");
 
         // bob may not revoke alice's token by its id; carol, an admin, may.
@@ -1031,15 +1047,11 @@ fn personal_tokens_log_clients_in_until_revoked_or_their_owner_leaves() {
     }
 }
 
-#[test]
-fn people_sign_in_with_sso_and_their_tokens_end_when_the_provider_forgets_them() {
-    let setup = console_setup(false);
-    let provider = Provider::for_console(&format!(
-        "http://127.0.0.1:{}/ui/sso/callback",
-        setup.gateway_port
-    ));
+/// The `[console.sso]` block for `provider` (its client secret written beside the config),
+/// with `extra` lines.
+pub(crate) fn sso_block(setup: &Setup, provider: &Provider, extra: &str) -> String {
     std::fs::write(setup.path("sso-secret"), "console-secret\n").expect("secret");
-    setup.insert_config(&format!(
+    format!(
         r#"
 [console.sso]
 issuer = "{}"
@@ -1050,27 +1062,91 @@ scopes = ["openid", "profile", "email", "groups", "offline_access"]
 prompt = "login consent"
 insecure_http = true
 recheck_seconds = 1
+{extra}
 "#,
         provider.issuer()
+    )
+}
+
+/// Signs `person` in through the provider's own login pages (any name logs in there).
+pub(crate) fn sso_sign_in(browser: &Browser, site: &Site, provider: &Provider, person: &str) {
+    browser.goto(&ui(site, "/ui/login"));
+    browser.click("a[href='/ui/sso']");
+    assert!(
+        browser.url().starts_with(&provider.issuer()),
+        "at the provider: {}",
+        browser.url()
+    );
+    browser.fill("input[name=login]", person);
+    browser.fill("input[name=password]", "anything");
+    browser.click("button.login-submit");
+    if browser.text("button.login-submit").is_some() {
+        // The consent page (offline_access asks for it).
+        browser.click("button.login-submit");
+    }
+}
+
+/// Issue 19: anyone may open the sign-in link, so it costs the provider one discovery fetch
+/// an hour, not one per visit; and each answer of the provider is acted on once, however
+/// often it is replayed.
+#[test]
+fn the_sso_link_and_a_replayed_answer_cost_the_provider_nothing_more() {
+    let setup = console_setup(false);
+    let provider = Provider::for_console(&format!(
+        "http://127.0.0.1:{}/ui/sso/callback",
+        setup.gateway_port
     ));
+    setup.insert_config(&sso_block(&setup, &provider, ""));
+    let site = Site::start(setup, false, b"an SSO person's image");
+    let port = site.setup.gateway_port;
+    let discovered = provider.fetches("discovery");
+    let mut started = None;
+    for _ in 0..5 {
+        let (status, head, _) = request(port, "GET", "/ui/sso", &[], "");
+        assert_eq!(status, 303, "{head}");
+        started = Some(head);
+    }
+    assert!(
+        provider.fetches("discovery") - discovered <= 1,
+        "five visits, {} discovery fetches",
+        provider.fetches("discovery") - discovered
+    );
+    let head = started.expect("a start");
+    let flow = set_cookies(&head)
+        .into_iter()
+        .find(|c| c.starts_with("portcullis-flow="))
+        .expect("the flow cookie");
+    let location = crate::util::header(&head, "location").expect("to the provider");
+    let state = location
+        .split(['?', '&'])
+        .find_map(|pair| pair.strip_prefix("state="))
+        .expect("a state");
+    let callback = format!("/ui/sso/callback?code=made-up&state={state}");
+    let asked = provider.fetches("token");
+    let (status, _, page) = request(port, "GET", &callback, &[("Cookie", &flow)], "");
+    assert_eq!(status, 401, "the provider refuses a made-up code: {page}");
+    assert_eq!(provider.fetches("token") - asked, 1);
+    let (status, _, page) = request(port, "GET", &callback, &[("Cookie", &flow)], "");
+    assert_eq!(status, 403, "{page}");
+    assert!(page.contains("used already"), "{page}");
+    assert_eq!(
+        provider.fetches("token") - asked,
+        1,
+        "the replay did not reach the provider"
+    );
+}
+
+#[test]
+fn people_sign_in_with_sso_and_their_tokens_end_when_the_provider_forgets_them() {
+    let setup = console_setup(false);
+    let provider = Provider::for_console(&format!(
+        "http://127.0.0.1:{}/ui/sso/callback",
+        setup.gateway_port
+    ));
+    setup.insert_config(&sso_block(&setup, &provider, ""));
     let site = Site::start(setup, false, b"an SSO person's image");
     let browser = Browser::start(1280, 900);
-    let sso = |person: &str| {
-        browser.goto(&ui(&site, "/ui/login"));
-        browser.click("a[href='/ui/sso']");
-        assert!(
-            browser.url().starts_with(&provider.issuer()),
-            "at the provider: {}",
-            browser.url()
-        );
-        browser.fill("input[name=login]", person);
-        browser.fill("input[name=password]", "anything");
-        browser.click("button.login-submit");
-        if browser.text("button.login-submit").is_some() {
-            // The consent page (offline_access asks for it).
-            browser.click("button.login-submit");
-        }
-    };
+    let sso = |person: &str| sso_sign_in(&browser, &site, &provider, person);
 
     sso("dana");
     assert!(

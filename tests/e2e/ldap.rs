@@ -751,3 +751,74 @@ timeout_seconds = 5
     let (status, _) = site.get("alice", "wrong", "/v2/alice/x/tags/list");
     assert_eq!(status, 401);
 }
+
+/// Issue 19: an SSO provider may name the directory's people only when it is declared the
+/// directory's own (`directory_users`); then the person is the directory's, with its groups,
+/// and ends with the entry. Without it, the directory's `alice` is not the provider's to hand
+/// out.
+#[test]
+fn an_sso_provider_signs_in_the_directorys_people_only_when_declared_their_own() {
+    use crate::browser::Browser;
+    use crate::console::{console_block, explain, sso_block, sso_sign_in, ui};
+    let slapd = Slapd::start("");
+    let url = format!("ldaps://127.0.0.1:{}", slapd.tls_port);
+    for declared in [false, true] {
+        let mut provider = None;
+        let site = site(true, |setup| {
+            let started = crate::oidc::Provider::for_console(&format!(
+                "http://127.0.0.1:{}/ui/sso/callback",
+                setup.gateway_port
+            ));
+            let extra = if declared {
+                "directory_users = true"
+            } else {
+                ""
+            };
+            let block = ldap_config(setup, &url, &slapd.ca(), "cache_seconds = 1")
+                + &console_block(setup, true)
+                + &sso_block(setup, &started, extra);
+            provider = Some(started);
+            block
+        });
+        let provider = provider.expect("a provider");
+        let browser = Browser::start(1280, 900);
+        sso_sign_in(&browser, &site, &provider, "alice");
+        if !declared {
+            let error = browser.text(".error").unwrap_or_default();
+            assert!(
+                error.contains("is a directory user's") && error.contains("directory_users"),
+                "{error}"
+            );
+            browser.goto(&ui(&site, "/ui/repositories"));
+            assert!(browser.url().ends_with("/ui/login"), "not signed in");
+            continue;
+        }
+        assert!(
+            browser.url().ends_with("/ui/repositories"),
+            "{}",
+            browser.url()
+        );
+        assert_eq!(browser.attribute(".who", "title").as_deref(), Some("ldap"));
+        explain(&browser, &site, "name=eng/app&action=push");
+        assert_eq!(
+            browser.text("#verdict h2").as_deref(),
+            Some("Granted: push on eng/app"),
+            "the directory's groups (engineering, through devs), not the provider's"
+        );
+        browser.click("form.signout button");
+        sso_sign_in(&browser, &site, &provider, "zed");
+        let error = browser.text(".error").unwrap_or_default();
+        assert!(error.contains("is not in the directory"), "{error}");
+
+        sso_sign_in(&browser, &site, &provider, "alice");
+        assert!(browser.url().ends_with("/ui/repositories"));
+        slapd.ldif("ldapdelete", "uid=alice,ou=people,dc=example,dc=org\n");
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        browser.goto(&ui(&site, "/ui/repositories"));
+        assert!(
+            browser.url().ends_with("/ui/login"),
+            "the session ended with the entry: {}",
+            browser.url()
+        );
+    }
+}

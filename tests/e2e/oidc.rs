@@ -101,9 +101,14 @@ impl Provider {
 
     /// A token signed with the provider's own key that it would not issue itself.
     fn forge(&self, claims: serde_json::Value) -> String {
+        self.forge_as("provider-key-1", claims)
+    }
+
+    /// As [`Provider::forge`], naming the key `kid`.
+    fn forge_as(&self, kid: &str, claims: serde_json::Value) -> String {
         let pem = std::fs::read(&self.key).expect("the provider's key");
         let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some("provider-key-1".into());
+        header.kid = Some(kid.into());
         jsonwebtoken::encode(
             &header,
             &claims,
@@ -112,15 +117,24 @@ impl Provider {
         .expect("signs")
     }
 
-    fn jwks_fetches(&self) -> u64 {
+    /// How often the provider was asked for (`jwks`, `discovery`, `token`).
+    pub fn fetches(&self, what: &str) -> u64 {
         let (_, _, body) = http(
             self.port,
-            "GET /jwks-fetches HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            "GET /fetches HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
             b"",
         );
-        serde_json::from_slice::<serde_json::Value>(&body).expect("json")["count"]
+        serde_json::from_slice::<serde_json::Value>(&body).expect("json")[what]
             .as_u64()
             .expect("a count")
+    }
+
+    /// Later fetches of the provider's keys take `seconds`.
+    fn slow_keys(&self, seconds: u64) {
+        let head = format!(
+            "GET /slow-jwks?seconds={seconds} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        );
+        assert_eq!(http(self.port, &head, b"").0, 200);
     }
 }
 
@@ -404,7 +418,7 @@ fn bad_workload_tokens_are_refused_with_a_reason_and_never_remembered() {
 
     // Keys the issuer does not list: fetched again at most every 10 s, however many come.
     let stranger = stranger_key();
-    let before = provider.jwks_fetches();
+    let before = provider.fetches("jwks");
     for i in 0..20 {
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(format!("unknown-{i}"));
@@ -415,7 +429,7 @@ fn bad_workload_tokens_are_refused_with_a_reason_and_never_remembered() {
         assert!(body.contains("does not list"), "{body}");
     }
     assert!(
-        provider.jwks_fetches() - before <= 1,
+        provider.fetches("jwks") - before <= 1,
         "a flood of kids fetched the keys again and again"
     );
 
@@ -564,4 +578,57 @@ fn a_kubernetes_style_workload_is_named_from_nested_claims() {
     assert!(ok, "the ci namespace's builder pushes: {err}");
     let (ok, _) = site.push(&format!("pod:{}", pod("default")), "ci/tool:2");
     assert!(!ok, "another namespace's pod is refused by require");
+}
+
+/// Issue 19: a token naming a key the issuer does not list makes Portcullis fetch the keys
+/// again; while that fetch waits on an issuer in trouble, logins with known keys go on.
+#[test]
+fn a_token_of_an_unknown_key_does_not_hold_up_logins_with_known_keys() {
+    let provider = Provider::start();
+    let site = site(&provider, true);
+    let job = || provider.token(&[("repository", "acme/app"), ("repository_owner", "acme")]);
+    let (ok, err) = push_as(&site, &job(), "acme/app:1");
+    assert!(ok, "the keys are fetched: {err}");
+    // Keys are fetched again at most every 10 s: wait that out, then the issuer slows down.
+    std::thread::sleep(std::time::Duration::from_secs(10));
+    provider.slow_keys(6);
+    let unknown = provider.forge_as(
+        "a-key-nobody-lists",
+        serde_json::json!({
+            "iss": provider.issuer(), "aud": SERVICE, "sub": "ci", "iat": now(),
+            "exp": now() + 300, "repository": "acme/app", "repository_owner": "acme",
+        }),
+    );
+    let port = site.setup.gateway_port;
+    let path = "/v2/acme/app/tags/list";
+    let refetch = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let (status, _, _) = http(
+            port,
+            &format!(
+                "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
+                data_encoding::BASE64.encode(format!("ci:{unknown}").as_bytes())
+            ),
+            b"",
+        );
+        (status, started.elapsed())
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // A fresh token (never remembered) of the known key, while the fetch hangs.
+    let fresh = job();
+    let started = std::time::Instant::now();
+    let (status, body) = site.get("ci", &fresh, path);
+    let took = started.elapsed();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "a login with a known key waited {took:?} for the fetch of the keys"
+    );
+    let (status, waited) = refetch.join().expect("the unknown key's request");
+    assert_eq!(status, 401, "the unknown key is refused");
+    assert!(
+        waited >= std::time::Duration::from_secs(5),
+        "it did wait: {waited:?}"
+    );
+    eprintln!("known key: {took:?} while the unknown key's fetch took {waited:?}");
 }

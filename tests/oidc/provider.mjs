@@ -7,7 +7,9 @@
 // usage: node provider.mjs PORT KEY_FILE [CONSOLE_REDIRECT_URI]
 // Writes its RSA signing key (PKCS#8 PEM) to KEY_FILE, so tests can also sign tokens no
 // well-behaved provider would issue (expired, not yet valid, huge), then prints
-// "oidc provider listening on <issuer>". GET /jwks-fetches says how often its keys were read;
+// "oidc provider listening on <issuer>". GET /jwks-fetches says how often its keys were read,
+// GET /fetches how often its keys, discovery document and token endpoint were asked;
+// GET /slow-jwks?seconds=N makes later key fetches wait N seconds (an issuer in trouble);
 // GET /forget?account=NAME makes the provider forget a person (they left the company).
 import Provider from 'oidc-provider';
 import { generateKeyPairSync } from 'node:crypto';
@@ -84,10 +86,27 @@ const provider = new Provider(issuer, {
 });
 
 let jwksFetches = 0;
+let discoveryFetches = 0;
+let tokenRequests = 0;
+let jwksDelay = 0;
 provider.use(async (ctx, next) => {
   if (ctx.path === '/jwks-fetches') {
     ctx.body = { count: jwksFetches };
     return;
+  }
+  if (ctx.path === '/fetches') {
+    ctx.body = { jwks: jwksFetches, discovery: discoveryFetches, token: tokenRequests };
+    return;
+  }
+  if (ctx.path === '/slow-jwks') {
+    jwksDelay = Number(ctx.query.seconds) * 1000;
+    ctx.body = { delay: jwksDelay };
+    return;
+  }
+  if (ctx.path === '/.well-known/openid-configuration') discoveryFetches += 1;
+  if (ctx.path === '/token') tokenRequests += 1;
+  if (ctx.path === '/jwks' && jwksDelay > 0) {
+    await new Promise((resolve) => setTimeout(resolve, jwksDelay));
   }
   if (ctx.path === '/forget') {
     forgotten.add(ctx.query.account);

@@ -603,6 +603,11 @@ mod tests {
         assert!(
             matches!(tokens.open("bob", &token), Err(Refusal::Ended(w)) if w.contains("alice"))
         );
+        // A token names its owner exactly: no other spelling opens it.
+        assert!(matches!(
+            tokens.open("Alice", &token),
+            Err(Refusal::Ended(_))
+        ));
         assert_eq!(tokens.open("alice", "pcp_nonsense"), Err(Refusal::Unknown));
         assert_eq!(tokens.open("alice", "a password"), Err(Refusal::Unknown));
         let ended = tokens

@@ -299,3 +299,71 @@ async fn the_layer_logs_in_remembers_throttles_and_checks_bindings() {
     // The throttle counts failures; remembered right passwords still pass.
     assert!(identity.login("alice", "pw".into(), client).await.is_ok());
 }
+
+/// Issue 19: can two spellings reach one principal anywhere? Not in the htpasswd (names that
+/// differ only in case or spaces are refused, and a login's name is matched exactly), not
+/// through a workload's or an SSO person's name (the htpasswd's names are theirs in any
+/// case), not through a personal token (it names its owner exactly); the throttle counts
+/// every spelling as one account.
+#[tokio::test]
+async fn two_spellings_never_reach_one_principal() {
+    let hash = bcrypt::hash("pw", 4).expect("hash");
+    let twins = Htpasswd::parse("auth/htpasswd", &format!("alice:{hash}\nAlice :{hash}\n"));
+    let error = twins.expect_err("alice and `Alice ` are one name");
+    assert_eq!(error.line, 2, "{error}");
+    assert!(error.message.contains("only in case or spaces"), "{error}");
+
+    let users = Htpasswd::parse("f", &format!("alice:{hash}\n")).expect("parses");
+    let identity = Arc::new(
+        Identity::new(
+            Sources {
+                users,
+                ..Sources::default()
+            },
+            None,
+        )
+        .expect("random"),
+    );
+    let client: IpAddr = "10.0.0.2".parse().expect("an address");
+    assert_eq!(
+        identity.login("Alice", "pw".into(), client).await,
+        Err(LoginError::Wrong),
+        "`Alice` is not the htpasswd's alice"
+    );
+    for name in ["ALICE", "alice", " Alice "] {
+        let workload = Principal {
+            name: name.into(),
+            groups: Vec::new(),
+            origin: Origin::Oidc("https://ci.example.invalid".into()),
+            claims: Vec::new(),
+        };
+        let refused = identity.name_belongs(&workload).await;
+        assert!(
+            refused.is_err_and(|e| e.to_string().contains("is an htpasswd user's")),
+            "{name:?}"
+        );
+    }
+    let own = Principal {
+        name: "gha:acme/app".into(),
+        groups: Vec::new(),
+        origin: Origin::Oidc("https://ci.example.invalid".into()),
+        claims: Vec::new(),
+    };
+    assert_eq!(identity.name_belongs(&own).await, Ok(()));
+
+    // Four spellings of one account, one wrong password each, and a fifth: throttled.
+    for name in ["bob", "Bob", "BOB ", " bOb"] {
+        assert_eq!(
+            identity.login(name, "wrong".into(), client).await,
+            Err(LoginError::Wrong)
+        );
+    }
+    assert_eq!(
+        identity.login("bob", "wrong".into(), client).await,
+        Err(LoginError::Wrong)
+    );
+    assert!(matches!(
+        identity.login("BoB", "wrong".into(), client).await,
+        Err(LoginError::Throttled(_))
+    ));
+}

@@ -514,6 +514,17 @@ async fn sso_finish(visit: &Visit) -> Result<Answer, Failure> {
             StatusCode::FORBIDDEN,
         );
     };
+    if !visit.console.spend(field("state")) {
+        // A replayed answer: its code was exchanged (or refused) once already.
+        return sign_in_page(
+            visit,
+            Some((
+                "",
+                "This SSO sign-in was used already; please sign in again.",
+            )),
+            StatusCode::FORBIDDEN,
+        );
+    }
     let signed_in = match visit
         .app
         .identity
