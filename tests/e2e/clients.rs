@@ -131,6 +131,19 @@ fn docker_logs_in_pushes_pulls_and_is_refused_in_both_modes() {
 
             let r = run(&mut alice.docker(&["push", &mine]));
             assert!(r.ok, "{ctx}: push: {}", r.text);
+            // Issue 24: the same layers pushed to another repository are mounted from the
+            // first, not uploaded again (the gateway asks for the source's scope as the
+            // registry does).
+            let again = site.at(&format!("alice/again{i}:1"));
+            assert!(run(&mut alice.docker(&["tag", &mine, &again])).ok);
+            let r = run(&mut alice.docker(&["push", &again]));
+            assert!(r.ok, "{ctx}: push again: {}", r.text);
+            assert!(
+                r.text.contains(&format!("Mounted from alice/docker{i}")),
+                "{ctx}: the layer was uploaded again: {}",
+                r.text
+            );
+            assert!(run(&mut alice.docker(&["rmi", &again])).ok);
             let r = run(&mut alice.docker(&["rmi", &mine]));
             assert!(r.ok, "{ctx}: rmi: {}", r.text);
             let r = run(&mut alice.docker(&["pull", &mine]));

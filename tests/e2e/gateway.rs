@@ -1192,3 +1192,153 @@ fn a_page_of_another_site_cannot_change_the_registry_with_a_browsers_credentials
     let (status, body) = send("POST", "/v2/alice/app/blobs/uploads/", &own);
     assert_eq!(status, 202, "the gateway's own origin: {body}");
 }
+
+/// Issue 24: a cross-repository mount with a Bearer token for the target only is answered as
+/// the registry answers it in token mode, a challenge naming both scopes; with the wider
+/// token the blob is mounted (201), not uploaded again. A source the policies refuse still
+/// becomes a plain upload.
+#[test]
+fn a_mount_asks_for_the_sources_scope_and_then_mounts() {
+    let gw = Gateway::start();
+    let (ok, err) = gw.push("alice:alice-pw", "alice/base:latest");
+    assert!(ok, "{err}");
+    let layer = gw.layer_of("alice/base");
+    let mount = format!("/v2/alice/app/blobs/uploads/?mount={layer}&from=alice/base");
+    let narrow = gw.bearer("alice", "repository:alice/app:pull,push");
+    let (status, head, _) = gw.request("POST", &mount, &narrow, b"");
+    assert_eq!(status, 401, "{head}");
+    let challenge = header(&head, "www-authenticate").expect("a challenge");
+    assert!(
+        challenge.contains("error=\"insufficient_scope\""),
+        "{challenge}"
+    );
+    let scope = challenge
+        .split("scope=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a scope");
+    let mut scopes: Vec<&str> = scope.split(' ').collect();
+    scopes.sort_unstable();
+    assert_eq!(
+        scopes,
+        [
+            "repository:alice/app:pull,push",
+            "repository:alice/base:pull"
+        ]
+    );
+    let wide = gw.bearer(
+        "alice",
+        "repository:alice/app:pull,push&scope=repository:alice/base:pull",
+    );
+    let (status, head, _) = gw.request("POST", &mount, &wide, b"");
+    assert_eq!(status, 201, "mounted: {head}");
+    assert_eq!(gw.blob_at_registry("alice/app", &layer), 200);
+    // Without credentials, the challenge names both scopes too.
+    let (status, head, _) = gw.request("POST", &mount, "", b"");
+    assert_eq!(status, 401);
+    let challenge = header(&head, "www-authenticate").expect("a challenge");
+    assert!(
+        challenge.contains("repository:alice/base:pull"),
+        "{challenge}"
+    );
+    // bob may not pull alice/base: his mount becomes a plain upload, as before.
+    let bobs = format!("/v2/bob/app/blobs/uploads/?mount={layer}&from=alice/base");
+    let bob = gw.bearer(
+        "bob",
+        "repository:bob/app:pull,push&scope=repository:alice/base:pull",
+    );
+    let (status, head, _) = gw.request("POST", &bobs, &bob, b"");
+    assert_eq!(status, 202, "{head}");
+    assert_eq!(gw.blob_at_registry("bob/app", &layer), 404);
+}
+
+/// Issue 24: references the registry would read otherwise than the gateway are settled
+/// before anything is decided or forwarded; `?tag=` parameters are decided as tag pushes;
+/// parameters the gateway does not understand are not passed on to a write.
+#[test]
+fn references_and_tag_parameters_mean_one_thing_at_the_gateway_and_the_registry() {
+    let gw = Gateway::start();
+    let (ok, err) = gw.push("alice:alice-pw", "alice/app:1");
+    assert!(ok, "{err}");
+    let alice = basic_auth("alice");
+    for reference in ["sha256:baddigeststring", ".INVALID_MANIFEST_NAME"] {
+        let path = format!("/v2/alice/app/manifests/{reference}");
+        let (status, _, body) = gw.request("GET", &path, &alice, b"");
+        assert_eq!(status, 404, "{reference}");
+        assert_eq!(errors_code(&body), "MANIFEST_UNKNOWN", "{reference}");
+        // Before any credentials are asked for: it cannot exist for anyone.
+        let (status, _, _) = gw.request("HEAD", &path, "", b"");
+        assert_eq!(status, 404, "{reference}");
+    }
+    let (status, _, body) = gw.request(
+        "PUT",
+        "/v2/alice/app/manifests/.INVALID_MANIFEST_NAME",
+        "",
+        b"{}",
+    );
+    assert_eq!(status, 400);
+    assert_eq!(errors_code(&body), "TAG_INVALID");
+
+    // A manifest PUT by digest with `?tag=`: each tag is a tag push. protected-tags keeps
+    // `v*` for the release group, so alice may not write `v1` this way either.
+    let manifest_head = format!(
+        "GET /v2/alice/app/manifests/1 HTTP/1.1\r\nHost: x\r\nAuthorization: {alice}\r\nAccept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json\r\nConnection: close\r\n\r\n"
+    );
+    let (status, head, manifest) = http(gw.gateway.port, &manifest_head, b"");
+    assert_eq!(status, 200, "{head}");
+    let digest = header(&head, "docker-content-digest")
+        .expect("a digest")
+        .to_string();
+    let media_type = header(&head, "content-type").expect("a type").to_string();
+    let put = |query: &str| {
+        let head = format!(
+            "PUT /v2/alice/app/manifests/{digest}{query} HTTP/1.1\r\nHost: x\r\nAuthorization: {alice}\r\nContent-Type: {media_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            manifest.len()
+        );
+        let (status, _, body) = http(gw.gateway.port, &head, &manifest);
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    let (status, body) = put("?tag=v1");
+    assert_eq!(status, 403, "a protected tag by parameter: {body}");
+    assert!(body.contains("protected-tags"), "{body}");
+    let (status, body) = put("?tag=nightly");
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = put("?overwrite=true");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("not understood"), "{body}");
+    let (_, _, tags) = gw.request("GET", "/v2/alice/app/tags/list", &alice, b"");
+    assert!(
+        !String::from_utf8_lossy(&tags).contains("\"v1\""),
+        "no v1 was written"
+    );
+}
+
+/// Issue 24: a large body sent without credentials (a 4 MiB manifest) is read and dropped
+/// up to a bound, and the 401 says `Connection: close`: the client reads the answer instead
+/// of a broken pipe.
+#[test]
+fn a_large_refused_body_gets_its_answer_not_a_broken_pipe() {
+    use std::io::{Read, Write};
+    let gw = Gateway::start();
+    for round in 0..5 {
+        let body = vec![b'{'; 4 << 20];
+        let mut stream =
+            std::net::TcpStream::connect(("127.0.0.1", gw.gateway.port)).expect("connects");
+        let head = format!(
+            "PUT /v2/alice/app/manifests/latest HTTP/1.1\r\nHost: x\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).expect("the head");
+        stream
+            .write_all(&body)
+            .unwrap_or_else(|e| panic!("round {round}: the body was cut off: {e}"));
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 401"),
+            "round {round}: {answer}"
+        );
+        let head = answer.split("\r\n\r\n").next().unwrap_or_default();
+        assert_eq!(header(head, "connection"), Some("close"), "{head}");
+    }
+}

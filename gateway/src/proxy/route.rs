@@ -33,6 +33,9 @@ pub enum Target {
         reference: Option<Reference>,
         /// A cross-repository mount: `?mount=<digest>&from=<repository>`.
         mount: Option<Mount>,
+        /// A manifest PUT's `?tag=` parameters: more tags the registry may write (the OCI
+        /// spec's newer text), each decided as a tag push.
+        tags: Vec<String>,
     },
 }
 
@@ -57,6 +60,10 @@ pub enum RouteError {
     /// A malformed name, reference or query: the registry error code and why.
     #[error("{1}")]
     Invalid(&'static str, String),
+    /// Something that cannot exist (a manifest by a reference that is neither a tag nor a
+    /// digest): the registry error code and why, answered 404 as the registry does.
+    #[error("{1}")]
+    Unknown(&'static str, String),
 }
 
 /// The action every repository scope lists first: reading is needed for everything but
@@ -118,6 +125,7 @@ impl Route {
                 kind,
                 reference,
                 mount,
+                tags,
             } => {
                 let actions: &[&str] = match self.method {
                     Method::GET | Method::HEAD => &[PULL],
@@ -132,7 +140,14 @@ impl Route {
                 };
                 let mut needs = vec![(scope("repository", name, actions), operation.clone())];
                 if let Some(mount) = mount {
-                    needs.push((scope("repository", &mount.from, &[PULL]), operation));
+                    needs.push((scope("repository", &mount.from, &[PULL]), operation.clone()));
+                }
+                for tag in tags {
+                    let tagged = Operation {
+                        reference: Some(Reference::Tag(tag.clone())),
+                        ..operation.clone()
+                    };
+                    needs.push((scope("repository", name, actions), tagged));
                 }
                 needs
             }
@@ -170,7 +185,13 @@ fn repository_target(method: &Method, rest: &str, params: &Params) -> Result<Tar
             (_, "manifests", reference) => (
                 n - 2,
                 Kind::Manifest,
-                Some(tag_or_digest(reference)?),
+                Some(tag_or_digest(reference).map_err(|e| match (method, e) {
+                    // A read of what cannot exist, answered as the registry answers it.
+                    (&Method::GET | &Method::HEAD, RouteError::Invalid(_, why)) => {
+                        RouteError::Unknown("MANIFEST_UNKNOWN", why)
+                    }
+                    (_, e) => e,
+                })?),
                 &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
             ),
             ("blobs", "uploads", "") => (
@@ -214,6 +235,33 @@ fn repository_target(method: &Method, rest: &str, params: &Params) -> Result<Tar
     let name = segments[..name_len].join("/");
     repository_name(&name)?;
     allow(method, allowed)?;
+    let writes = !matches!(*method, Method::GET | Method::HEAD);
+    let tags = match (kind, method) {
+        (Kind::Manifest, &Method::PUT) => params.tags.clone(),
+        _ => Vec::new(),
+    };
+    if writes {
+        // The registry executes exactly what was authorized: a parameter the gateway does
+        // not understand could change what is written, so it is refused, not passed on.
+        let understood: &[&str] = match kind {
+            Kind::Upload => &["digest", "mount", "from", "_state"],
+            Kind::Manifest if *method == Method::PUT => &["tag"],
+            _ => &[],
+        };
+        if let Some(other) = params
+            .keys
+            .iter()
+            .find(|k| !understood.contains(&k.as_str()))
+        {
+            return Err(RouteError::Invalid(
+                "UNSUPPORTED",
+                format!(
+                    "query parameter `{other}` is not understood here: the registry could act \
+                     on it without it being authorized"
+                ),
+            ));
+        }
+    }
     let mount = match (kind, &params.mount, &params.from) {
         (Kind::Upload, Some(blob), Some(from)) if *method == Method::POST => {
             repository_name(from)?;
@@ -230,6 +278,7 @@ fn repository_target(method: &Method, rest: &str, params: &Params) -> Result<Tar
         kind,
         reference,
         mount,
+        tags,
     })
 }
 
@@ -268,24 +317,28 @@ pub fn tag_or_digest(reference: &str) -> Result<Reference, RouteError> {
     }
 }
 
-/// `algorithm:encoded`, the algorithm lowercase alphanumerics joined by `+._-`.
+/// A digest the registry can verify: `sha256:`, `sha384:` or `sha512:` and that many
+/// lowercase hex digits. Anything else the registry would read as a tag (and fail on), or
+/// refuse, so it is refused here before anything is decided.
 fn digest(value: &str) -> Result<Reference, RouteError> {
     let invalid = || {
         RouteError::Invalid(
             "DIGEST_INVALID",
-            format!("{value:?} is not a digest (algorithm:hex)"),
+            format!("{value:?} is not a digest (sha256:, sha384: or sha512: and its hex)"),
         )
     };
     let (algorithm, encoded) = value.split_once(':').ok_or_else(invalid)?;
-    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    let algorithm_ok = algorithm
-        .split(['+', '.', '_', '-'])
-        .all(|part| !part.is_empty() && part.bytes().all(alnum));
-    let encoded_ok = !encoded.is_empty()
+    let length = match algorithm {
+        "sha256" => 64,
+        "sha384" => 96,
+        "sha512" => 128,
+        _ => return Err(invalid()),
+    };
+    let hex = encoded.len() == length
         && encoded
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"=_-".contains(&b));
-    if algorithm_ok && encoded_ok && value.len() <= 1024 {
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if hex {
         Ok(Reference::Digest(value.to_string()))
     } else {
         Err(invalid())
@@ -338,6 +391,10 @@ struct Params {
     mount: Option<String>,
     from: Option<String>,
     digest: Option<String>,
+    /// Every `tag=`, each a valid tag.
+    tags: Vec<String>,
+    /// Every key the query holds, once each.
+    keys: Vec<String>,
 }
 
 impl Params {
@@ -354,6 +411,21 @@ impl Params {
             ));
         }
         for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            if !params.keys.iter().any(|k| *k == key) {
+                params.keys.push(key.to_string());
+            }
+            if key == "tag" {
+                match tag_or_digest(&value)? {
+                    Reference::Tag(tag) => params.tags.push(tag),
+                    Reference::Digest(_) => {
+                        return Err(RouteError::Invalid(
+                            "TAG_INVALID",
+                            format!("`tag={value}` names a digest, not a tag"),
+                        ));
+                    }
+                }
+                continue;
+            }
             let slot = match key.as_ref() {
                 "mount" => &mut params.mount,
                 "from" => &mut params.from,

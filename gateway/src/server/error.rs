@@ -27,6 +27,14 @@ pub enum ApiError {
     /// No such route.
     #[error("not found")]
     NotFound,
+    /// Something that cannot exist; the code is a registry error code.
+    #[error("{message}")]
+    Unknown {
+        /// Registry error code, e.g. `MANIFEST_UNKNOWN`.
+        code: &'static str,
+        /// Why it cannot exist.
+        message: String,
+    },
     /// The route exists, the method does not.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -65,6 +73,7 @@ impl From<RouteError> for ApiError {
             RouteError::NotFound => ApiError::NotFound,
             RouteError::MethodNotAllowed(_) => ApiError::MethodNotAllowed,
             RouteError::Invalid(code, message) => ApiError::BadRequest { code, message },
+            RouteError::Unknown(code, message) => ApiError::Unknown { code, message },
         }
     }
 }
@@ -87,6 +96,7 @@ impl ApiError {
             }
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, *code),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            ApiError::Unknown { code, .. } => (StatusCode::NOT_FOUND, *code),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
             ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
             ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),

@@ -11,8 +11,11 @@ use crate::proxy::{
     CatalogPage, CatalogQuery, Forwarded, Route, Target, UpstreamError, next_link, without_mount,
 };
 use crate::token::Verified;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::header::{HOST, HeaderValue, LINK};
+use hyper::header::{
+    CONNECTION, CONTENT_LENGTH, EXPECT, HOST, HeaderValue, LINK, TRANSFER_ENCODING,
+};
 use hyper::{HeaderMap, Request, Response, StatusCode};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -25,6 +28,11 @@ const MAX_CATALOG_PAGES: usize = 10;
 /// How long a listing waits for the listing lane before it is answered 503: a flood of
 /// listings gets quick refusals instead of piling up connections.
 const LISTING_WAIT: Duration = Duration::from_secs(5);
+/// A refused request's body is read this far at most before the connection closes: a
+/// manifest is at most 4 MiB in distribution; larger bodies (blobs) are cut off.
+const MAX_DRAIN: usize = 8 << 20;
+/// ... and for this long at most.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
 /// Repositories decided together, in one turn of the listing lane: long enough to make
 /// the hop to a blocking thread cheap, short enough that no one waits long behind it.
 const CATALOG_BATCH: usize = 100;
@@ -55,7 +63,42 @@ pub(super) async fn handle(
     let Some(upstream) = &app.upstream else {
         return Err(ApiError::NotFound);
     };
-    let forwarded = app.forwarded(&request, peer.ip());
+    // The body stays unread until the request is admitted: only then does the registry get
+    // it, and a refused one is drained (bounded), not cut off.
+    let (parts, body) = request.into_parts();
+    let head = Request::from_parts(parts, ());
+    match admit(&app, &head, peer).await {
+        Ok(Admitted::Forward { forwarded, query }) => {
+            let (parts, ()) = head.into_parts();
+            let request = Request::from_parts(parts, body);
+            Ok(upstream.forward(request, &forwarded, query).await?)
+        }
+        Ok(Admitted::Answer(response)) => Ok(response),
+        Err(error) if has_body(head.headers()) => {
+            Ok(refused_unread(error, head.headers(), body).await)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// What an admitted request becomes.
+enum Admitted {
+    /// Forwarded to the registry, with this query in place of the client's when set.
+    Forward {
+        forwarded: Forwarded,
+        query: Option<String>,
+    },
+    /// Answered here (a filtered catalog).
+    Answer(Response<Body>),
+}
+
+/// Parses, authenticates and decides a request, without its body.
+async fn admit(
+    app: &Arc<App>,
+    request: &Request<()>,
+    peer: SocketAddr,
+) -> Result<Admitted, ApiError> {
+    let forwarded = app.forwarded(request, peer.ip());
     if let Some(why) = super::cors::cross_site(
         request.method(),
         request.headers(),
@@ -77,29 +120,51 @@ pub(super) async fn handle(
         &app.config.server.trusted_proxies,
     );
     let needs = route.needs();
-    // As the registry does, a challenge names the scope to ask a token for: browser UIs
-    // (Joxit's) fetch a token only from a challenge that does.
-    let first = needs.first().map(|(scope, _)| scope);
+    // As the registry does, a challenge names every scope to ask a token for (a mount's
+    // source too): browser UIs (Joxit's) fetch a token only from a challenge that does.
+    let scopes: Vec<&Scope> = needs.iter().map(|(scope, _)| scope).collect();
     let caller = app
-        .authenticate(request.headers(), client, &realm, first)
+        .authenticate(request.headers(), client, &realm, &scopes)
         .await?;
     let mut query = None;
-    for (i, (scope, operation)) in needs.into_iter().enumerate() {
-        let Err(why) = app.allowed(&caller, &scope, &operation, client).await else {
+    for (i, (scope, operation)) in needs.iter().enumerate() {
+        let Err(why) = app.allowed(&caller, scope, operation, client).await else {
             continue;
         };
-        match &route.target {
-            // The second scope of a mount is its source: without it, the registry is asked
-            // for a plain upload, and the client uploads the blob it could not mount.
-            Target::Repository { mount: Some(_), .. } if i == 1 => {
+        match (&route.target, why) {
+            // The second scope of a mount is its source. A token that lacks it while the
+            // policies grant it: the registry's own answer, a challenge naming both
+            // scopes, and the client comes back with a token that mounts.
+            (Target::Repository { mount: Some(_), .. }, Denial::Token) if i == 1 => {
+                return Err(challenge(
+                    &realm,
+                    &app.issuer.service,
+                    &scopes,
+                    Some("insufficient_scope"),
+                    &format!("a mount from {} needs a token for its pull too", scope.name),
+                ));
+            }
+            // Not granted at all: the registry is asked for a plain upload, and the client
+            // uploads the blob it could not mount.
+            (Target::Repository { mount: Some(_), .. }, _) if i == 1 => {
                 query = Some(without_mount(request.uri().query().unwrap_or("")));
             }
-            Target::Catalog => {
+            (Target::Catalog, _) => {
                 return app
                     .filtered_catalog(&caller, client, request.uri().query())
-                    .await;
+                    .await
+                    .map(Admitted::Answer);
             }
-            _ => return Err(denied(&caller, &scope, why, &realm, &app.issuer.service)),
+            (_, why) => {
+                return Err(denied(
+                    &caller,
+                    scope,
+                    &scopes,
+                    why,
+                    &realm,
+                    &app.issuer.service,
+                ));
+            }
         }
     }
     if matches!(route.target, Target::Base) && matches!(caller.via, Via::Anonymous) {
@@ -107,26 +172,65 @@ pub(super) async fn handle(
         return Err(challenge(
             &realm,
             &app.issuer.service,
-            None,
+            &[],
             None,
             "authentication required",
         ));
     }
-    Ok(upstream.forward(request, &forwarded, query).await?)
+    Ok(Admitted::Forward { forwarded, query })
+}
+
+/// A refused request's body is read and dropped, up to [`MAX_DRAIN`] bytes for
+/// [`DRAIN_TIME`], before the answer closes the connection: a client still sending a large
+/// body (a manifest PUT without credentials) then reads the answer instead of a broken
+/// pipe. A client that waits for `100 Continue` has sent nothing, and is not asked to.
+async fn refused_unread(error: ApiError, headers: &HeaderMap, body: Incoming) -> Response<Body> {
+    let waits = headers
+        .get(EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !waits {
+        let drain = async {
+            let mut body = std::pin::pin!(body);
+            let mut read = 0usize;
+            while let Some(Ok(frame)) = body.frame().await {
+                read += frame.data_ref().map_or(0, |data| data.len());
+                if read > MAX_DRAIN {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+    }
+    let mut response = error.into_response();
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// True when a request says it carries a body.
+fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(TRANSFER_ENCODING)
+        || headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
 }
 
 /// `Bearer realm="...",service="..."[,scope="..."][,error="..."]`, identical realm and
-/// service on every 401.
+/// service on every 401; several scopes are space-separated in one `scope`, as the registry
+/// writes them.
 fn challenge(
     realm: &str,
     service: &str,
-    scope: Option<&Scope>,
+    scopes: &[&Scope],
     error: Option<&str>,
     message: &str,
 ) -> ApiError {
     let mut value = format!("Bearer realm=\"{realm}\",service=\"{service}\"");
-    if let Some(scope) = scope {
-        value.push_str(&format!(",scope=\"{}\"", scope_text(scope)));
+    if !scopes.is_empty() {
+        let text: Vec<String> = scopes.iter().map(|scope| scope_text(scope)).collect();
+        value.push_str(&format!(",scope=\"{}\"", text.join(" ")));
     }
     if let Some(error) = error {
         // RFC 6750's `error_description`: what docker prints for a refusal ("denied: ...").
@@ -157,9 +261,17 @@ fn scope_text(scope: &Scope) -> String {
 }
 
 /// A refusal the caller can act on: a token holder gets `insufficient_scope`, an anonymous
-/// caller a challenge to log in, a Basic caller (already logged in) a 403. Authenticated
-/// callers are told which policy said no, and why.
-fn denied(caller: &Caller, scope: &Scope, why: Denial, realm: &str, service: &str) -> ApiError {
+/// caller a challenge to log in naming every scope of the request (`all`: a mount's source
+/// too), a Basic caller (already logged in) a 403. Authenticated callers are told which
+/// policy said no, and why.
+fn denied(
+    caller: &Caller,
+    scope: &Scope,
+    all: &[&Scope],
+    why: Denial,
+    realm: &str,
+    service: &str,
+) -> ApiError {
     let mut message = format!("access to {} is not granted", scope_text(scope));
     match why {
         Denial::Token => message.push_str(" by the token"),
@@ -171,11 +283,11 @@ fn denied(caller: &Caller, scope: &Scope, why: Denial, realm: &str, service: &st
         Via::Bearer(_) => challenge(
             realm,
             service,
-            Some(scope),
+            &[scope],
             Some("insufficient_scope"),
             &message,
         ),
-        Via::Anonymous => challenge(realm, service, Some(scope), None, "authentication required"),
+        Via::Anonymous => challenge(realm, service, all, None, "authentication required"),
         Via::Basic => ApiError::Denied(message),
     }
 }
@@ -193,7 +305,7 @@ enum Denial {
 impl App {
     /// How the client reached us: `public_url` when set (a client's Host header then
     /// changes nothing), else the Host it used.
-    pub(super) fn forwarded(&self, request: &Request<Incoming>, peer: IpAddr) -> Forwarded {
+    pub(super) fn forwarded<B>(&self, request: &Request<B>, peer: IpAddr) -> Forwarded {
         let headers = request.headers();
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let (proto, host) = match &self.public_origin {
@@ -236,10 +348,10 @@ impl App {
         headers: &HeaderMap,
         client: IpAddr,
         realm: &str,
-        scope: Option<&Scope>,
+        scopes: &[&Scope],
     ) -> Result<Caller, ApiError> {
         let service = &self.issuer.service;
-        let unauthorized = |message: &str| challenge(realm, service, scope, None, message);
+        let unauthorized = |message: &str| challenge(realm, service, scopes, None, message);
         match credentials(headers).map_err(|e| unauthorized(&e.to_string()))? {
             Credentials::None if self.config.identity.anonymous => Ok(Caller {
                 account: Account::anonymous(),
@@ -249,7 +361,7 @@ impl App {
             Credentials::None => Err(unauthorized("authentication required")),
             Credentials::Bearer(token) => {
                 let verified = self.verify_bearer(token).await.map_err(|message| {
-                    challenge(realm, service, None, Some("invalid_token"), &message)
+                    challenge(realm, service, &[], Some("invalid_token"), &message)
                 })?;
                 let account = match (&verified.principal, verified.subject.as_str()) {
                     (_, "") => Account::anonymous(),

@@ -65,7 +65,7 @@ fn eval_asks_about_a_registry_request_with_its_operation() {
             "--request",
             "PUT /v2/apps/web/manifests/v1.2",
             "--request",
-            "POST /v2/apps/web/blobs/uploads/?mount=sha256:ab&from=base/img",
+            "POST /v2/apps/web/blobs/uploads/?mount=sha256:4d3c5fe3e2f4e3f0d0b6b0b4e0d6c6f5a6e1b9c0d0e0f0a0b0c0d0e0f0a0b0c0&from=base/img",
         ])
     };
     let (code, lines, stderr) = args("devs");

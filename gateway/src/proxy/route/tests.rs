@@ -223,3 +223,114 @@ fn a_refused_mount_becomes_a_plain_upload_start() {
     assert_eq!(without_mount("x=1&mount=d&fr%6Fm=b&y=2"), "x=1&y=2");
     assert_eq!(without_mount("digest=sha256:ab"), "digest=sha256:ab");
 }
+
+/// Issue 24: a reference is a valid tag or a digest the registry can verify, before anything
+/// is decided; a read of one that cannot exist is the registry's 404, a write a 400.
+#[test]
+fn references_are_tags_or_verifiable_digests() {
+    for bad in [
+        "sha256:baddigeststring",
+        "sha256:ABCDEF",
+        "md5:d41d8cd98f00b204e9800998ecf8427e",
+        "sha256:4D3C5FE3E2F4E3F0D0B6B0B4E0D6C6F5A6E1B9C0D0E0F0A0B0C0D0E0F0A0B0C0",
+    ] {
+        let path = format!("/v2/a/manifests/{bad}");
+        assert!(
+            matches!(
+                route(Method::GET, &path),
+                Err(RouteError::Unknown("MANIFEST_UNKNOWN", _))
+            ),
+            "{bad}"
+        );
+        assert!(
+            matches!(
+                route(Method::PUT, &path),
+                Err(RouteError::Invalid("DIGEST_INVALID", _))
+            ),
+            "{bad}"
+        );
+        assert!(
+            route(Method::GET, &format!("/v2/a/blobs/{bad}")).is_err(),
+            "{bad}"
+        );
+    }
+    assert!(matches!(
+        route(Method::HEAD, "/v2/a/manifests/.INVALID_MANIFEST_NAME"),
+        Err(RouteError::Unknown("MANIFEST_UNKNOWN", _))
+    ));
+    assert!(matches!(
+        route(Method::PUT, "/v2/a/manifests/.INVALID_MANIFEST_NAME"),
+        Err(RouteError::Invalid("TAG_INVALID", _))
+    ));
+    let sha512 = format!("sha512:{}", "0".repeat(128));
+    assert!(route(Method::GET, &format!("/v2/a/manifests/{sha512}")).is_ok());
+    assert!(route(Method::GET, &format!("/v2/a/manifests/{DIGEST}")).is_ok());
+}
+
+/// Issue 24: every `?tag=` of a manifest PUT is decided as a push of that tag; a write with
+/// a parameter the gateway does not understand is refused rather than passed on.
+#[test]
+fn tag_parameters_are_decided_and_unknown_write_parameters_refused() {
+    let put = route(
+        Method::PUT,
+        &format!("/v2/a/manifests/{DIGEST}?tag=v1&tag=latest"),
+    )
+    .expect("a PUT with tags");
+    let references: Vec<String> = put
+        .needs()
+        .into_iter()
+        .map(|(scope, operation)| {
+            assert_eq!(
+                format!("{}:{}", scope.name, scope.actions.join(",")),
+                "a:pull,push"
+            );
+            match operation.reference {
+                Some(Reference::Digest(digest)) => format!("digest {digest}"),
+                Some(Reference::Tag(tag)) => format!("tag {tag}"),
+                None => "none".into(),
+            }
+        })
+        .collect();
+    assert_eq!(
+        references,
+        [
+            format!("digest {DIGEST}"),
+            "tag v1".into(),
+            "tag latest".into()
+        ]
+    );
+    assert!(matches!(
+        route(Method::PUT, &format!("/v2/a/manifests/{DIGEST}?tag=-bad")),
+        Err(RouteError::Invalid("TAG_INVALID", _))
+    ));
+    for refused in [
+        format!("/v2/a/manifests/{DIGEST}?tags=v1"),
+        format!("/v2/a/manifests/{DIGEST}?from=b"),
+        "/v2/a/manifests/v1?overwrite=true".to_string(),
+        format!("/v2/a/blobs/uploads/?tag=v1&digest={DIGEST}"),
+    ] {
+        let method = if refused.contains("uploads") {
+            Method::POST
+        } else {
+            Method::PUT
+        };
+        assert!(
+            matches!(route(method, &refused), Err(RouteError::Invalid("UNSUPPORTED", m)) if m.contains("not understood")),
+            "{refused}"
+        );
+    }
+    assert!(matches!(
+        route(Method::DELETE, &format!("/v2/a/manifests/{DIGEST}?tag=v1")),
+        Err(RouteError::Invalid("UNSUPPORTED", _))
+    ));
+    // What clients send still passes: an upload's state and digest, reads with paging.
+    assert!(
+        route(
+            Method::PUT,
+            &format!("/v2/a/blobs/uploads/u1?_state=x&digest={DIGEST}")
+        )
+        .is_ok()
+    );
+    assert!(route(Method::PATCH, "/v2/a/blobs/uploads/u1?_state=x").is_ok());
+    assert!(route(Method::GET, "/v2/a/tags/list?n=10&last=v1").is_ok());
+}
