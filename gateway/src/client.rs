@@ -73,3 +73,76 @@ pub fn tls_config(ca: Option<&Path>, what: &str) -> Result<rustls::ClientConfig,
 pub fn has_roots(ca: Option<&Path>) -> bool {
     ca.is_some() || !rustls_native_certs::load_native_certs().certs.is_empty()
 }
+
+/// An outgoing request's error with its whole cause chain (a client's "client error
+/// (Connect)" says nothing alone), and what it most likely means: `ca_key` is the config key
+/// that trusts another CA for this peer.
+pub fn describe(error: &(dyn std::error::Error + 'static), ca_key: &str) -> String {
+    let mut chain: Vec<String> = Vec::new();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = cause {
+        let text = error.to_string();
+        if !chain.iter().any(|seen| seen.contains(&text)) {
+            chain.push(text);
+        }
+        cause = error.source();
+    }
+    let text = chain.join(": ");
+    let hint = hint(&text, ca_key);
+    match hint {
+        Some(hint) => format!("{text} ({hint})"),
+        None => text,
+    }
+}
+
+/// What an error's text most likely means, and what to change.
+pub fn hint(text: &str, ca_key: &str) -> Option<String> {
+    let lower = text.to_ascii_lowercase();
+    let said = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
+    if said(&["unknownissuer", "unknown issuer"]) {
+        Some(format!(
+            "the server's certificate is signed by a CA this machine does not trust: name \
+             that CA's PEM file in {ca_key}"
+        ))
+    } else if said(&["notvalidforname", "not valid for name"]) {
+        Some(
+            "the server's certificate is not for this host name: use the name it was issued for"
+                .into(),
+        )
+    } else if said(&["expired"]) {
+        Some("the server's certificate has expired, or this machine's clock is wrong".into())
+    } else if said(&[
+        "dns error",
+        "failed to lookup address",
+        "name or service not known",
+    ]) {
+        Some("the host name does not resolve: check the URL".into())
+    } else if said(&["connection refused"]) {
+        Some("nothing listens at that address and port".into())
+    } else if said(&["timed out", "deadline has elapsed"]) {
+        Some("no answer in time: a firewall, or the wrong port".into())
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_keep_their_causes_and_say_what_to_change() {
+        let refused =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let wrapped = std::io::Error::other(refused);
+        let text = describe(&wrapped, "[[identity.oidc]] ca");
+        assert!(
+            text.contains("Connection refused") && text.contains("nothing listens"),
+            "{text}"
+        );
+        let tls = std::io::Error::other("invalid peer certificate: UnknownIssuer");
+        let text = describe(&tls, "[[identity.oidc]] ca");
+        assert!(text.contains("[[identity.oidc]] ca"), "{text}");
+        assert_eq!(hint("fine", "x"), None);
+    }
+}

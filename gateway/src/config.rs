@@ -705,6 +705,18 @@ impl Config {
             let at = "[identity.ldap]";
             let secure = ldap.url.starts_with("ldaps://")
                 || (ldap.url.starts_with("ldap://") && (ldap.starttls || ldap.insecure_plaintext));
+            if ldap.url.starts_with("ldap://")
+                && !ldap.starttls
+                && ldap.insecure_plaintext
+                && !is_loopback(&ldap.url)
+            {
+                return Err(format!(
+                    "{at} url = {:?}: insecure_plaintext is only for a directory on loopback \
+                     (127.0.0.1, ::1, localhost); passwords must not cross a network in clear. \
+                     Use ldaps://, or starttls = true",
+                    ldap.url
+                ));
+            }
             if !secure {
                 return Err(if ldap.url.starts_with("ldap://") {
                     format!(
@@ -909,13 +921,33 @@ impl Config {
     }
 }
 
-/// Checks an identity provider's URL: https, or http only when `insecure_http` allows it.
+/// True when `url`'s host is a loopback address or `localhost`: where the `insecure_*`
+/// switches may send anything in clear.
+pub fn is_loopback(url: &str) -> bool {
+    let Ok(uri) = url.parse::<hyper::Uri>() else {
+        return false;
+    };
+    let host = uri.host().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Checks an identity provider's URL: https, or http only when `insecure_http` allows it
+/// and the host is loopback.
 fn provider_url(at: &str, url: &str, insecure_http: bool) -> Result<(), String> {
     let uri: hyper::Uri = url
         .parse()
         .map_err(|e| format!("{at}: {url:?} is not a URL ({e})"))?;
     match (uri.scheme_str(), insecure_http) {
-        (Some("https"), _) | (Some("http"), true) => Ok(()),
+        (Some("https"), _) => Ok(()),
+        (Some("http"), true) if is_loopback(url) => Ok(()),
+        (Some("http"), true) => Err(format!(
+            "{at}: {url:?} is plain http on a host that is not loopback: insecure_http is only \
+             for a provider on 127.0.0.1, ::1 or localhost (tests); use https"
+        )),
         (Some("http"), false) => Err(format!(
             "{at}: {url:?} is plain http: tokens would be checked against keys anyone on the \
              path can swap; use https (insecure_http = true only for a provider on loopback)"

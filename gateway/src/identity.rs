@@ -22,7 +22,7 @@ pub use cache::CredentialCache;
 pub use groups::Groups;
 pub use htpasswd::{Htpasswd, MAX_BCRYPT_COST};
 pub use ldap::Directory;
-pub use oidc::{OidcIssuer, Template};
+pub use oidc::{OidcIssuer, Requirement, Template};
 pub use personal::{Limit, Personal, PersonalTokens, Revoked};
 pub use sso::{SignedIn, Sso};
 pub use throttle::Throttle;
@@ -122,6 +122,28 @@ pub struct Narrowed {
     /// Its narrowing.
     #[serde(rename = "l", default)]
     pub limit: Limit,
+}
+
+/// What a workload presents to `portcullis identity test`.
+pub enum Presented {
+    /// Its token, verified as at a login.
+    Token(String),
+    /// Claims, taken as given (no signature to check).
+    Claims(serde_json::Map<String, serde_json::Value>),
+}
+
+/// What `portcullis identity test` found.
+pub struct Assessment {
+    /// The issuer whose rules were applied.
+    pub issuer: String,
+    /// Whether the claims came from a verified token.
+    pub verified: bool,
+    /// Each `require`, checked.
+    pub requirements: Vec<Requirement>,
+    /// The account the claims make, when the templates render.
+    pub principal: Option<Principal>,
+    /// Why a login with these claims is refused, if it is.
+    pub refused: Option<String>,
 }
 
 /// Why a login failed.
@@ -510,6 +532,70 @@ impl Identity {
         } else {
             "htpasswd"
         }
+    }
+
+    /// The `sub` a workload token claims, unverified and bounded, for the log of a refusal;
+    /// `?` when it claims none.
+    pub fn claimed_subject(&self, token: &str) -> String {
+        oidc::claimed(token, "sub")
+            .map(|sub| sub.chars().take(256).collect())
+            .unwrap_or_else(|| "?".into())
+    }
+
+    /// What a workload presents becomes, for `portcullis identity test`: its token verified
+    /// (or claims taken as given), each `require` checked, the account, groups and claims
+    /// it makes, and why it would be refused (a failed requirement, a template, a name
+    /// another source holds). `issuer` picks the issuer when the claims name none.
+    pub async fn assess(
+        &self,
+        presented: Presented,
+        issuer: Option<&str>,
+    ) -> Result<Assessment, String> {
+        let (claims, verified) = match presented {
+            Presented::Token(token) => {
+                let claimed = oidc::claimed_issuer(&token)
+                    .ok_or("the token is not a JWT with an `iss` claim")?;
+                let issuer = self.find_issuer(&claimed)?;
+                let claims = issuer
+                    .verified_claims(&token)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                (claims, true)
+            }
+            Presented::Claims(claims) => (claims, false),
+        };
+        let named = issuer
+            .map(str::to_string)
+            .or_else(|| {
+                claims
+                    .get("iss")
+                    .and_then(|i| i.as_str())
+                    .map(str::to_string)
+            })
+            .ok_or("the claims name no `iss`: say which issuer with --issuer")?;
+        let (requirements, principal) = self.find_issuer(&named)?.assess(&claims);
+        let refused = match &principal {
+            Ok(principal) => self
+                .name_belongs(principal)
+                .await
+                .err()
+                .map(|e| e.to_string()),
+            Err(why) => Some(why.clone()),
+        };
+        Ok(Assessment {
+            issuer: named,
+            verified,
+            requirements,
+            principal: principal.ok(),
+            refused,
+        })
+    }
+
+    fn find_issuer(&self, issuer: &str) -> Result<&OidcIssuer, String> {
+        self.issuers
+            .iter()
+            .find(|i| i.issuer() == issuer)
+            .ok_or_else(|| format!("{issuer:?} is not a configured [[identity.oidc]] issuer"))
     }
 
     /// The configured issuers.

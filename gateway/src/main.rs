@@ -67,6 +67,30 @@ enum Command {
     /// Work with policy modules.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Ask the identity sources of a config.
+    #[command(subcommand)]
+    Identity(IdentityCommand),
+}
+
+#[derive(Subcommand)]
+enum IdentityCommand {
+    /// Shows what a workload token (or a set of claims) becomes under a config: the
+    /// account, groups and claims, each `require` with its value, and why a login would be
+    /// refused. Prints JSON; exits 0 when the login would succeed, 1 when not.
+    Test {
+        /// The config file.
+        #[arg(long, default_value = "portcullis.toml")]
+        config: PathBuf,
+        /// A file holding the workload's JWT, verified against its issuer's keys.
+        #[arg(long, required_unless_present = "claims", conflicts_with = "claims")]
+        jwt: Option<PathBuf>,
+        /// A JSON file of claims, taken as given (no signature to check).
+        #[arg(long)]
+        claims: Option<PathBuf>,
+        /// The issuer whose rules apply, when the claims have no `iss`.
+        #[arg(long)]
+        issuer: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -130,6 +154,17 @@ fn main() -> ExitCode {
         Command::Keygen { out, rsa, .. } => keygen(&out, rsa),
         Command::Passwd { file, user, cost } => passwd(&file, &user, cost),
         Command::Policy(PolicyCommand::Eval(args)) => eval(*args),
+        Command::Identity(IdentityCommand::Test {
+            config,
+            jwt,
+            claims,
+            issuer,
+        }) => identity_test(
+            &config,
+            jwt.as_deref(),
+            claims.as_deref(),
+            issuer.as_deref(),
+        ),
     };
     match result {
         Ok(code) => code,
@@ -232,8 +267,12 @@ fn keygen(dir: &Path, rsa: bool) -> Result<ExitCode, String> {
     let (key, cert) = portcullis::token::generate(dir, rsa).map_err(|e| e.to_string())?;
     println!("wrote {} and {}", key.display(), cert.display());
     println!(
-        "registry config: auth.token.rootcertbundle = {}",
+        "token-server mode: give the registry auth.token.rootcertbundle = {} \
+         (docs/token-server.md)",
         cert.display()
+    );
+    println!(
+        "gateway mode: the registry keeps no auth section; the key signs the gateway's own tokens"
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -369,6 +408,52 @@ fn check(path: &Path) -> Result<ExitCode, String> {
     }
     println!("{}: ok", path.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `portcullis identity test`: what a workload's token or claims become, as JSON.
+fn identity_test(
+    config: &Path,
+    jwt: Option<&Path>,
+    claims: Option<&Path>,
+    issuer: Option<&str>,
+) -> Result<ExitCode, String> {
+    use portcullis::identity::Presented;
+    let read =
+        |path: &Path| std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()));
+    let presented = match (jwt, claims) {
+        (Some(jwt), _) => Presented::Token(read(jwt)?.trim().to_string()),
+        (None, Some(claims)) => Presented::Claims(
+            serde_json::from_str(&read(claims)?)
+                .map_err(|e| format!("{}: not a JSON object of claims: {e}", claims.display()))?,
+        ),
+        (None, None) => return Err("give --jwt FILE or --claims FILE".into()),
+    };
+    let config = Config::load(config).map_err(|e| e.to_string())?;
+    let app = App::new(config).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let found = runtime.block_on(app.identity().assess(presented, issuer))?;
+    let principal = found.principal.as_ref();
+    let report = serde_json::json!({
+        "issuer": found.issuer,
+        "verified": found.verified,
+        "account": principal.map(|p| &p.name),
+        "groups": principal.map(|p| &p.groups),
+        "claims": principal.map(|p| &p.claims),
+        "require": found.requirements,
+        "refused": found.refused,
+    });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+    );
+    Ok(if found.refused.is_none() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `NAME=VALUE` of `--claim`.

@@ -56,6 +56,8 @@ pub struct App {
     public_origin: Option<(String, String)>,
     tls: Option<Arc<Certificate>>,
     metrics: Arc<Metrics>,
+    /// Refused logins logged in the current minute: kept across config reloads.
+    refusals: Arc<access::Refusals>,
     /// Why the last edit of the config file was refused, if it was.
     config_error: Arc<Mutex<Option<String>>>,
     decisions: Arc<DecisionLog>,
@@ -365,6 +367,7 @@ impl App {
             public_origin,
             tls,
             metrics: previous.map(|p| p.metrics.clone()).unwrap_or_default(),
+            refusals: previous.map(|p| p.refusals.clone()).unwrap_or_default(),
             config_error: previous.map(|p| p.config_error.clone()).unwrap_or_default(),
             decisions,
             console,
@@ -525,6 +528,11 @@ impl App {
         self.reload_files();
         let failures = self.policies.reload();
         self.metrics.reload("policies", failures.is_empty());
+    }
+
+    /// Who users are: the identity layer of this config.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     /// Each policy's serving version and last reload error.

@@ -19,7 +19,7 @@ const ACL: &str = r#"{"rules": [
 ]}"#;
 
 /// The reason the policies give bob, which gateway mode passes on to him.
-const REASON: &str = "acl rule 2: only alice may use alice/";
+const REASON: &str = "acl rule 2 (only alice may use alice/) grants nothing";
 
 const USERS: &[(&str, &str)] = &[("alice", "alice-pw"), ("bob", "bob-pw")];
 

@@ -680,7 +680,7 @@ fn explain_names_the_policy_that_denies_and_changes_nothing() {
     assert_eq!(verdict, "Denied: push on alice/app");
     assert_eq!(
         browser.text("#why").as_deref(),
-        Some("Refused by acl: acl rule 4: only alice may use alice/.")
+        Some("Refused by acl: acl rule 4 (only alice may use alice/) grants nothing.")
     );
     let answers = browser.texts("#answers tbody tr");
     assert_eq!(answers.len(), 2, "{answers:?}");

@@ -632,3 +632,133 @@ fn a_token_of_an_unknown_key_does_not_hold_up_logins_with_known_keys() {
     );
     eprintln!("known key: {took:?} while the unknown key's fetch took {waited:?}");
 }
+
+/// Issue 23: a refused login leaves a trace an operator can act on: the source, the account
+/// or subject, the client and the reason, at info, never a secret, and a flood of them
+/// bounded.
+#[test]
+fn refused_logins_are_logged_with_their_reason_and_bounded() {
+    let provider = Provider::start();
+    let setup = Setup::gateway(ACL, USERS, "");
+    setup.insert_config(&oidc_config(&provider, "acme"));
+    let _registry = setup.start_plain_registry();
+    let log = setup.path("portcullis.log");
+    let gateway = setup.start_gateway_logged(&log);
+    let get = |user: &str, password: &str| {
+        let head = format!(
+            "GET /v2/acme/app/tags/list HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
+            data_encoding::BASE64.encode(format!("{user}:{password}").as_bytes())
+        );
+        http(gateway.port, &head, b"").0
+    };
+    let evil = provider.token(&[("repository", "evil/app"), ("repository_owner", "evil")]);
+    assert_eq!(get("ci", &evil), 401);
+    assert_eq!(get("alice", "not-her-password"), 401);
+    let lines = || {
+        std::fs::read_to_string(&log)
+            .expect("the log")
+            .lines()
+            .filter(|l| l.contains("login refused"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let started = std::time::Instant::now();
+    while lines().len() < 2 && started.elapsed().as_secs() < 5 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let seen = lines();
+    let workload = seen
+        .iter()
+        .find(|l| l.contains("source=\"oidc\"") || l.contains("source=oidc"))
+        .unwrap_or_else(|| panic!("no workload refusal in {seen:?}"));
+    assert!(
+        workload.contains("repository_owner") && workload.contains("client=127.0.0.1"),
+        "{workload}"
+    );
+    let password = seen
+        .iter()
+        .find(|l| l.contains("account=alice"))
+        .unwrap_or_else(|| panic!("no password refusal in {seen:?}"));
+    assert!(
+        password.contains("invalid username or password"),
+        "{password}"
+    );
+    let text = std::fs::read_to_string(&log).expect("the log");
+    let signature = evil.rsplit('.').next().expect("a signature");
+    assert!(!text.contains(signature) && !text.contains("not-her-password"));
+
+    // A flood from many names: at most 60 lines a minute, the rest counted.
+    for n in 0..100 {
+        get(&format!("guesser{n}"), "x");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let flood = lines().len();
+    assert!(flood <= 60, "{flood} lines in a minute");
+}
+
+/// Issue 23: `portcullis identity test` shows what a workload token becomes without a
+/// registry: the account, groups and claims, each `require` with its value, and why not.
+#[test]
+fn identity_test_shows_what_a_workload_token_becomes() {
+    let provider = Provider::start();
+    let setup = Setup::gateway(ACL, USERS, "");
+    setup.insert_config(&oidc_config(&provider, "acme"));
+    let config = setup.path("portcullis.toml");
+    let run = |args: &[&str]| {
+        let mut all = vec![
+            "identity",
+            "test",
+            "--config",
+            config.to_str().expect("utf-8"),
+        ];
+        all.extend_from_slice(args);
+        let out = crate::util::portcullis(&all, None);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.success(), json)
+    };
+    let write = |name: &str, text: &str| {
+        let path = setup.path(name);
+        std::fs::write(&path, text).expect("write");
+        path.to_str().expect("utf-8").to_string()
+    };
+    let good = write(
+        "good.jwt",
+        &provider.token(&[("repository", "acme/app"), ("repository_owner", "acme")]),
+    );
+    let (ok, json) = run(&["--jwt", &good]);
+    assert!(ok, "{json}");
+    assert_eq!(json["verified"], true);
+    assert_eq!(json["account"], "gha:acme/app");
+    assert_eq!(json["groups"], serde_json::json!(["acme"]));
+    assert_eq!(json["require"][0]["met"], true, "{json}");
+
+    let evil = write(
+        "evil.jwt",
+        &provider.token(&[("repository", "evil/app"), ("repository_owner", "evil")]),
+    );
+    let (ok, json) = run(&["--jwt", &evil]);
+    assert!(!ok);
+    assert_eq!(
+        json["require"][0],
+        serde_json::json!({"claim": "repository_owner", "pattern": "acme", "value": "evil", "met": false})
+    );
+    assert!(
+        json["refused"]
+            .as_str()
+            .is_some_and(|r| r.contains("repository_owner")),
+        "{json}"
+    );
+
+    // Claims alone, no signature: what a template would make of them.
+    let claims = write(
+        "claims.json",
+        r#"{"repository": "acme/lib", "repository_owner": "acme"}"#,
+    );
+    let (ok, json) = run(&["--claims", &claims, "--issuer", &provider.issuer()]);
+    assert!(ok, "{json}");
+    assert_eq!(
+        (json["verified"].clone(), json["account"].clone()),
+        (false.into(), "gha:acme/lib".into())
+    );
+}

@@ -326,3 +326,29 @@ fn load_names_the_file() {
     let config = Config::load(&path).expect("loads");
     assert_eq!(config.token.key, dir.path().join("k.pem"));
 }
+
+/// Issue 23: the switches that send passwords and tokens in clear hold only for loopback.
+#[test]
+fn clear_text_switches_hold_only_on_loopback() {
+    let ldap = |url: &str| {
+        format!(
+            "{MINIMAL}[identity.ldap]\nurl = \"{url}\"\nbind_dn = \"cn=a\"\nbind_password_file = \"p\"\n\
+             user_base = \"dc=x\"\ninsecure_plaintext = true\n"
+        )
+    };
+    assert!(parse(&ldap("ldap://127.0.0.1:3389")).is_ok());
+    assert!(parse(&ldap("ldap://localhost")).is_ok());
+    assert!(parse(&ldap("ldap://[::1]:389")).is_ok());
+    let e = error(&ldap("ldap://dc.example.invalid"));
+    assert!(e.contains("only for a directory on loopback"), "{e}");
+    let oidc = |issuer: &str| {
+        format!(
+            "{MINIMAL}[[identity.oidc]]\nissuer = \"{issuer}\"\naudience = \"r\"\n\
+             username = \"{{sub}}\"\ninsecure_http = true\n"
+        )
+    };
+    assert!(parse(&oidc("http://127.0.0.1:8080")).is_ok());
+    let e = error(&oidc("http://issuer.example.invalid"));
+    assert!(e.contains("not loopback"), "{e}");
+    assert!(is_loopback("http://127.5.0.1/x") && !is_loopback("http://10.0.0.1/"));
+}

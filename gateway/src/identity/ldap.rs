@@ -63,7 +63,24 @@ enum Failure {
 
 impl From<ldap3::LdapError> for Failure {
     fn from(error: ldap3::LdapError) -> Failure {
-        Failure::Unavailable(error.to_string())
+        Failure::Unavailable(explain(&error))
+    }
+}
+
+/// A directory error with its causes and what it most likely means (a StartTLS the server
+/// does not offer, a CA nobody named): what an operator reads at 3 a.m.
+fn explain(error: &ldap3::LdapError) -> String {
+    let text = crate::client::describe(error, "[identity.ldap] ca");
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("unsupported extended operation")
+        || (lower.contains("starttls") && lower.contains("protocolerror"))
+    {
+        format!(
+            "{text} (the directory does not offer StartTLS: use ldaps:// and its port, usually \
+             636, with starttls = false, or turn TLS on at the directory)"
+        )
+    } else {
+        text
     }
 }
 
@@ -547,6 +564,32 @@ mod tests {
         );
         assert_eq!(with("(cn~={username})", Some("uid")).as_deref(), Ok("uid"));
         assert!(with("(cn~={username})", None).is_err_and(|e| e.contains("username_attribute")));
+    }
+
+    #[test]
+    fn directory_errors_say_what_to_change() {
+        let starttls = ldap3::LdapError::LdapResult {
+            result: ldap3::LdapResult {
+                rc: 2,
+                matched: String::new(),
+                text: "unsupported extended operation".into(),
+                refs: Vec::new(),
+                ctrls: Vec::new(),
+            },
+        };
+        assert!(
+            explain(&starttls).contains("does not offer StartTLS"),
+            "{}",
+            explain(&starttls)
+        );
+        let tls = ldap3::LdapError::Io {
+            source: std::io::Error::other("invalid peer certificate: UnknownIssuer"),
+        };
+        assert!(
+            explain(&tls).contains("[identity.ldap] ca"),
+            "{}",
+            explain(&tls)
+        );
     }
 
     #[test]

@@ -203,6 +203,19 @@ pub(super) fn glob(pattern: &str, value: &str) -> bool {
     reach[v.len()]
 }
 
+/// One `require` entry checked against a token's claims.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Requirement {
+    /// The claim.
+    pub claim: String,
+    /// The glob it must match.
+    pub pattern: String,
+    /// Its value, when the token has it as text.
+    pub value: Option<String>,
+    /// Whether the value matches.
+    pub met: bool,
+}
+
 /// The claims of a verified token.
 struct Verified {
     claims: Map<String, Value>,
@@ -263,7 +276,9 @@ impl OidcIssuer {
     /// Fetches the keys now: `portcullis check`, and readiness.
     pub async fn check(&self) -> Result<usize, String> {
         let _fetching = self.fetching.lock().await;
-        self.refetch().await;
+        self.held().tried = Some(Instant::now());
+        let fetched = self.fetch_keys().await;
+        self.keep(fetched, false);
         let keys = self.held();
         match (&keys.set, &keys.error) {
             (_, Some(error)) => Err(error.clone()),
@@ -299,6 +314,35 @@ impl OidcIssuer {
         };
         self.principal(&verified.claims)
             .map_err(|why| LoginError::Refused(format!("{}: {why}", self.config.issuer)))
+    }
+
+    /// Every `require` checked against `claims` (not stopping at the first that fails), and
+    /// the account they make: what `portcullis identity test` shows.
+    pub fn assess(
+        &self,
+        claims: &Map<String, Value>,
+    ) -> (Vec<Requirement>, Result<Principal, String>) {
+        let requirements = self
+            .config
+            .require
+            .iter()
+            .map(|(claim, pattern)| {
+                let value = scalar(claims, claim).ok();
+                Requirement {
+                    met: value.as_deref().is_some_and(|v| glob(pattern, v)),
+                    claim: claim.clone(),
+                    pattern: pattern.clone(),
+                    value,
+                }
+            })
+            .collect();
+        (requirements, self.principal(claims))
+    }
+
+    /// The claims of `token`, if it verifies (signature, issuer, audience, times); `require`
+    /// and the templates are not applied.
+    pub async fn verified_claims(&self, token: &str) -> Result<Map<String, Value>, LoginError> {
+        self.verify(token).await.map(|verified| verified.claims)
     }
 
     /// The account of verified claims, if they satisfy `require`.
@@ -436,6 +480,12 @@ impl OidcIssuer {
     async fn refetch(&self) {
         self.held().tried = Some(Instant::now());
         let fetched = self.fetch_keys().await;
+        self.keep(fetched, true);
+    }
+
+    /// Keeps what a fetch gave: the keys, or the error beside the last good keys (said in
+    /// the log by a serving gateway; `check` says it itself).
+    fn keep(&self, fetched: Result<JwkSet, String>, serving: bool) {
         let mut keys = self.held();
         match fetched {
             Ok(set) => {
@@ -443,7 +493,9 @@ impl OidcIssuer {
                 keys.error = None;
             }
             Err(error) => {
-                tracing::warn!(issuer = %self.config.issuer, %error, "cannot fetch the issuer's keys; the last good ones stay");
+                if serving {
+                    tracing::warn!(issuer = %self.config.issuer, %error, "cannot fetch the issuer's keys; the last good ones stay");
+                }
                 keys.error = Some(error);
             }
         }
@@ -475,14 +527,17 @@ impl OidcIssuer {
         Ok(discovery)
     }
 
-    /// An endpoint the discovery document names, which must be https (or http when allowed).
+    /// An endpoint the discovery document names, which must be https (or http on loopback
+    /// when `insecure_http` allows it).
     pub fn endpoint(&self, discovery: &Value, name: &str) -> Result<String, String> {
         let url = discovery
             .get(name)
             .and_then(Value::as_str)
             .ok_or_else(|| format!("{}: discovery names no {name}", self.config.issuer))?;
         let allowed = url.starts_with("https://")
-            || (self.config.insecure_http && url.starts_with("http://"));
+            || (self.config.insecure_http
+                && url.starts_with("http://")
+                && crate::config::is_loopback(url));
         if !allowed {
             return Err(format!(
                 "{}: {name} {url:?} is not https",
@@ -498,11 +553,12 @@ impl OidcIssuer {
             .body(Empty::<Bytes>::new())
             .map_err(|e| format!("{url}: {e}"))?;
         let fetch = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| format!("{url}: {e}"))?;
+            let response = self.client.request(request).await.map_err(|e| {
+                format!(
+                    "{url}: {}",
+                    crate::client::describe(&e, "[[identity.oidc]] ca")
+                )
+            })?;
             if !response.status().is_success() {
                 return Err(format!("{url} answered {}", response.status()));
             }
@@ -522,6 +578,11 @@ impl OidcIssuer {
 /// The issuer a token claims to come from, read without verifying anything: a JWT whose
 /// `iss` is configured is an OIDC login and must verify as one; anything else is a password.
 pub fn claimed_issuer(token: &str) -> Option<String> {
+    claimed(token, "iss")
+}
+
+/// A string claim of a JWT, read without verifying anything.
+pub fn claimed(token: &str, name: &str) -> Option<String> {
     let mut parts = token.split('.');
     let (_, payload) = (parts.next()?, parts.next()?);
     parts.next()?;
@@ -532,7 +593,7 @@ pub fn claimed_issuer(token: &str) -> Option<String> {
         .decode(payload.trim_end_matches('=').as_bytes())
         .ok()?;
     let claims: Map<String, Value> = serde_json::from_slice(&bytes).ok()?;
-    claims.get("iss")?.as_str().map(str::to_string)
+    claims.get(name)?.as_str().map(str::to_string)
 }
 
 #[cfg(test)]

@@ -226,7 +226,7 @@ impl Sso {
                 .client
                 .request(request)
                 .await
-                .map_err(|e| unavailable(e.to_string()))?;
+                .map_err(|e| unavailable(crate::client::describe(&e, "[console.sso] ca")))?;
             let status = response.status();
             let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
                 .collect()

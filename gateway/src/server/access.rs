@@ -63,6 +63,11 @@ impl App {
         client: IpAddr,
     ) -> Result<Login, ApiError> {
         let source = self.identity.source_of(user, &password);
+        let workload_token = if source == "oidc" {
+            password.clone()
+        } else {
+            String::new()
+        };
         let login = self.identity.login(user, password, client).await;
         if source == "htpasswd" && matches!(login, Ok(_) | Err(LoginError::Wrong)) {
             self.metrics
@@ -77,7 +82,41 @@ impl App {
             Err(LoginError::Failed(_)) => "failed",
         };
         self.metrics.login(source, result);
+        if let Err(error) = &login {
+            let who = match source {
+                // A workload's name comes from its token: the subject it claims (unverified,
+                // for the log only).
+                "oidc" => self.identity.claimed_subject(&workload_token),
+                _ => user.to_string(),
+            };
+            self.refused_login(source, &who, client, error);
+        }
         login.map_err(login_refused)
+    }
+
+    /// Logs a refused login at info: the source, the account (or a workload's subject),
+    /// the client and the reason, never a secret; at most [`REFUSALS_LOGGED`] lines a
+    /// minute, so a guessing flood cannot fill the disk (what was left out is counted in the
+    /// next line).
+    pub(super) fn refused_login(
+        &self,
+        source: &str,
+        who: &str,
+        client: IpAddr,
+        error: &LoginError,
+    ) {
+        let Some(left_out) = self.refusals.admit() else {
+            return;
+        };
+        let who: String = who.chars().take(256).collect();
+        tracing::info!(
+            source,
+            account = %who,
+            %client,
+            reason = %error,
+            left_out,
+            "login refused"
+        );
     }
 
     /// The account the policies see for a principal.
@@ -200,6 +239,36 @@ fn nothing_granted() -> Arc<Outcome> {
         granted: Vec::new(),
         answers: Vec::new(),
     })
+}
+
+/// Refused logins logged a minute, at most.
+const REFUSALS_LOGGED: u32 = 60;
+
+/// How many refused logins were logged in the current minute, and how many left out.
+#[derive(Default)]
+pub(super) struct Refusals {
+    minute: std::sync::Mutex<(Option<Instant>, u32, u64)>,
+}
+
+impl Refusals {
+    /// Some(how many were left out since the last line) when this one may be logged.
+    fn admit(&self) -> Option<u64> {
+        let mut minute = self
+            .minute
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (started, logged, left_out) = &mut *minute;
+        if started.is_none_or(|s| s.elapsed() >= Duration::from_secs(60)) {
+            *started = Some(Instant::now());
+            *logged = 0;
+        }
+        if *logged >= REFUSALS_LOGGED {
+            *left_out += 1;
+            return None;
+        }
+        *logged += 1;
+        Some(std::mem::take(left_out))
+    }
 }
 
 /// What a failed login becomes: the reason a client may read, never which of user and

@@ -534,6 +534,9 @@ async fn sso_finish(visit: &Visit) -> Result<Answer, Failure> {
         Ok(signed_in) => signed_in,
         Err(LoginError::Refused(why)) => {
             visit.app.metrics.login("sso", "refused");
+            visit
+                .app
+                .refused_login("sso", "?", visit.client, &LoginError::Refused(why.clone()));
             return sign_in_page(visit, Some(("", &why)), StatusCode::UNAUTHORIZED);
         }
         Err(other) => {

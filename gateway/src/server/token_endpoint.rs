@@ -224,48 +224,54 @@ impl App {
         let exchange = matches!(request.grant, Grant::Exchange(_));
         // A personal token's narrowing: the token grants no more than it.
         let mut narrowed = None;
-        let (principal, refresh): (Option<(Principal, String)>, Option<Refresh>) =
-            match request.grant {
-                Grant::None if self.config.identity.anonymous => (None, None),
-                Grant::None => {
-                    return Err(ApiError::Unauthorized("authentication required".into()));
-                }
-                Grant::Password { user, password } => {
-                    let login = self.login(&user, password, client_ip).await?;
-                    narrowed = login.narrowed;
-                    (
-                        Some((login.principal, user)),
-                        login.credential.map(Refresh::Mint),
-                    )
-                }
-                Grant::Exchange(token) => {
-                    let principal = self
-                        .identity
-                        .login_token(&token)
-                        .await
-                        .map_err(login_refused)?;
-                    let name = principal.name.clone();
-                    (Some((principal, name)), None)
-                }
-                Grant::Refresh(token) => {
-                    let app = self.clone();
-                    let (refresh, token) = blocking(move || {
-                        let ring = app.keys.load();
-                        app.issuer
-                            .verify_refresh(&ring.all(), &token)
-                            .map(|refresh| (refresh, token))
-                            .map_err(|e| ApiError::Unauthorized(e.to_string()))
-                    })
-                    .await?;
-                    let user = refresh.subject;
-                    let principal = self
-                        .identity
-                        .still_holds(&user, &refresh.credential)
-                        .await
-                        .map_err(login_refused)?;
-                    (Some((principal, user)), Some(Refresh::Keep(token)))
-                }
-            };
+        let (principal, refresh): (Option<(Principal, String)>, Option<Refresh>) = match request
+            .grant
+        {
+            Grant::None if self.config.identity.anonymous => (None, None),
+            Grant::None => {
+                return Err(ApiError::Unauthorized("authentication required".into()));
+            }
+            Grant::Password { user, password } => {
+                let login = self.login(&user, password, client_ip).await?;
+                narrowed = login.narrowed;
+                (
+                    Some((login.principal, user)),
+                    login.credential.map(Refresh::Mint),
+                )
+            }
+            Grant::Exchange(token) => {
+                let principal = match self.identity.login_token(&token).await {
+                    Ok(principal) => principal,
+                    Err(error) => {
+                        let who = self.identity.claimed_subject(&token);
+                        self.refused_login("oidc", &who, client_ip, &error);
+                        return Err(login_refused(error));
+                    }
+                };
+                let name = principal.name.clone();
+                (Some((principal, name)), None)
+            }
+            Grant::Refresh(token) => {
+                let app = self.clone();
+                let (refresh, token) = blocking(move || {
+                    let ring = app.keys.load();
+                    app.issuer
+                        .verify_refresh(&ring.all(), &token)
+                        .map(|refresh| (refresh, token))
+                        .map_err(|e| ApiError::Unauthorized(e.to_string()))
+                })
+                .await?;
+                let user = refresh.subject;
+                let principal = match self.identity.still_holds(&user, &refresh.credential).await {
+                    Ok(principal) => principal,
+                    Err(error) => {
+                        self.refused_login("refresh", &user, client_ip, &error);
+                        return Err(login_refused(error));
+                    }
+                };
+                (Some((principal, user)), Some(Refresh::Keep(token)))
+            }
+        };
         // `account` is the name the client logged in with; a workload's account comes from
         // its token's claims, whatever name came with it.
         if let (Some(asked), Some((principal, logged_in_as))) = (&request.account, &principal)

@@ -43,7 +43,7 @@ fn eval_prints_one_decision_per_scope() {
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["scope"], "repository:apps/web:pull,push,delete");
     assert_eq!(lines[0]["granted"], serde_json::json!(["pull", "push"]));
-    assert_eq!(lines[0]["reason"], "acl rule 3");
+    assert_eq!(lines[0]["reason"], "acl rule 3 grants only pull, push");
     assert_eq!(lines[1]["granted"], serde_json::json!(["push"]));
 }
 

@@ -81,7 +81,8 @@ struct Rule {
     /// Each claim with its patterns: every one must have a value that one pattern matches.
     claims: Vec<(String, Vec<Pattern>)>,
     actions: Vec<String>,
-    reason: String,
+    number: usize,
+    comment: Option<String>,
 }
 
 impl Policy for Acl {
@@ -99,9 +100,11 @@ impl Policy for Acl {
 
     fn authorize(&self, request: &Request) -> Decision {
         match self.rules.iter().find(|rule| rule.matches(request)) {
-            Some(rule) => request
-                .grant(rule.actions.iter().map(String::as_str))
-                .because(&rule.reason),
+            Some(rule) => {
+                let decision = request.grant(rule.actions.iter().map(String::as_str));
+                let reason = rule.reason(&decision.granted, request.scope.actions.len());
+                decision.because(&reason)
+            }
             None => Decision::deny("no acl rule matched"),
         }
     }
@@ -136,10 +139,6 @@ impl Rule {
                 "rule {number}, actions: {bad:?} is not an action name"
             ));
         }
-        let reason = match settings.comment {
-            Some(comment) => format!("acl rule {number}: {comment}"),
-            None => format!("acl rule {number}"),
-        };
         Ok(Rule {
             account: patterns("account", m.account)?,
             group: patterns("group", m.group)?,
@@ -158,8 +157,31 @@ impl Rule {
                 })
                 .collect::<Result<_, String>>()?,
             actions: settings.actions,
-            reason,
+            number,
+            comment: settings.comment,
         })
+    }
+
+    /// The decision's reason: the rule and its comment when it grants all that was asked;
+    /// when it grants less, what it grants, so that a comment written for a grant ("everyone
+    /// may pull team-a") never reads as the reason of a refusal.
+    fn reason(&self, granted: &[String], asked: usize) -> String {
+        let number = self.number;
+        match (&self.comment, granted.len() == asked) {
+            (Some(comment), true) => format!("acl rule {number}: {comment}"),
+            (None, true) => format!("acl rule {number}"),
+            (comment, false) => {
+                let grants = if granted.is_empty() {
+                    "grants nothing".to_string()
+                } else {
+                    format!("grants only {}", granted.join(", "))
+                };
+                match comment {
+                    Some(comment) => format!("acl rule {number} ({comment}) {grants}"),
+                    None => format!("acl rule {number} {grants}"),
+                }
+            }
+        }
     }
 
     fn matches(&self, request: &Request) -> bool {

@@ -77,7 +77,10 @@ fn first_matching_rule_decides_even_when_a_later_one_grants_more() {
     ]}"#);
     let d = acl.authorize(&repo("frozen/a/b", &["pull"]).account("u"));
     assert!(d.granted.is_empty());
-    assert_eq!(d.reason.as_deref(), Some("acl rule 1: frozen"));
+    assert_eq!(
+        d.reason.as_deref(),
+        Some("acl rule 1 (frozen) grants nothing")
+    );
     assert_eq!(
         acl.authorize(&repo("other", &["push"]).account("u"))
             .granted,
@@ -391,4 +394,27 @@ fn rules_match_where_the_account_comes_from() {
             .granted
             .is_empty()
     );
+}
+
+/// Issue 23: a refusal names the rule that matched and what it grants, so a comment written
+/// for a grant does not read as the refusal's reason.
+#[test]
+fn a_partial_grant_says_what_the_rule_grants() {
+    let acl = acl(r#"{"rules": [
+      {"match": {"name": "team-a/**"}, "actions": ["pull"], "comment": "everyone may pull team-a"},
+      {"match": {"name": "b/**"}, "actions": ["pull"]}
+    ]}"#);
+    let pull = acl.authorize(&repo("team-a/app", &["pull"]).account("u"));
+    assert_eq!(
+        pull.reason.as_deref(),
+        Some("acl rule 1: everyone may pull team-a")
+    );
+    let push = acl.authorize(&repo("team-a/app", &["pull", "push"]).account("u"));
+    assert_eq!(push.granted, ["pull"]);
+    assert_eq!(
+        push.reason.as_deref(),
+        Some("acl rule 1 (everyone may pull team-a) grants only pull")
+    );
+    let other = acl.authorize(&repo("b/x", &["push"]).account("u"));
+    assert_eq!(other.reason.as_deref(), Some("acl rule 2 grants nothing"));
 }
