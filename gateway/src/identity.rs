@@ -656,6 +656,38 @@ impl Identity {
         self.users.load().contains(user)
     }
 
+    /// The htpasswd users the directory also has (at most `limit` asked): the directory's
+    /// password is refused for them, since the htpasswd is asked first.
+    pub async fn shadowed(&self, limit: usize) -> Result<Vec<String>, LoginError> {
+        let Some(directory) = &self.directory else {
+            return Ok(Vec::new());
+        };
+        let names: Vec<String> = self
+            .users
+            .load()
+            .names()
+            .take(limit)
+            .map(str::to_string)
+            .collect();
+        let mut shadowed = Vec::new();
+        for name in names {
+            if directory.knows(&name).await? {
+                shadowed.push(name);
+            }
+        }
+        shadowed.sort();
+        Ok(shadowed)
+    }
+
+    /// True when `user` is the htpasswd's and the directory's too (asked on a refused
+    /// password, so that the log can say why the directory's password did not work).
+    pub async fn shadows_directory(&self, user: &str) -> bool {
+        match &self.directory {
+            Some(directory) if self.exists(user) => directory.knows(user).await.unwrap_or(false),
+            _ => false,
+        }
+    }
+
     /// How many users there are.
     pub fn user_count(&self) -> usize {
         self.users.load().len()

@@ -597,6 +597,57 @@ fn check_binds_the_service_account_and_says_what_fails() {
     assert!(stderr.contains("the service account's bind"), "{stderr}");
 }
 
+/// Issue 23: `check` warns about what silently does nothing: an attribute no entry has
+/// (OpenLDAP spells it `departmentNumber`), an htpasswd user who shadows the directory's
+/// (whose directory password is then refused, which the log also says at a refusal).
+#[test]
+fn check_warns_about_unseen_attributes_and_shadowed_users() {
+    let slapd = Slapd::start("");
+    let setup = Setup::gateway(ACL, &[("carol", "carol-pw"), ("bob", "htpasswd-bob")], "");
+    let url = format!("ldaps://127.0.0.1:{}", slapd.tls_port);
+    let block = ldap_config(&setup, &url, &slapd.ca(), "")
+        .replace("\"departmentNumber\"]", "\"department\"]");
+    setup.insert_config(&block);
+    let config = setup.path("portcullis.toml");
+    let out = crate::util::portcullis(
+        &["check", "--config", config.to_str().expect("utf-8")],
+        None,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "warnings do not fail: {stdout}");
+    assert!(
+        stdout.contains("no entry under user_base has department"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("bob in the htpasswd and in the directory"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("carol in the htpasswd"), "{stdout}");
+
+    // bob logs in with his directory password: refused, and the log says why.
+    let (_registry, log) = (setup.start_plain_registry(), setup.path("portcullis.log"));
+    let gateway = setup.start_gateway_logged(&log);
+    let head = format!(
+        "GET /v2/ HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
+        data_encoding::BASE64.encode(b"bob:bob-pw")
+    );
+    assert_eq!(
+        http(gateway.port, &head, b"").0,
+        401,
+        "the htpasswd's bob is asked"
+    );
+    let started = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("only the htpasswd's password is checked") {
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 5, "{text}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// A Samba Active Directory domain controller of our own: provisioned into a temp dir
 /// (about 3 s, as root), serving LDAPS only on a loopback address of its own (its ports
 /// are fixed), with a certificate made here. Stopped when dropped.

@@ -90,6 +90,11 @@ impl Htpasswd {
         self.hashes.len()
     }
 
+    /// The users' names, in no order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.hashes.keys().map(String::as_str)
+    }
+
     /// True when there are no users.
     pub fn is_empty(&self) -> bool {
         self.hashes.is_empty()

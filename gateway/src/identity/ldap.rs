@@ -236,6 +236,33 @@ impl Directory {
             .map_err(|e| format!("user_base {:?}: {e}", self.config.user_base))
     }
 
+    /// The configured `attributes` that no entry under `user_base` has (a name the schema
+    /// spells otherwise, `department` for OpenLDAP's `departmentNumber`): `portcullis check`.
+    pub async fn unseen_attributes(&self) -> Result<Vec<String>, String> {
+        let mut ldap = self.service_connection().await.map_err(|f| match f {
+            Failure::Wrong => "the service account's bind was refused".to_string(),
+            Failure::Unavailable(why) => why,
+        })?;
+        let mut unseen = Vec::new();
+        for attribute in &self.config.attributes {
+            let found = ldap
+                .with_timeout(self.timeout())
+                .search(
+                    &self.config.user_base,
+                    Scope::Subtree,
+                    &format!("({}=*)", ldap_escape(attribute.as_str())),
+                    vec!["1.1"],
+                )
+                .await
+                .map(|result| !result.0.is_empty());
+            if !found.unwrap_or(true) {
+                unseen.push(attribute.clone());
+            }
+        }
+        let _ = ldap.unbind().await;
+        Ok(unseen)
+    }
+
     /// The user's entry as the service account finds it.
     async fn entry(&self, user: &str) -> Result<Entry, Failure> {
         let mut ldap = self.service_connection().await?;

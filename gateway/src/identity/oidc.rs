@@ -42,7 +42,9 @@ const ALGORITHMS: [Algorithm; 9] = [
     Algorithm::EdDSA,
 ];
 
-/// Text with `{claim}` placeholders: `gha:{repository}`.
+/// Text with `{claim}` placeholders: `gha:{repository}`; `{claim|lower}` lower-cases the
+/// value (GitHub's `repository` keeps the owner's capitals, `Acme/App`, while repository
+/// names are lower case).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
     pieces: Vec<Piece>,
@@ -51,7 +53,11 @@ pub struct Template {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Piece {
     Text(String),
-    Claim(String),
+    /// A claim, lower-cased when `lower`.
+    Claim {
+        name: String,
+        lower: bool,
+    },
 }
 
 impl Template {
@@ -67,11 +73,23 @@ impl Template {
             let close = after
                 .find('}')
                 .ok_or_else(|| format!("template {text:?}: unclosed `{{`"))?;
-            let claim = &after[..close];
+            let inside = &after[..close];
+            let (claim, lower) = match inside.split_once('|') {
+                None => (inside, false),
+                Some((claim, "lower")) => (claim, true),
+                Some((_, filter)) => {
+                    return Err(format!(
+                        "template {text:?}: `|{filter}` is not a filter (only `|lower`)"
+                    ));
+                }
+            };
             if claim.is_empty() || claim.contains('{') {
-                return Err(format!("template {text:?}: `{{{claim}}}` names no claim"));
+                return Err(format!("template {text:?}: `{{{inside}}}` names no claim"));
             }
-            pieces.push(Piece::Claim(claim.to_string()));
+            pieces.push(Piece::Claim {
+                name: claim.to_string(),
+                lower,
+            });
             rest = &after[close + 1..];
         }
         if !rest.is_empty() {
@@ -90,7 +108,10 @@ impl Template {
         for piece in &self.pieces {
             match piece {
                 Piece::Text(text) => out.push_str(text),
-                Piece::Claim(name) => out.push_str(&scalar(claims, name)?),
+                Piece::Claim { name, lower } => {
+                    let value = scalar(claims, name)?;
+                    out.push_str(&if *lower { value.to_lowercase() } else { value });
+                }
             }
         }
         Ok(out)
@@ -101,13 +122,14 @@ impl Template {
     /// Like [`Template::render`]; a template that is just `{claim}` of a list claim gives
     /// one text per element (`{groups}` of `["a", "b"]`: groups `a` and `b`).
     pub fn render_all(&self, claims: &Map<String, Value>) -> Result<Vec<String>, String> {
-        if let [Piece::Claim(name)] = &self.pieces[..]
+        if let [Piece::Claim { name, lower }] = &self.pieces[..]
             && let Some(Value::Array(items)) = lookup(claims, name)
         {
+            let cased = |text: String| if *lower { text.to_lowercase() } else { text };
             return items
                 .iter()
                 .map(|item| match item {
-                    Value::String(s) => Ok(s.clone()),
+                    Value::String(s) => Ok(cased(s.clone())),
                     Value::Number(_) | Value::Bool(_) => Ok(item.to_string()),
                     _ => Err(format!(
                         "claim `{name}` lists something that is not a string"
@@ -619,6 +641,11 @@ mod tests {
         assert!(render("{kubernetes.io/pod}").is_err());
         assert!(render("{repository/x}").is_err());
         assert!(Template::parse("gha:{repository").is_err());
+        let upper: Map<String, Value> =
+            serde_json::from_value(serde_json::json!({"repository": "Acme/App"})).expect("a map");
+        let lower = Template::parse("gha:{repository|lower}").expect("parses");
+        assert_eq!(lower.render(&upper).as_deref(), Ok("gha:acme/app"));
+        assert!(Template::parse("{repository|upper}").is_err_and(|e| e.contains("only `|lower`")));
         assert!(Template::parse("{}").is_err());
         assert!(Template::parse("").is_err());
     }

@@ -90,6 +90,16 @@ impl App {
                 _ => user.to_string(),
             };
             self.refused_login(source, &who, client, error);
+            if matches!(error, LoginError::Wrong)
+                && source == "htpasswd"
+                && self.identity.shadows_directory(user).await
+            {
+                tracing::warn!(
+                    account = %who,
+                    "{who:?} is in the htpasswd and in the directory: only the htpasswd's \
+                     password is checked, the directory's is refused. Remove one of them"
+                );
+            }
         }
         login.map_err(login_refused)
     }

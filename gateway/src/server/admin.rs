@@ -6,6 +6,9 @@ use super::{App, Body};
 use crate::proxy::Upstream;
 use crate::token::{Embed, SigningKey};
 
+/// htpasswd users `check` asks the directory about, at most.
+const SHADOWS_ASKED: usize = 1000;
+
 /// Issuers whose tokens anyone can have minted for their own project: only `require` tells
 /// this organisation's workloads from everyone else's.
 const MULTI_TENANT: [&str; 2] = ["token.actions.githubusercontent.com", "gitlab.com"];
@@ -26,7 +29,37 @@ impl App {
             said.push((format!("oidc issuer {}", issuer.issuer()), result));
         }
         if let Some(directory) = self.identity.directory() {
-            said.push((format!("ldap {}", directory.url()), directory.check().await));
+            let at = format!("ldap {}", directory.url());
+            let checked = directory.check().await;
+            let reached = checked.is_ok();
+            said.push((at.clone(), checked));
+            if reached {
+                match directory.unseen_attributes().await {
+                    Ok(unseen) if !unseen.is_empty() => said.push((
+                        at.clone(),
+                        Ok(format!(
+                            "warning: no entry under user_base has {}: check the spelling in \
+                             `attributes` (OpenLDAP's inetOrgPerson has departmentNumber, not \
+                             department)",
+                            unseen.join(", ")
+                        )),
+                    )),
+                    Ok(_) => {}
+                    Err(why) => said.push((at.clone(), Err(why))),
+                }
+                match self.identity.shadowed(SHADOWS_ASKED).await {
+                    Ok(shadowed) if !shadowed.is_empty() => said.push((
+                        at,
+                        Ok(format!(
+                            "warning: {} in the htpasswd and in the directory: the htpasswd is \
+                             asked first, so their directory passwords are refused",
+                            shadowed.join(", ")
+                        )),
+                    )),
+                    Ok(_) => {}
+                    Err(why) => said.push((at, Err(why.to_string()))),
+                }
+            }
         }
         if let Some(personal) = self.identity.personal() {
             let revoked = personal.revoked();

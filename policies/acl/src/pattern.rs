@@ -1,10 +1,11 @@
 //! `match` values: globs (`*` = a run without `/`, `**` = any run, `?` = one character other
 //! than `/`) or `/regex/` (always anchored), both with `${account}`, `${group}` and
 //! `${claim:NAME}` placeholders that expand to the requester's name, to each of its groups,
-//! and to the value of a claim of its token (a pattern naming a claim the account does not
+//! and to the value of a claim of its token (`${claim:NAME|lower}`: lower-cased) (a pattern naming a claim the account does not
 //! have matches nothing).
 
 use regex_lite::Regex;
+use std::borrow::Cow;
 
 /// What placeholders expand to for one request.
 pub struct Context<'a> {
@@ -22,17 +23,20 @@ struct Expand<'a> {
 
 impl<'a> Expand<'a> {
     /// A piece's text; None for a claim the account does not have.
-    fn text(&self, piece: &'a Piece) -> Option<&'a str> {
-        match piece {
-            Piece::Text(text) => Some(text),
-            Piece::Account => Some(self.ctx.account),
-            Piece::Group => Some(self.group),
-            Piece::Claim(name) => self
-                .ctx
+    fn text(&self, piece: &'a Piece) -> Option<Cow<'a, str>> {
+        let claim = |name: &str| {
+            self.ctx
                 .claims
                 .iter()
                 .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str()),
+                .map(|(_, v)| v.as_str())
+        };
+        match piece {
+            Piece::Text(text) => Some(Cow::Borrowed(text)),
+            Piece::Account => Some(Cow::Borrowed(self.ctx.account)),
+            Piece::Group => Some(Cow::Borrowed(self.group)),
+            Piece::Claim(name) => claim(name).map(Cow::Borrowed),
+            Piece::LowerClaim(name) => claim(name).map(|v| Cow::Owned(v.to_lowercase())),
         }
     }
 }
@@ -60,6 +64,9 @@ enum Piece {
     Account,
     Group,
     Claim(String),
+    /// `${claim:NAME|lower}`: the claim's value lower-cased (GitHub's `repository` keeps
+    /// the owner's capitals; repository names are lower case).
+    LowerClaim(String),
 }
 
 #[derive(Debug, PartialEq)]
@@ -122,7 +129,7 @@ impl Pattern {
                         .iter()
                         .map(|piece| match piece {
                             Piece::Text(text) => Some(text.clone()),
-                            other => expand.text(other).map(regex_lite::escape),
+                            other => expand.text(other).map(|text| regex_lite::escape(&text)),
                         })
                         .collect();
                     sources.is_some_and(|sources| {
@@ -160,12 +167,24 @@ fn placeholders(value: &str) -> Result<Vec<Piece>, String> {
             "account" => Piece::Account,
             "group" => Piece::Group,
             claim if claim.starts_with("claim:") && claim.len() > "claim:".len() => {
-                Piece::Claim(claim["claim:".len()..].to_string())
+                let name = &claim["claim:".len()..];
+                match name.split_once('|') {
+                    None => Piece::Claim(name.to_string()),
+                    Some((name, "lower")) if !name.is_empty() => {
+                        Piece::LowerClaim(name.to_string())
+                    }
+                    Some(_) => {
+                        return Err(format!(
+                            "{value:?}: ${{{claim}}} is not a claim placeholder (write \
+                             ${{claim:NAME}} or ${{claim:NAME|lower}})"
+                        ));
+                    }
+                }
             }
             other => {
                 return Err(format!(
-                    "{value:?}: unknown placeholder ${{{other}}} (use ${{account}}, ${{group}} \
-                     or ${{claim:NAME}})"
+                    "{value:?}: unknown placeholder ${{{other}}} (use ${{account}}, ${{group}}, \
+                     ${{claim:NAME}} or ${{claim:NAME|lower}})"
                 ));
             }
         });
@@ -220,12 +239,14 @@ fn glob_match<'a>(tokens: &'a [GlobToken], value: &str, expand: &Expand<'a>) -> 
     if let Some(GlobToken::Piece(first)) = tokens.first()
         && !expand
             .text(first)
-            .is_some_and(|text| value.starts_with(text))
+            .is_some_and(|text| value.starts_with(&*text))
     {
         return false;
     }
     if let Some(GlobToken::Piece(last)) = tokens.last()
-        && !expand.text(last).is_some_and(|text| value.ends_with(text))
+        && !expand
+            .text(last)
+            .is_some_and(|text| value.ends_with(&*text))
     {
         return false;
     }
@@ -242,7 +263,7 @@ fn glob_match<'a>(tokens: &'a [GlobToken], value: &str, expand: &Expand<'a>) -> 
                     let Some(text) = expand.text(piece) else {
                         return false;
                     };
-                    if rest.starts_with(text) {
+                    if rest.starts_with(&*text) {
                         next[start + text.len()] = true;
                     }
                 }

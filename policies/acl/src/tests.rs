@@ -418,3 +418,26 @@ fn a_partial_grant_says_what_the_rule_grants() {
     let other = acl.authorize(&repo("b/x", &["push"]).account("u"));
     assert_eq!(other.reason.as_deref(), Some("acl rule 2 grants nothing"));
 }
+
+/// Issue 23: GitHub's `repository` claim keeps the owner's capitals (`Acme/App`) while
+/// repository names are lower case: `${claim:repository|lower}` lets a job push its own.
+#[test]
+fn a_claim_placeholder_may_be_lower_cased() {
+    let acl = acl(r#"{"rules": [
+      {"match": {"source": "https://token.actions.githubusercontent.com", "name": "${claim:repository|lower}"}, "actions": ["pull", "push"], "comment": "a job pushes its own repository"}
+    ]}"#);
+    let job = repo("acme/app", &["pull", "push"])
+        .account("gha:acme/app")
+        .source("https://token.actions.githubusercontent.com")
+        .claim("repository", "Acme/App");
+    assert_eq!(acl.authorize(&job).granted, ["pull", "push"]);
+    let other = repo("acme/lib", &["push"])
+        .account("gha:acme/app")
+        .source("https://token.actions.githubusercontent.com")
+        .claim("repository", "Acme/App");
+    assert!(acl.authorize(&other).granted.is_empty());
+    assert!(
+        load_error(r#"{"rules": [{"match": {"name": "${claim:|lower}"}, "actions": []}]}"#)
+            .contains("claim")
+    );
+}
