@@ -873,3 +873,84 @@ fn an_sso_provider_signs_in_the_directorys_people_only_when_declared_their_own()
         );
     }
 }
+
+/// Issue 23: examples/gateway-ldap works as shipped, against a real OpenLDAP (only the
+/// addresses, ports and the module's path are changed): `check` passes, directory users push
+/// by their nested groups, their department and their own namespace, and the local admin
+/// everywhere.
+#[test]
+fn the_gateway_ldap_example_works_against_a_real_directory() {
+    use crate::util::{free_port, oci_image, push, serve, wasm};
+    let slapd = Slapd::start("");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/gateway-ldap");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("auth")).expect("auth");
+    for file in ["portcullis.toml", "acl.json", "registry.yml", "auth/groups"] {
+        std::fs::copy(example.join(file), root.join(file)).expect("copied");
+    }
+    std::fs::write(root.join("ldap-password"), "service-pw\n").expect("password");
+    std::fs::copy(slapd.ca(), root.join("ldap-ca.pem")).expect("ca");
+    let bin = |args: &[&str], stdin: Option<&str>| {
+        let out = crate::util::portcullis(args, stdin);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let path = |name: &str| root.join(name).to_str().expect("utf-8").to_string();
+    bin(&["keygen", "--out", &path("keys")], None);
+    bin(
+        &["passwd", &path("auth/htpasswd"), "admin"],
+        Some("admin-pw\n"),
+    );
+    let (port, admin, registry_port) = (free_port(), free_port(), free_port());
+    let config = std::fs::read_to_string(root.join("portcullis.toml"))
+        .expect("config")
+        .replace("127.0.0.1:5000", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:9090", &format!("127.0.0.1:{admin}"))
+        .replace("127.0.0.1:5002", &format!("127.0.0.1:{registry_port}"))
+        .replace(
+            "ldaps://ldap.example.org",
+            &format!("ldaps://127.0.0.1:{}", slapd.tls_port),
+        )
+        .replace(
+            "../../target/wasm32-unknown-unknown/release/acl.wasm",
+            wasm("acl").to_str().expect("utf-8"),
+        );
+    std::fs::write(root.join("portcullis.toml"), config).expect("config");
+    let registry_config = std::fs::read_to_string(root.join("registry.yml"))
+        .expect("registry.yml")
+        .replace("examples/gateway-ldap/data", &path("data"))
+        .replace("127.0.0.1:5002", &format!("127.0.0.1:{registry_port}"));
+    std::fs::write(root.join("registry.yml"), registry_config).expect("registry.yml");
+
+    let checked = bin(&["check", "--config", &path("portcullis.toml")], None);
+    assert!(checked.contains("bound as cn=portcullis"), "{checked}");
+    assert!(
+        !checked.contains("warning"),
+        "the example is clean: {checked}"
+    );
+    let _registry = crate::util::registry(
+        &root.join("registry.yml"),
+        registry_port,
+        &[],
+        &root.join("registry.log"),
+    );
+    let _gateway = serve(&root.join("portcullis.toml"), port);
+    let image = root.join("image");
+    oci_image(&image, b"the example's image");
+    let push_as = |creds: &str, reference: &str| push(root, &image, creds, port, reference);
+    for (creds, reference, allowed) in [
+        ("alice:alice-pw", "eng/app:1", true),
+        ("Alice:alice-pw", "platform/tool:1", true),
+        ("bob:bob-pw", "bob/own:1", true),
+        ("bob:bob-pw", "eng/app:2", false),
+        ("admin:admin-pw", "anything/at-all:1", true),
+    ] {
+        let (ok, err) = push_as(creds, reference);
+        assert_eq!(ok, allowed, "{creds} {reference}: {err}");
+    }
+}

@@ -438,3 +438,86 @@ fn passwd_keeps_a_private_file_private() {
         "{text}"
     );
 }
+
+/// The fenced blocks of `language` in a markdown text.
+fn fenced<'t>(text: &'t str, language: &str) -> Vec<&'t str> {
+    let open = format!("```{language}\n");
+    let mut blocks = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(&open) {
+        let body = &rest[start + open.len()..];
+        let end = body.find("```").unwrap_or(body.len());
+        blocks.push(&body[..end]);
+        rest = &body[end..];
+        rest = rest.get(3..).unwrap_or("");
+    }
+    blocks
+}
+
+/// Issue 23: every config example in the docs loads (a fragment inside a minimal config),
+/// and every acl example configures the real acl module: a doc example that no longer
+/// parses fails here, not at a reader's.
+#[test]
+fn every_example_in_the_docs_loads() {
+    const MINIMAL_TOKEN: &str =
+        "[token]\nissuer = \"i\"\nservice = \"s\"\nkey = \"k.pem\"\ncertificate = \"c.pem\"\n";
+    const MINIMAL_POLICY: &str = "[[policy]]\nname = \"p\"\nmodule = \"p.wasm\"\n";
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let acl = crate::util::spec("acl", "acl", portcullis::policy::SettingsSource::Empty);
+    let (mut configs, mut settings) = (0, 0);
+    let mut pages: Vec<_> = std::fs::read_dir(&docs)
+        .expect("docs")
+        .map(|entry| entry.expect("an entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    pages.push(docs.join("../README.md"));
+    for page in pages {
+        let text = std::fs::read_to_string(&page).expect("a page");
+        let name = page
+            .file_name()
+            .expect("a name")
+            .to_string_lossy()
+            .into_owned();
+        for (i, block) in fenced(&text, "toml").into_iter().enumerate() {
+            let mut config = String::new();
+            if !block.contains("[token]") {
+                config.push_str(MINIMAL_TOKEN);
+            }
+            config.push_str(block);
+            if !block.contains("[[policy]]") {
+                config.push('\n');
+                config.push_str(MINIMAL_POLICY);
+            }
+            let file = dir.path().join(format!("{name}-{i}.toml"));
+            std::fs::write(&file, &config).expect("write");
+            portcullis::config::Config::load(&file)
+                .unwrap_or_else(|e| panic!("{name}, toml block {}: {e}\n{block}", i + 1));
+            configs += 1;
+        }
+        for (i, block) in fenced(&text, "json").into_iter().enumerate() {
+            // A block of rules (one or several lines of them) or whole settings.
+            let trimmed = block.trim();
+            let whole = if trimmed.starts_with("{\"rules\"") {
+                trimmed.to_string()
+            } else if trimmed.starts_with("{\"match\"") {
+                let rules: Vec<&str> = trimmed.lines().collect();
+                let joined = rules.join("\n").replace("}\n{\"match\"", "},\n{\"match\"");
+                format!("{{\"rules\": [{joined}]}}")
+            } else {
+                continue;
+            };
+            let mut spec = acl.clone();
+            spec.settings = portcullis::policy::SettingsSource::Inline(whole.clone());
+            let source = spec.read().expect("the module");
+            crate::util::host()
+                .load(&spec, source)
+                .unwrap_or_else(|e| panic!("{name}, json block {}: {e}\n{whole}", i + 1));
+            settings += 1;
+        }
+    }
+    assert!(
+        configs >= 10 && settings >= 4,
+        "{configs} configs, {settings} settings"
+    );
+}
