@@ -901,7 +901,12 @@ fn the_gateway_ldap_example_works_against_a_real_directory() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let path = |name: &str| root.join(name).to_str().expect("utf-8").to_string();
-    bin(&["keygen", "--out", &path("keys")], None);
+    let said = bin(&["keygen", "--out", &path("keys")], None);
+    assert!(
+        said.contains("token-server mode")
+            && said.contains("gateway mode: the registry keeps no auth"),
+        "keygen says what each mode needs: {said}"
+    );
     bin(
         &["passwd", &path("auth/htpasswd"), "admin"],
         Some("admin-pw\n"),

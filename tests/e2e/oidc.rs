@@ -556,6 +556,13 @@ fn check_asks_each_issuer_and_says_what_fails() {
         )),
         "{stderr}"
     );
+    // Issue 23: the cause and what it means, not only "client error (Connect)"; and a
+    // one-shot check does not speak of keys that "stay".
+    assert!(
+        stderr.contains("Connection refused") && stderr.contains("nothing listens"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("the last good ones stay"), "{stderr}");
 }
 
 #[test]

@@ -473,3 +473,25 @@ fn the_header_follows_embed_and_the_jwks_names_the_same_kid() {
 fn libtrust_kid_of(key: &SigningKey) -> String {
     key.ids[0].clone()
 }
+
+/// Issue 19: distribution 3.1 drops a leading zero byte of an EC coordinate when it computes
+/// a key's thumbprint; `keygen` never writes such a key, and `check` can tell one.
+#[test]
+fn keygen_never_writes_a_key_distribution_3_1_would_refuse() {
+    let mut point = vec![4u8];
+    point.extend([1u8; 64]);
+    assert!(!has_short_coordinate(&point));
+    point[1] = 0;
+    assert!(has_short_coordinate(&point));
+    point[1] = 1;
+    point[33] = 0;
+    assert!(has_short_coordinate(&point));
+    let dir = tempfile::tempdir().expect("tempdir");
+    // About one key in 128 is drawn again: 300 keys meet a few.
+    for i in 0..300 {
+        let keys = dir.path().join(i.to_string());
+        let (key, cert) = generate(&keys, false).expect("keygen");
+        let loaded = SigningKey::load(&key, &cert, Embed::Kid).expect("loads");
+        assert!(!loaded.short_coordinate(), "key {i}");
+    }
+}
