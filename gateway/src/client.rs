@@ -99,7 +99,7 @@ pub fn describe(error: &(dyn std::error::Error + 'static), ca_key: &str) -> Stri
 pub fn hint(text: &str, ca_key: &str) -> Option<String> {
     let lower = text.to_ascii_lowercase();
     let said = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
-    if said(&["unknownissuer", "unknown issuer"]) {
+    if said(&["unknownissuer", "unknown issuer", "badsignature"]) {
         Some(format!(
             "the server's certificate is signed by a CA this machine does not trust: name \
              that CA's PEM file in {ca_key}"

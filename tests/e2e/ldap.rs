@@ -483,6 +483,20 @@ fn a_silent_directory_or_an_unknown_certificate_is_unavailable_within_the_timeou
             404,
             "{what}"
         );
+        if what == "an unknown certificate" {
+            // Issue 23: the operator reads which key to set.
+            let config = site.setup.path("portcullis.toml");
+            let out = crate::util::portcullis(
+                &["check", "--config", config.to_str().expect("utf-8")],
+                None,
+            );
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("invalid peer certificate")
+                    && stderr.contains("[identity.ldap] ca"),
+                "{stderr}"
+            );
+        }
     }
     drop(silent);
 }
