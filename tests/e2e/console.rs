@@ -1068,6 +1068,20 @@ recheck_seconds = 1
     )
 }
 
+/// A token-server console with "Sign in with SSO" at a provider of its own.
+fn sso_site() -> (Site, Provider) {
+    let setup = console_setup(false);
+    let provider = Provider::for_console(&format!(
+        "http://127.0.0.1:{}/ui/sso/callback",
+        setup.gateway_port
+    ));
+    setup.insert_config(&sso_block(&setup, &provider, ""));
+    (
+        Site::start(setup, false, b"an SSO person's image"),
+        provider,
+    )
+}
+
 /// Signs `person` in through the provider's own login pages (any name logs in there).
 pub(crate) fn sso_sign_in(browser: &Browser, site: &Site, provider: &Provider, person: &str) {
     browser.goto(&ui(site, "/ui/login"));
@@ -1091,13 +1105,7 @@ pub(crate) fn sso_sign_in(browser: &Browser, site: &Site, provider: &Provider, p
 /// often it is replayed.
 #[test]
 fn the_sso_link_and_a_replayed_answer_cost_the_provider_nothing_more() {
-    let setup = console_setup(false);
-    let provider = Provider::for_console(&format!(
-        "http://127.0.0.1:{}/ui/sso/callback",
-        setup.gateway_port
-    ));
-    setup.insert_config(&sso_block(&setup, &provider, ""));
-    let site = Site::start(setup, false, b"an SSO person's image");
+    let (site, provider) = sso_site();
     let port = site.setup.gateway_port;
     let discovered = provider.fetches("discovery");
     let mut started = None;
@@ -1138,13 +1146,7 @@ fn the_sso_link_and_a_replayed_answer_cost_the_provider_nothing_more() {
 
 #[test]
 fn people_sign_in_with_sso_and_their_tokens_end_when_the_provider_forgets_them() {
-    let setup = console_setup(false);
-    let provider = Provider::for_console(&format!(
-        "http://127.0.0.1:{}/ui/sso/callback",
-        setup.gateway_port
-    ));
-    setup.insert_config(&sso_block(&setup, &provider, ""));
-    let site = Site::start(setup, false, b"an SSO person's image");
+    let (site, provider) = sso_site();
     let browser = Browser::start(1280, 900);
     let sso = |person: &str| sso_sign_in(&browser, &site, &provider, person);
 
