@@ -12,14 +12,16 @@ rustup target add wasm32-unknown-unknown
 # base images made by debootstrap; and the identity sources: OpenLDAP's slapd and a Samba
 # Active Directory domain controller (both started by the tests in temp dirs, samba as root)
 # and, below, an OpenID provider; and the console's browser, Debian's headless Chromium
-# driven through its chromedriver. They fail, rather than skip, when these are missing.
+# driven through its chromedriver; and bindfs, a FUSE mount that raises no file events for
+# writes made beside it (shared storage between nodes). They fail, rather than skip, when
+# these are missing.
 # The container files are also checked statically: compose's own parser, shellcheck and
 # hadolint.
 missing=()
 for tool in docker-registry:docker-registry skopeo:skopeo docker-compose:docker-compose \
   shellcheck:shellcheck dockerd:docker.io containerd:containerd podman:podman \
   debootstrap:debootstrap slapd:slapd ldapadd:ldap-utils samba-tool:samba \
-  chromium:chromium chromedriver:chromium-driver; do
+  chromium:chromium chromedriver:chromium-driver bindfs:bindfs; do
   command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
 done
 # Debian's docker CLI, which the compose test builds with (a newer one may shadow it on PATH).

@@ -1,7 +1,9 @@
 //! Watching files for hot reload: the directories holding them are watched (Kubernetes swaps a
 //! symlink beside ConfigMap files; editors rename over them), events are debounced, and a
-//! callback re-reads whatever it needs, once one of the files really changed. Dropping the
-//! [`FileWatcher`] stops it.
+//! callback re-reads whatever it needs, once one of the files really changed. Storage that
+//! raises no events for a change made elsewhere (NFS, EFS, CephFS, FUSE: a write from another
+//! node) is covered by polling: the files' fingerprints are compared every [`POLL`] too.
+//! Dropping the [`FileWatcher`] stops it.
 
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use std::collections::BTreeSet;
@@ -18,6 +20,11 @@ const DEBOUNCE: Duration = Duration::from_millis(100);
 /// request) would otherwise keep the directory from ever going quiet, and a removed user
 /// would never be reloaded.
 const MAX_DELAY: Duration = Duration::from_millis(500);
+
+/// How often the files are looked at when no event came: the bound on how late a change
+/// made where no event reaches us (another node's write to a shared volume) is acted on. A
+/// look is a `stat` of each file, nothing is read unless one changed.
+pub const POLL: Duration = Duration::from_secs(2);
 
 /// Keeps a watch alive.
 pub struct FileWatcher {
@@ -65,7 +72,16 @@ where
         .spawn(move || {
             // Whatever changed since the files were read, before this watch began.
             on_real_change();
-            while received.recv().is_ok() {
+            loop {
+                match received.recv_timeout(POLL) {
+                    Ok(()) => {}
+                    // No event: storage that raises none for a change made elsewhere.
+                    Err(RecvTimeoutError::Timeout) => {
+                        on_real_change();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
                 let first = Instant::now();
                 loop {
                     match received.recv_timeout(DEBOUNCE) {
@@ -189,6 +205,30 @@ mod tests {
         std::fs::write(&watched, "alice:x\n").expect("write");
         let (calls, _watch) = counted_watch(&watched, read_as);
         assert_eq!(calls_after(&calls), 1);
+    }
+
+    /// Issue 25: a change that raises no event here (written through a hard link in another
+    /// directory, as another node's write to a shared volume raises none) is seen by polling.
+    #[test]
+    fn a_change_without_events_is_seen_within_the_poll() {
+        let watched_dir = tempfile::tempdir().expect("tempdir");
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        let watched = watched_dir.path().join("revoked");
+        std::fs::write(&watched, "").expect("write");
+        let other_name = elsewhere.path().join("same-file");
+        std::fs::hard_link(&watched, &other_name).expect("a hard link");
+        let (calls, _watch) = counted_watch(&watched, fingerprints(&[&watched]));
+        assert_eq!(calls_after(&calls), 0);
+        std::fs::write(&other_name, "an id\n").expect("write elsewhere");
+        let started = Instant::now();
+        while calls.load(Ordering::SeqCst) == 0 {
+            assert!(
+                started.elapsed() < POLL * 2,
+                "not seen within {:?}",
+                started.elapsed()
+            );
+            thread::sleep(DEBOUNCE);
+        }
     }
 
     #[test]

@@ -108,3 +108,81 @@ fn two_replicas_with_one_key_act_as_one() {
         "the policy edit did not reach both replicas"
     );
 }
+
+/// A FUSE bind mount (bindfs) of a directory, unmounted when dropped: a file system that
+/// raises no events on the mount for writes made through the directory itself, as NFS, EFS
+/// or CephFS raise none on one node for another node's writes.
+struct BindMount {
+    at: tempfile::TempDir,
+}
+
+impl BindMount {
+    fn of(dir: &std::path::Path) -> BindMount {
+        require("bindfs");
+        let at = tempfile::tempdir().expect("tempdir");
+        let mounted =
+            crate::util::run(std::process::Command::new("bindfs").arg(dir).arg(at.path()));
+        assert!(mounted.ok, "bindfs: {}", mounted.text);
+        BindMount { at }
+    }
+}
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("fusermount")
+            .arg("-u")
+            .arg(self.at.path())
+            .status();
+    }
+}
+
+/// Issue 25: replica B reads the shared files through a mount that raises no events for
+/// replica A's writes; a personal token A revokes and a user removed from the htpasswd still
+/// stop working at B within the documented bound (watch::POLL, 2 s, plus a reload).
+#[test]
+fn a_replica_whose_storage_raises_no_events_still_sees_revocations_and_user_changes() {
+    use crate::console::{console_block, make_token_by_hand, request, sign_in_by_hand};
+    require("docker-registry");
+    let setup = Setup::gateway(ACL, USERS, "");
+    setup.insert_config(&console_block(&setup, true));
+    let (config_b, port_b) = setup.replica_config();
+    let mount = BindMount::of(setup.dir.path());
+    let config_b = mount.at.path().join(config_b.file_name().expect("a name"));
+    let _registry = setup.start_plain_registry();
+    let a = setup.start_gateway();
+    let _b = serve(&config_b, port_b);
+    let within = |what: &str, refused: &dyn Fn() -> bool| {
+        let started = std::time::Instant::now();
+        while !refused() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(5),
+                "{what}: replica B did not see it within 5 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        eprintln!("{what}: seen at B after {:?}", started.elapsed());
+    };
+    let token_at_b = |creds: &str| {
+        let query = format!("service={SERVICE}&scope=repository:alice/app:pull");
+        crate::util::token(port_b, &query, Some(creds)).0
+    };
+
+    let (session, csrf) = sign_in_by_hand(a.port, "alice", "alice-pw");
+    let laptop = make_token_by_hand(a.port, &session, &csrf, "laptop");
+    let creds = format!("alice:{laptop}");
+    assert_eq!(token_at_b(&creds), 200, "B takes the token");
+    let form = format!("csrf={csrf}&token={laptop}");
+    let (status, head, _) = request(
+        a.port,
+        "POST",
+        "/ui/tokens/revoke",
+        &[("Cookie", &session)],
+        &form,
+    );
+    assert_eq!(status, 303, "{head}");
+    within("a revocation", &|| token_at_b(&creds) == 401);
+
+    assert_eq!(token_at_b("bob:bob-pw"), 200);
+    setup.remove_user("bob");
+    within("a removed user", &|| token_at_b("bob:bob-pw") == 401);
+}
