@@ -304,30 +304,45 @@ enum Denial {
 
 impl App {
     /// How the client reached us: `public_url` when set (a client's Host header then
-    /// changes nothing), else the Host it used.
+    /// changes nothing); else, from a trusted proxy (an Ingress terminating TLS), the
+    /// `X-Forwarded-Proto` and `X-Forwarded-Host` it sends; else the Host the client used.
     pub(super) fn forwarded<B>(&self, request: &Request<B>, peer: IpAddr) -> Forwarded {
         let headers = request.headers();
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let (proto, host) = match &self.public_origin {
-            Some((proto, host)) => (proto.clone(), host.clone()),
-            // HTTP/2 carries the host in the URI (`:authority`), HTTP/1.1 in `Host`.
-            None => (
-                scheme.to_string(),
-                headers
-                    .get(HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .or_else(|| request.uri().authority().map(|a| a.as_str()))
-                    .filter(|h| is_host(h))
-                    .map(str::to_string)
-                    .unwrap_or_else(|| self.config.server.listen.to_string()),
-            ),
-        };
         let trusted = self
             .config
             .server
             .trusted_proxies
             .iter()
             .any(|net| net.contains(&peer));
+        // A proxy's header, the first value of a list (the proxy nearest the client).
+        let from_proxy = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .filter(|_| trusted)
+                .and_then(|v| v.split(',').next())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+        };
+        let scheme = match from_proxy("x-forwarded-proto") {
+            Some(proto @ ("http" | "https")) => proto,
+            _ if self.tls.is_some() => "https",
+            _ => "http",
+        };
+        let (proto, host) = match &self.public_origin {
+            Some((proto, host)) => (proto.clone(), host.clone()),
+            // HTTP/2 carries the host in the URI (`:authority`), HTTP/1.1 in `Host`.
+            None => (
+                scheme.to_string(),
+                from_proxy("x-forwarded-host")
+                    .filter(|h| is_host(h))
+                    .or_else(|| headers.get(HOST).and_then(|h| h.to_str().ok()))
+                    .or_else(|| request.uri().authority().map(|a| a.as_str()))
+                    .filter(|h| is_host(h))
+                    .map(str::to_string)
+                    .unwrap_or_else(|| self.config.server.listen.to_string()),
+            ),
+        };
         let earlier = headers
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())

@@ -489,3 +489,58 @@ fn an_edited_config_is_swapped_in_whole_and_a_broken_one_is_refused() {
         "{metrics}"
     );
 }
+
+/// Issue 25: behind an Ingress that terminates TLS, the trusted proxy's `X-Forwarded-Proto`
+/// and `X-Forwarded-Host` make the realm (clients must be sent to https), and each client
+/// behind it is throttled on its own address; the same headers from anyone else change
+/// nothing.
+#[test]
+fn behind_a_trusted_proxy_the_realm_is_https_and_clients_are_throttled_apart() {
+    let behind = serve_with("trusted_proxies = [\"127.0.0.1/32\"]");
+    let proxied = |client: &str, extra: &str| {
+        format!(
+            "Host: portcullis.default.svc:5000\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: registry.example.com\r\nX-Forwarded-For: {client}\r\n{extra}"
+        )
+    };
+    let (status, head, _) = get(behind.port, "/v2/", &proxied("203.0.113.5", ""));
+    assert_eq!(status, 401);
+    assert_eq!(
+        challenge(&head),
+        "Bearer realm=\"https://registry.example.com/token\",service=\"registry.test\""
+    );
+    // Five wrong passwords from one client behind the proxy; another client is not held up.
+    let basic = |password: &str| {
+        format!(
+            "Authorization: Basic {}\r\n",
+            data_encoding::BASE64.encode(format!("alice:{password}").as_bytes())
+        )
+    };
+    for _ in 0..5 {
+        let (status, _, _) = get(
+            behind.port,
+            "/v2/",
+            &proxied("203.0.113.5", &basic("wrong")),
+        );
+        assert_eq!(status, 401);
+    }
+    let (status, _, _) = get(
+        behind.port,
+        "/v2/",
+        &proxied("203.0.113.5", &basic("wrong")),
+    );
+    assert_eq!(status, 429, "the guessing client waits");
+    let (status, _, body) = get(behind.port, "/v2/", &proxied("203.0.113.6", &basic("pw")));
+    // Logged in and forwarded (there is no registry in these tests: 503, not 401 or 429).
+    assert_eq!(
+        status, 503,
+        "another client behind the same proxy logs in: {body}"
+    );
+
+    // Not from a trusted proxy: the headers are the client's own, and ignored.
+    let open = serve_with("");
+    let (_, head, _) = get(open.port, "/v2/", &proxied("203.0.113.5", ""));
+    assert_eq!(
+        challenge(&head),
+        "Bearer realm=\"http://portcullis.default.svc:5000/token\",service=\"registry.test\""
+    );
+}
