@@ -53,7 +53,12 @@ kubernetes_validate=$(command -v kubernetes-validate || echo "$scripts/kubernete
 docker-compose -f compose.yaml config -q
 docker-compose -f compose.gateway.yaml config -q
 "$hadolint" Dockerfile
-"$kubernetes_validate" --strict --quiet deploy/kubernetes/portcullis.yaml deploy/kubernetes/registry.yaml
+# The Kubernetes manifests as kustomize renders them, each object validated against the
+# schemas, and what an operator relies on checked (tests/kubernetes/manifests.py).
+rendered=$(mktemp --suffix=.yaml)
+python3 tests/kubernetes/manifests.py "$rendered"
+"$kubernetes_validate" --strict --quiet "$rendered"
+rm -f "$rendered"
 shellcheck -x deploy/docker/entrypoint.sh scripts/*.sh bench/*.sh .ci/run
 
 # The identity tests run a real OpenID provider: npm's oidc-provider on the machine's Node.

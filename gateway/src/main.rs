@@ -318,13 +318,28 @@ fn passwd(file: &Path, user: &str, cost: u32) -> Result<ExitCode, String> {
     if user.is_empty() || user.contains(':') || user.contains(char::is_whitespace) {
         return Err(format!("{user:?} is not a user name (no `:` or spaces)"));
     }
-    let mut password = String::new();
-    std::io::stdin()
-        .read_line(&mut password)
-        .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
-    let password = password.trim_end_matches(['\n', '\r']);
+    use std::io::IsTerminal;
+    // At a terminal (`docker run -it ... passwd`), asked twice and never echoed; piped in,
+    // one line read as it is.
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(format!("password for {user}: "))
+            .map_err(|e| format!("cannot read the password: {e}"))?;
+        let again = rpassword::prompt_password("again: ")
+            .map_err(|e| format!("cannot read the password: {e}"))?;
+        if first != again {
+            return Err("the two passwords differ; nothing was changed".into());
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+        line.trim_end_matches(['\n', '\r']).to_string()
+    };
+    let password = password.as_str();
     if password.is_empty() {
-        return Err("empty password on stdin".into());
+        return Err("empty password".into());
     }
     let hash = bcrypt::hash(password, cost).map_err(|e| format!("cannot hash: {e}"))?;
     let (existing, metadata) = match std::fs::read_to_string(file) {

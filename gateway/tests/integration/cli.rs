@@ -521,3 +521,60 @@ fn every_example_in_the_docs_loads() {
         "{configs} configs, {settings} settings"
     );
 }
+
+/// Issue 25: `passwd` at a terminal (`docker run -it <image> passwd ...`) asks twice and
+/// never echoes the password. util-linux's `script` gives it a terminal.
+#[test]
+fn passwd_at_a_terminal_asks_twice_without_echo() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("htpasswd");
+    let command = format!(
+        "{} passwd {} alice",
+        env!("CARGO_BIN_EXE_portcullis"),
+        file.display()
+    );
+    let run = |typed: &str| {
+        let mut child = Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("script runs (util-linux)");
+        let mut stdin = child.stdin.take().expect("stdin");
+        for line in typed.lines() {
+            // One line at a time, as typed: a terminal reads each prompt's answer alone.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            stdin
+                .write_all(format!("{line}\n").as_bytes())
+                .expect("typed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(stdin);
+        let out = child.wait_with_output().expect("waits");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, screen) = run("s3cret-typed\ns3cret-typed\n");
+    assert!(ok, "{screen}");
+    assert!(
+        screen.contains("password for alice:") && screen.contains("again:"),
+        "{screen}"
+    );
+    assert!(
+        !screen.contains("s3cret-typed"),
+        "the password was echoed: {screen}"
+    );
+    let users = portcullis::identity::Htpasswd::load(&file).expect("written");
+    assert!(users.verify("alice", "s3cret-typed"));
+    let (ok, screen) = run("one\nanother\n");
+    assert!(!ok && screen.contains("differ"), "{screen}");
+    assert!(
+        portcullis::identity::Htpasswd::load(&file)
+            .expect("kept")
+            .verify("alice", "s3cret-typed"),
+        "nothing changed"
+    );
+}
