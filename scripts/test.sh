@@ -12,8 +12,9 @@ rustup target add wasm32-unknown-unknown
 # base images made by debootstrap; and the identity sources: OpenLDAP's slapd and a Samba
 # Active Directory domain controller (both started by the tests in temp dirs, samba as root)
 # and, below, an OpenID provider; and the console's browser, Debian's headless Chromium
-# driven through its chromedriver; and bindfs, a FUSE mount that raises no file events for
-# writes made beside it (shared storage between nodes). They fail, rather than skip, when
+# driven through its chromedriver; bindfs, a FUSE mount that raises no file events for
+# writes made beside it (shared storage between nodes); and nginx, a reverse proxy in front
+# as an Ingress controller is. They fail, rather than skip, when
 # these are missing.
 # The container files are also checked statically: compose's own parser, shellcheck and
 # hadolint.
@@ -21,7 +22,7 @@ missing=()
 for tool in docker-registry:docker-registry skopeo:skopeo docker-compose:docker-compose \
   shellcheck:shellcheck dockerd:docker.io containerd:containerd podman:podman \
   debootstrap:debootstrap slapd:slapd ldapadd:ldap-utils samba-tool:samba \
-  chromium:chromium chromedriver:chromium-driver bindfs:bindfs; do
+  chromium:chromium chromedriver:chromium-driver bindfs:bindfs nginx:nginx; do
   command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
 done
 # Debian's docker CLI, which the compose test builds with (a newer one may shadow it on PATH).

@@ -1342,3 +1342,99 @@ fn a_large_refused_body_gets_its_answer_not_a_broken_pipe() {
         assert_eq!(header(head, "connection"), Some("close"), "{head}");
     }
 }
+
+/// Issue 25: behind a real reverse proxy (nginx, as an Ingress controller is) that ends TLS
+/// and names the client, the challenge's realm is the https address clients use, and each
+/// client is throttled on its own address, not as the proxy.
+#[test]
+fn behind_a_reverse_proxy_the_realm_is_https_and_clients_are_throttled_apart() {
+    require("nginx");
+    require("docker-registry");
+    let setup = Setup::gateway_with(ACL, USERS, "trusted_proxies = [\"127.0.0.1/32\"]\n", "");
+    let _registry = setup.start_plain_registry();
+    let gateway = setup.start_gateway();
+    let proxy_port = crate::util::free_port();
+    let root = setup.dir.path();
+    std::fs::create_dir_all(root.join("nginx")).expect("nginx dir");
+    std::fs::write(
+        root.join("nginx/nginx.conf"),
+        format!(
+            "daemon off;\nuser root;\npid {root}/nginx/nginx.pid;\nerror_log {root}/nginx/error.log;\n\
+             events {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {root}/nginx/body;\n\
+             proxy_temp_path {root}/nginx/proxy;\n  server {{\n    listen 127.0.0.1:{proxy_port};\n\
+             client_max_body_size 0;\n    location / {{\n      proxy_pass http://127.0.0.1:{gw};\n\
+             proxy_set_header Host $host;\n      proxy_set_header X-Forwarded-Proto https;\n\
+             proxy_set_header X-Forwarded-Host registry.example.test;\n\
+             proxy_set_header X-Forwarded-For $remote_addr;\n      proxy_request_buffering off;\n\
+             }}\n  }}\n}}\n",
+            root = root.display(),
+            gw = gateway.port,
+        ),
+    )
+    .expect("nginx.conf");
+    let child = std::process::Command::new("nginx")
+        .args(["-e", &root.join("nginx/error.log").display().to_string()])
+        .args(["-p", &root.join("nginx").display().to_string()])
+        .args(["-c", &root.join("nginx/nginx.conf").display().to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nginx runs");
+    let mut nginx = crate::util::Daemon(child);
+    crate::util::wait_for("nginx", &mut nginx.0, || {
+        std::net::TcpStream::connect(("127.0.0.1", proxy_port)).is_ok()
+    });
+    // A client of its own address: 127.0.0.2, 127.0.0.3, ... (all loopback).
+    let from = |source: &str, auth: &str| -> (u16, String) {
+        use std::io::{Read, Write};
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("a socket");
+        let source: std::net::SocketAddr = format!("{source}:0").parse().expect("an address");
+        socket.bind(&source.into()).expect("bound");
+        let proxy: std::net::SocketAddr = format!("127.0.0.1:{proxy_port}")
+            .parse()
+            .expect("an address");
+        socket.connect(&proxy.into()).expect("connected");
+        let mut stream: std::net::TcpStream = socket.into();
+        let auth = if auth.is_empty() {
+            String::new()
+        } else {
+            format!("Authorization: {auth}\r\n")
+        };
+        write!(
+            stream,
+            "GET /v2/ HTTP/1.1\r\nHost: portcullis.default.svc\r\n{auth}Connection: close\r\n\r\n"
+        )
+        .expect("sent");
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        let status = answer
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, answer)
+    };
+    let (status, answer) = from("127.0.0.2", "");
+    assert_eq!(status, 401, "{answer}");
+    let head = answer.split("\r\n\r\n").next().unwrap_or_default();
+    let challenge = header(head, "www-authenticate").expect("a challenge");
+    assert!(
+        challenge.starts_with("Bearer realm=\"https://registry.example.test/token\""),
+        "{challenge}"
+    );
+    let wrong = format!("Basic {}", basic("alice", "wrong"));
+    for _ in 0..5 {
+        assert_eq!(from("127.0.0.2", &wrong).0, 401);
+    }
+    assert_eq!(
+        from("127.0.0.2", &wrong).0,
+        429,
+        "the guessing client waits"
+    );
+    let (status, answer) = from("127.0.0.3", &basic_auth("alice"));
+    assert_eq!(
+        status, 200,
+        "another client behind the proxy logs in: {answer}"
+    );
+}
