@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Renders deploy/kubernetes as `kubectl kustomize` would (its resources, its ConfigMap
-generator and its image) and checks what an operator must be able to rely on before applying
-it: who may reach the registry and the admin port, rollouts that drop nothing, probes,
-availability, the pod security level "restricted", and hot reload of the config.
+"""Renders deploy/kubernetes and the overlay a user edits (deploy/kubernetes-overlay) as
+`kubectl kustomize` would, and checks on both what an operator must be able to rely on
+before applying them: who may reach the registry and the admin port, rollouts that drop
+nothing, probes, availability, the pod security level "restricted", hot reload of the
+config, the Ingress, and that the overlay's values arrive.
 
 usage: manifests.py RENDERED_OUT   (writes the rendered objects there, for schema validation)
 Prints one line per check and `N passed, N failed`; exits 1 when any failed.
@@ -13,26 +14,63 @@ import sys
 
 import yaml
 
-ROOT = pathlib.Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
+BASE = pathlib.Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
+OVERLAY = BASE.parent / "kubernetes-overlay"
 
 
-def render():
-    """The objects `kubectl kustomize deploy/kubernetes` makes, plus the Ingress example."""
-    kustomization = yaml.safe_load((ROOT / "kustomization.yaml").read_text())
+def render(directory):
+    """The objects `kubectl kustomize DIRECTORY` makes, for what our kustomizations use:
+    resources (files, and directories holding a kustomization), ConfigMap generators
+    (create, replace), replicas, JSON 6902 patches and images."""
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
     objects = []
-    for resource in kustomization["resources"] + ["ingress.yaml"]:
-        objects += [o for o in yaml.safe_load_all((ROOT / resource).read_text()) if o]
+    for resource in kustomization.get("resources", []):
+        path = (directory / resource).resolve()
+        if path.is_dir():
+            # As kustomize: a base may not hold the kustomization that uses it.
+            assert not directory.resolve().is_relative_to(path), f"{path} holds {directory}"
+            objects += render(path)
+        else:
+            objects += [o for o in yaml.safe_load_all(path.read_text()) if o]
     for generator in kustomization.get("configMapGenerator", []):
-        data = {name: (ROOT / name).read_text() for name in generator["files"]}
         name = generator["name"]
         assert generator.get("options", {}).get("disableNameSuffixHash"), name
-        objects.append({"apiVersion": "v1", "kind": "ConfigMap",
-                        "metadata": {"name": name}, "data": data})
-    images = {i["name"]: f'{i["newName"]}:{i["newTag"]}' for i in kustomization["images"]}
+        made = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
+                "data": {f: (directory / f).read_text() for f in generator["files"]}}
+        existing = [o for o in objects if o["kind"] == "ConfigMap"
+                    and o["metadata"]["name"] == name]
+        if generator.get("behavior", "create") == "replace":
+            assert existing, f"nothing to replace: {name}"
+            objects = [o for o in objects if not any(o is e for e in existing)]
+        else:
+            assert not existing, f"two ConfigMaps {name}"
+        objects.append(made)
+    for replicas in kustomization.get("replicas", []):
+        find(objects, "Deployment", replicas["name"])["spec"]["replicas"] = replicas["count"]
+    for patch in kustomization.get("patches", []):
+        target = find(objects, patch["target"]["kind"], patch["target"]["name"])
+        for op in yaml.safe_load(patch["patch"]):
+            apply(target, op)
+    images = {i["name"]: f'{i["newName"]}:{i["newTag"]}'
+              for i in kustomization.get("images", [])}
     for o in objects:
         for c in pod_spec(o).get("containers", []):
             c["image"] = images.get(c["image"], c["image"])
     return objects
+
+
+def apply(document, op):
+    """One JSON 6902 `add` or `replace`."""
+    *parents, last = [p.replace("~1", "/").replace("~0", "~")
+                      for p in op["path"].split("/")[1:]]
+    node = document
+    for key in parents:
+        node = node[int(key)] if isinstance(node, list) else node[key]
+    key = int(last) if isinstance(node, list) else last
+    assert op["op"] in ("add", "replace"), op
+    if op["op"] == "replace":
+        assert key in node if isinstance(node, dict) else key < len(node), op
+    node[key] = op["value"]
 
 
 def pod_spec(o):
@@ -93,7 +131,7 @@ def rollouts_wait_for_the_endpoints_then_drain(objects):
     spec = pod_spec(find(objects, "Deployment", "portcullis"))
     [container] = spec["containers"]
     wait = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
-    config = (ROOT / "portcullis.toml").read_text()
+    config = find(objects, "ConfigMap", "portcullis-config")["data"]["portcullis.toml"]
     drain = 30  # [server] drain_seconds' default; the config does not change it
     assert "drain_seconds" not in config
     assert wait >= 5 and spec["terminationGracePeriodSeconds"] >= wait + drain + 1, spec
@@ -164,7 +202,8 @@ def prometheus_finds_the_metrics(objects):
     ports = {p["name"]: p["containerPort"] for p in pod_spec(
         find(objects, "Deployment", "portcullis"))["containers"][0]["ports"]}
     assert ports["admin"] == 9090
-    assert 'admin_listen = "0.0.0.0:9090"' in (ROOT / "portcullis.toml").read_text()
+    config = find(objects, "ConfigMap", "portcullis-config")["data"]["portcullis.toml"]
+    assert 'admin_listen = "0.0.0.0:9090"' in config
 
 
 @check
@@ -180,6 +219,8 @@ def config_edits_reload_in_place(objects):
 
 @check
 def the_ingress_streams_blobs_of_any_size(objects):
+    if not any(o["kind"] == "Ingress" for o in objects):
+        return  # the base has none: the overlay brings it
     ingress = find(objects, "Ingress", "portcullis")
     a = ingress["metadata"]["annotations"]
     assert a["nginx.ingress.kubernetes.io/proxy-body-size"] == "0"
@@ -190,18 +231,59 @@ def the_ingress_streams_blobs_of_any_size(objects):
     assert backend == {"name": "portcullis", "port": {"name": "http"}}
 
 
+@check
+def the_overlay_carries_a_users_values(objects):
+    if not any(o["kind"] == "Ingress" for o in objects):
+        return  # the base: nothing of a user's yet
+    deployment = find(objects, "Deployment", "portcullis")
+    assert deployment["spec"]["replicas"] == 3
+    [container] = pod_spec(deployment)["containers"]
+    assert container["image"] == "registry.example.com/portcullis:0.1.0"
+    config = find(objects, "ConfigMap", "portcullis-config")["data"]["portcullis.toml"]
+    host = find(objects, "Ingress", "portcullis")["spec"]["rules"][0]["host"]
+    assert f'\npublic_url = "https://{host}"' in config, "the realm names the Ingress' host"
+    policy = find(objects, "NetworkPolicy", "portcullis")
+    assert policy["spec"]["ingress"][1]["from"][0]["namespaceSelector"]
+
+
+def kubectl_agrees(directory, objects):
+    """Where kubectl is installed (it is not on a fresh machine): its own kustomize renders
+    the same objects, with the same images, replicas and config."""
+    import shutil
+    import subprocess
+    if not shutil.which("kubectl"):
+        print(f"kubectl is not installed: {directory.name} rendered by this script alone")
+        return
+    out = subprocess.run(["kubectl", "kustomize", str(directory)], check=True,
+                         capture_output=True, text=True).stdout
+    real = [o for o in yaml.safe_load_all(out) if o]
+    key = lambda o: (o["kind"], o["metadata"]["name"])  # noqa: E731
+    assert sorted(map(key, real)) == sorted(map(key, objects)), "the same objects"
+    for o in real:
+        ours = find(objects, o["kind"], o["metadata"]["name"])
+        assert o.get("spec", {}).get("replicas") == ours.get("spec", {}).get("replicas"), key(o)
+        assert o.get("data") == ours.get("data"), key(o)
+        assert [c["image"] for c in pod_spec(o).get("containers", [])] == \
+            [c["image"] for c in pod_spec(ours).get("containers", [])], key(o)
+
+
 def main():
-    objects = render()
-    pathlib.Path(sys.argv[1]).write_text(yaml.safe_dump_all(objects))
-    failed = 0
-    for function in CHECKS:
-        try:
-            function(objects)
-            print(f"test {function.__name__} ... ok")
-        except AssertionError as error:
-            failed += 1
-            print(f"test {function.__name__} ... FAILED: {error!r}")
-    print(f"kubernetes: {len(CHECKS) - failed} passed, {failed} failed")
+    out = []
+    failed = total = 0
+    for name, directory in [("base", BASE), ("overlay", OVERLAY)]:
+        objects = render(directory)
+        out += objects
+        kubectl_agrees(directory, objects)
+        for function in CHECKS:
+            total += 1
+            try:
+                function(objects)
+                print(f"test {name}::{function.__name__} ... ok")
+            except AssertionError as error:
+                failed += 1
+                print(f"test {name}::{function.__name__} ... FAILED: {error!r}")
+    pathlib.Path(sys.argv[1]).write_text(yaml.safe_dump_all(out))
+    print(f"kubernetes: {total - failed} passed, {failed} failed")
     return 1 if failed else 0
 
 

@@ -252,6 +252,7 @@ fn the_compose_and_kubernetes_configs_load_their_policies() {
         "deploy/compose/token-server/portcullis.toml",
         "deploy/compose/gateway/portcullis.toml",
         "deploy/kubernetes/portcullis.toml",
+        "deploy/kubernetes-overlay/portcullis.toml",
     ] {
         let config =
             portcullis::config::Config::load(&root.join(config)).unwrap_or_else(|e| panic!("{e}"));
