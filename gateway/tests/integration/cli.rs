@@ -535,7 +535,10 @@ fn passwd_at_a_terminal_asks_twice_without_echo() {
         env!("CARGO_BIN_EXE_portcullis"),
         file.display()
     );
+    // Types each line once its prompt is on the screen: typed before, a terminal would
+    // still echo it (echo goes off only when the prompt asks).
     let run = |typed: &str| {
+        use std::io::Read;
         let mut child = Command::new("script")
             .args(["-qec", &command, "/dev/null"])
             .stdin(std::process::Stdio::piped())
@@ -543,20 +546,38 @@ fn passwd_at_a_terminal_asks_twice_without_echo() {
             .spawn()
             .expect("script runs (util-linux)");
         let mut stdin = child.stdin.take().expect("stdin");
-        for line in typed.lines() {
-            // One line at a time, as typed: a terminal reads each prompt's answer alone.
-            std::thread::sleep(std::time::Duration::from_millis(300));
+        let mut stdout = child.stdout.take().expect("stdout");
+        let (screen_tx, screen_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 256];
+            while let Ok(n) = stdout.read(&mut buffer) {
+                if n == 0 || screen_tx.send(buffer[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut screen = String::new();
+        let wait_for = |prompt: &str, screen: &mut String| {
+            let started = std::time::Instant::now();
+            while !screen.contains(prompt) {
+                assert!(started.elapsed().as_secs() < 10, "no {prompt:?}: {screen}");
+                if let Ok(bytes) = screen_rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                    screen.push_str(&String::from_utf8_lossy(&bytes));
+                }
+            }
+        };
+        for (line, prompt) in typed.lines().zip(["password for alice:", "again:"]) {
+            wait_for(prompt, &mut screen);
             stdin
                 .write_all(format!("{line}\n").as_bytes())
                 .expect("typed");
         }
-        std::thread::sleep(std::time::Duration::from_millis(300));
         drop(stdin);
-        let out = child.wait_with_output().expect("waits");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
+        let status = child.wait().expect("waits");
+        while let Ok(bytes) = screen_rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            screen.push_str(&String::from_utf8_lossy(&bytes));
+        }
+        (status.success(), screen)
     };
     let (ok, screen) = run("s3cret-typed\ns3cret-typed\n");
     assert!(ok, "{screen}");
