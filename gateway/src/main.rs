@@ -97,6 +97,17 @@ enum IdentityCommand {
 enum PolicyCommand {
     /// Runs a policy module against requests and prints each decision as a JSON line.
     Eval(Box<EvalArgs>),
+    /// Writes a new policy crate that builds on its own: `cargo test`, then `cargo wasm`.
+    New {
+        /// The policy's name (a crate name: lowercase, digits, `-`).
+        name: String,
+        /// Where the crate's directory goes.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The SDK checkout to depend on by path (default: the published crate, by version).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -154,6 +165,17 @@ fn main() -> ExitCode {
         Command::Keygen { out, rsa, .. } => keygen(&out, rsa),
         Command::Passwd { file, user, cost } => passwd(&file, &user, cost),
         Command::Policy(PolicyCommand::Eval(args)) => eval(*args),
+        Command::Policy(PolicyCommand::New { name, dir, sdk }) => {
+            portcullis::policy::scaffold::new_policy(&name, &dir, sdk.as_deref())
+                .map(|root| {
+                    println!(
+                        "wrote {}: cd there, `cargo test`, then `cargo wasm` (README.md)",
+                        root.display()
+                    );
+                    ExitCode::SUCCESS
+                })
+                .map_err(|e| e.to_string())
+        }
         Command::Identity(IdentityCommand::Test {
             config,
             jwt,

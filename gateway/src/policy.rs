@@ -7,6 +7,7 @@ mod bindings;
 mod clock;
 mod host;
 mod reload;
+pub mod scaffold;
 mod world;
 
 pub use bindings::current::portcullis::policy::types::{

@@ -600,3 +600,77 @@ fn passwd_at_a_terminal_asks_twice_without_echo() {
         "nothing changed"
     );
 }
+
+/// Issue 20, step 1: `policy new` writes a crate that tests and builds outside this
+/// repository with one command each, and whose module the gateway's host loads and asks; a
+/// changed rule fails the test that covers it.
+#[test]
+fn a_new_policy_tests_builds_and_decides_outside_the_repository() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let sdk = repo.join("policy-sdk");
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["policy", "new", "team-rules", "--dir"])
+        .arg(dir.path())
+        .arg("--sdk")
+        .arg(&sdk)
+        .output()
+        .expect("portcullis runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let root = dir.path().join("team-rules");
+    // Its own target directory, kept between runs of the suite: the first build compiles
+    // the SDK's dependencies once.
+    let target = repo.join("target/scaffold");
+    let cargo = |args: &[&str]| {
+        let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(args)
+            .current_dir(&root)
+            .env("CARGO_TARGET_DIR", &target)
+            .output()
+            .expect("cargo runs");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, said) = cargo(&["test"]);
+    assert!(ok && said.contains("3 passed"), "{said}");
+    let (ok, said) = cargo(&["wasm"]);
+    assert!(ok, "{said}");
+    let module = target.join("wasm32-unknown-unknown/release/team_rules.wasm");
+    let settings = root.join("settings.json");
+    let (code, lines, stderr) = eval(&[
+        module.to_str().expect("utf-8"),
+        "--settings",
+        settings.to_str().expect("utf-8"),
+        "--account",
+        "ci",
+        "--scope",
+        "repository:team/app:pull,push",
+        "--scope",
+        "repository:prod/app:pull,push",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(lines[0]["granted"], serde_json::json!(["pull", "push"]));
+    assert_eq!(lines[1]["granted"], serde_json::json!(["pull"]));
+
+    // A rule changed by mistake: protected repositories no longer protected.
+    let lib = root.join("src/lib.rs");
+    let text = std::fs::read_to_string(&lib).expect("lib.rs");
+    std::fs::write(&lib, text.replace("&& !protected", "")).expect("edited");
+    let (ok, said) = cargo(&["test"]);
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("protected_repositories_are_pulled_only ... FAILED")
+            && said.contains("2 passed; 1 failed"),
+        "{said}"
+    );
+}
