@@ -72,6 +72,10 @@ else
   echo "rustfmt is not installed: skipping the format check (rustup component add rustfmt)"
 fi
 cargo policies
+# The policy SDK stays publishable: packaged (and built from the package alone, its WIT
+# inside) and documented without a warning.
+cargo package -p portcullis-policy --allow-dirty --quiet
+RUSTDOCFLAGS="-D warnings" cargo doc -p portcullis-policy --no-deps --quiet
 # The end-to-end tests run the binary itself; build it so they never see a stale one.
 cargo build -p portcullis
 cargo test --workspace --all-targets

@@ -62,6 +62,19 @@ mod request;
 
 pub use request::{Account, Decision, Kind, Operation, Reference, Request, Scope};
 
+/// The policy world this SDK builds against, as its WIT package names it: the gateway
+/// loads modules of this world and of every earlier one it still knows.
+///
+/// ```
+/// assert!(portcullis_policy::WORLD.starts_with("portcullis:policy@"));
+/// ```
+pub const WORLD: &str = "portcullis:policy@0.2.0";
+
+// The README's example is compiled and run with the documentation's.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeExample;
+
 /// The bindings generated from `wit/policy.wit`, used by [`export_policy!`].
 #[doc(hidden)]
 pub mod bindings {
@@ -154,5 +167,20 @@ pub mod __private {
         let settings =
             serde_json::from_str(settings).map_err(|e| format!("invalid settings: {e}"))?;
         P::configure(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// `WORLD` is what the WIT this crate carries declares.
+    #[test]
+    fn the_world_constant_is_the_wits_package() {
+        let wit = include_str!("../wit/policy.wit");
+        assert!(
+            wit.lines()
+                .any(|l| l == format!("package {};", super::WORLD)),
+            "wit/policy.wit declares another package than {}",
+            super::WORLD
+        );
     }
 }
