@@ -520,6 +520,25 @@ pub struct Policy {
     pub memory_mb: u64,
 }
 
+impl Policy {
+    /// What the host loads for this entry (its paths as they are: resolved by the caller).
+    pub fn spec(&self) -> PolicySpec {
+        PolicySpec {
+            name: self.name.clone(),
+            module: self.module.clone(),
+            settings: match (&self.settings, &self.settings_file) {
+                (Some(json), _) => SettingsSource::Inline(json.to_string()),
+                (None, Some(file)) => SettingsSource::File(file.clone()),
+                (None, None) => SettingsSource::Empty,
+            },
+            limits: Limits {
+                timeout: Duration::from_millis(self.timeout_ms),
+                memory_bytes: usize::try_from(self.memory_mb << 20).unwrap_or(usize::MAX),
+            },
+        }
+    }
+}
+
 fn default_timeout_ms() -> u64 {
     50
 }
@@ -902,22 +921,7 @@ impl Config {
 
     /// The policies as the host loads them.
     pub fn policy_specs(&self) -> Vec<PolicySpec> {
-        self.policies
-            .iter()
-            .map(|policy| PolicySpec {
-                name: policy.name.clone(),
-                module: policy.module.clone(),
-                settings: match (&policy.settings, &policy.settings_file) {
-                    (Some(json), _) => SettingsSource::Inline(json.to_string()),
-                    (None, Some(file)) => SettingsSource::File(file.clone()),
-                    (None, None) => SettingsSource::Empty,
-                },
-                limits: Limits {
-                    timeout: Duration::from_millis(policy.timeout_ms),
-                    memory_bytes: usize::try_from(policy.memory_mb << 20).unwrap_or(usize::MAX),
-                },
-            })
-            .collect()
+        self.policies.iter().map(Policy::spec).collect()
     }
 }
 

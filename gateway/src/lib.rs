@@ -7,6 +7,7 @@ pub mod client;
 pub mod config;
 pub mod console;
 pub mod decision_log;
+pub mod glob;
 pub mod identity;
 pub mod metrics;
 pub mod policy;

@@ -97,6 +97,14 @@ enum IdentityCommand {
 enum PolicyCommand {
     /// Runs a policy module against requests and prints each decision as a JSON line.
     Eval(Box<EvalArgs>),
+    /// Runs fixture files: each case's request through the policy set it names, as served,
+    /// against what must come out. Prints each failing case and `N passed, N failed`; exits
+    /// 1 when any failed.
+    Test {
+        /// Fixture files (TOML).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Writes a new policy crate that builds on its own: `cargo test`, then `cargo wasm`.
     New {
         /// The policy's name (a crate name: lowercase, digits, `-`).
@@ -165,6 +173,7 @@ fn main() -> ExitCode {
         Command::Keygen { out, rsa, .. } => keygen(&out, rsa),
         Command::Passwd { file, user, cost } => passwd(&file, &user, cost),
         Command::Policy(PolicyCommand::Eval(args)) => eval(*args),
+        Command::Policy(PolicyCommand::Test { files }) => policy_test(&files),
         Command::Policy(PolicyCommand::New { name, dir, sdk }) => {
             portcullis::policy::scaffold::new_policy(&name, &dir, sdk.as_deref())
                 .map(|root| {
@@ -445,6 +454,42 @@ fn check(path: &Path) -> Result<ExitCode, String> {
     }
     println!("{}: ok", path.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `portcullis policy test`: each fixture file's cases, the failures with expected against
+/// got, the rules no case reached, and the count.
+fn policy_test(files: &[PathBuf]) -> Result<ExitCode, String> {
+    let host = Host::new().map_err(|e| format!("cannot start the wasm engine: {e:#}"))?;
+    let (mut passed, mut failed) = (0, 0);
+    for file in files {
+        let report = portcullis::policy::fixtures::run(file, &host).map_err(|e| e.to_string())?;
+        for case in &report.cases {
+            if case.problems.is_empty() {
+                passed += 1;
+                println!("{}: {} ... ok", file.display(), case.name);
+            } else {
+                failed += 1;
+                println!("{}: {} ... FAILED", file.display(), case.name);
+                for problem in &case.problems {
+                    println!("    {problem}");
+                }
+            }
+        }
+        for (policy, rules) in &report.unreached {
+            let rules: Vec<String> = rules.iter().map(ToString::to_string).collect();
+            println!(
+                "{}: no case reached {policy}'s rule {}",
+                file.display(),
+                rules.join(", ")
+            );
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `portcullis identity test`: what a workload's token or claims become, as JSON.

@@ -5,6 +5,7 @@
 
 mod bindings;
 mod clock;
+pub mod fixtures;
 mod host;
 mod reload;
 pub mod scaffold;

@@ -6,8 +6,8 @@
 //! still in the directory, still known to the SSO provider), and the policies decide every
 //! request made with it as for its owner.
 
-use super::oidc::glob;
 use super::{InvalidFile, LoginError, Principal, unix_now};
+use crate::glob::matches as glob;
 use crate::seal::{Purpose, SealKeys, TAG_BYTES};
 use arc_swap::ArcSwap;
 use data_encoding::BASE64URL_NOPAD;

@@ -48,6 +48,7 @@ pub fn new_policy(name: &str, dir: &Path, sdk: Option<&Path>) -> Result<PathBuf,
         (".cargo/config.toml", CARGO_CONFIG.to_string()),
         ("src/lib.rs", LIB_RS.to_string()),
         ("settings.json", SETTINGS.to_string()),
+        ("fixtures.toml", fixtures(&module)),
         ("README.md", readme(name, &module)),
         (".gitignore", "/target\n".to_string()),
     ];
@@ -99,10 +100,43 @@ wasm = "build --release --target wasm32-unknown-unknown"
 const SETTINGS: &str = r#"{"pushers": ["ci"], "protected": ["prod/**"]}
 "#;
 
+/// Cases `portcullis policy test fixtures.toml` runs against the built module, as served.
+fn fixtures(module: &str) -> String {
+    format!(
+        r#"# portcullis policy test fixtures.toml: each case through the built module, as served.
+[[policy]]
+name = "{module}"
+module = "target/wasm32-unknown-unknown/release/{module}.wasm"
+settings_file = "settings.json"
+
+[[case]]
+name = "a pusher pushes"
+account = "ci"
+scope = "repository:team/app:pull,push"
+granted = ["pull", "push"]
+reason = "a pusher"
+
+[[case]]
+name = "a protected repository is pulled only"
+account = "ci"
+scope = "repository:prod/app:pull,push"
+granted = ["pull"]
+denied_by = "{module}"
+
+[[case]]
+name = "anonymous requests get nothing"
+scope = "repository:team/app:pull"
+granted = []
+reason = "log in first"
+"#
+    )
+}
+
 fn readme(name: &str, module: &str) -> String {
     format!(
         "# {name}\n\nA Portcullis policy. Once: `rustup target add wasm32-unknown-unknown`.\n\
          Test: `cargo test`. Build: `cargo wasm` (target/wasm32-unknown-unknown/release/{module}.wasm).\n\
+         Check the built module against fixtures.toml: `portcullis policy test fixtures.toml`.\n\
          Try it: `portcullis policy eval target/wasm32-unknown-unknown/release/{module}.wasm --settings settings.json --account ci --scope repository:team/app:pull,push`.\n\
          Serve it: a `[[policy]]` block with `module` and `settings_file` (docs/policies.md).\n"
     )

@@ -481,6 +481,13 @@ fn every_example_in_the_docs_loads() {
             .to_string_lossy()
             .into_owned();
         for (i, block) in fenced(&text, "toml").into_iter().enumerate() {
+            if block.contains("[[case]]") {
+                // A fixture file of `policy test`.
+                portcullis::policy::fixtures::cases_in(block)
+                    .unwrap_or_else(|e| panic!("{name}, toml block {}: {e}\n{block}", i + 1));
+                configs += 1;
+                continue;
+            }
             let mut config = String::new();
             if !block.contains("[token]") {
                 config.push_str(MINIMAL_TOKEN);
@@ -622,14 +629,16 @@ fn a_new_policy_tests_builds_and_decides_outside_the_repository() {
         String::from_utf8_lossy(&out.stderr)
     );
     let root = dir.path().join("team-rules");
-    // Its own target directory, kept between runs of the suite: the first build compiles
-    // the SDK's dependencies once.
+    // Its target directory is one kept between runs of the suite (a link where cargo and the
+    // fixtures expect target/): the first build compiles the SDK's dependencies once.
     let target = repo.join("target/scaffold");
+    std::fs::create_dir_all(&target).expect("target");
+    std::os::unix::fs::symlink(&target, root.join("target")).expect("target link");
     let cargo = |args: &[&str]| {
         let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args(args)
             .current_dir(&root)
-            .env("CARGO_TARGET_DIR", &target)
+            .env_remove("CARGO_TARGET_DIR")
             .output()
             .expect("cargo runs");
         (
@@ -661,8 +670,22 @@ fn a_new_policy_tests_builds_and_decides_outside_the_repository() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(lines[0]["granted"], serde_json::json!(["pull", "push"]));
     assert_eq!(lines[1]["granted"], serde_json::json!(["pull"]));
+    let fixtures = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["policy", "test", "fixtures.toml"])
+            .current_dir(&root)
+            .output()
+            .expect("portcullis runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, said) = fixtures();
+    assert!(ok && said.ends_with("3 passed, 0 failed\n"), "{said}");
 
-    // A rule changed by mistake: protected repositories no longer protected.
+    // A rule changed by mistake: protected repositories no longer protected. The native
+    // test and the fixture that cover it fail, and only they.
     let lib = root.join("src/lib.rs");
     let text = std::fs::read_to_string(&lib).expect("lib.rs");
     std::fs::write(&lib, text.replace("&& !protected", "")).expect("edited");
@@ -672,5 +695,104 @@ fn a_new_policy_tests_builds_and_decides_outside_the_repository() {
         said.contains("protected_repositories_are_pulled_only ... FAILED")
             && said.contains("2 passed; 1 failed"),
         "{said}"
+    );
+    let (ok, said) = cargo(&["wasm"]);
+    assert!(ok, "{said}");
+    let (ok, said) = fixtures();
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("a protected repository is pulled only ... FAILED")
+            && said.contains("granted: expected [pull], got [pull, push]")
+            && said.ends_with("2 passed, 1 failed\n"),
+        "{said}"
+    );
+}
+
+/// Issue 20, step 3: `policy test` runs fixtures through the production host and
+/// composition: granted actions, the policy that withheld, a reason glob, gateway
+/// operations; it names each failing case with expected against got, lists the acl rules no
+/// case reached, and refuses a fixture file it cannot read, naming the line.
+#[test]
+fn policy_test_runs_fixtures_as_served_and_says_what_differs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("acl.json"), ACL_DESIGN_EXAMPLE).expect("acl.json");
+    let fixtures = dir.path().join("fixtures.toml");
+    let write = |cases: &str| {
+        std::fs::write(
+            &fixtures,
+            format!(
+                "[[policy]]\nname = \"acl\"\nmodule = {:?}\nsettings_file = \"acl.json\"\n\n\
+                 [[policy]]\nname = \"protected-tags\"\nmodule = {:?}\n\
+                 settings = {{ tags = [\"v*\"], groups = [\"release\"] }}\n\n{cases}",
+                wasm("acl").display().to_string(),
+                wasm("protected_tags").display().to_string(),
+            ),
+        )
+        .expect("fixtures");
+    };
+    let run = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["policy", "test"])
+            .arg(&fixtures)
+            .output()
+            .expect("portcullis runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    write(
+        r#"
+[[case]]
+name = "admin does anything"
+account = "admin"
+scope = "repository:any/thing:pull,push,delete"
+granted = ["pull", "push", "delete"]
+reason = "acl rule 1"
+
+[[case]]
+name = "alice pushes her own"
+account = "alice"
+scope = "repository:alice/app:pull,push"
+granted = ["pull", "push"]
+
+[[case]]
+name = "a release tag is the release group's"
+account = "alice"
+scope = "repository:alice/app:pull,push"
+operation = { method = "PUT", kind = "manifest", tag = "v1.0" }
+granted = ["pull"]
+denied_by = "protected-tags"
+
+[[case]]
+name = "a mistaken expectation"
+account = "bob"
+scope = "repository:alice/app:pull"
+granted = ["pull"]
+denied_by = "protected-tags"
+"#,
+    );
+    let (code, out, err) = run();
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        out.contains("a release tag is the release group's ... ok"),
+        "{out}"
+    );
+    assert!(out.contains("a mistaken expectation ... FAILED"), "{out}");
+    assert!(out.contains("granted: expected [pull], got []"), "{out}");
+    assert!(
+        out.contains("denied_by: expected protected-tags, got acl"),
+        "{out}"
+    );
+    assert!(out.contains("no case reached acl's rule 3, 4"), "{out}");
+    assert!(out.ends_with("3 passed, 1 failed\n"), "{out}");
+
+    write("[[case]]\nname = \"x\"\nscope = \"repository:a:pull\"\ngranted = []\ngrants = []\n");
+    let (code, _, err) = run();
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("unknown field `grants`") && err.contains("line"),
+        "{err}"
     );
 }
