@@ -243,6 +243,8 @@ fn entry(
         "claims": request.account.claims,
         "client_ip": request.client_ip,
         "scope": format!("{}:{}:{}", scope.type_, scope.name, scope.actions.join(",")),
+        "class": scope.class,
+        "service": request.service,
         "operation": operation,
         "granted": outcome.granted,
         "answers": answers,

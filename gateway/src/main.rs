@@ -105,6 +105,23 @@ enum PolicyCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Decides every decision of decision logs again with a candidate config's policy set,
+    /// and reports what changes: widened (granted now, refused then) and narrowed, by
+    /// account and repository. Exits 1 when anything widens, unless --allow-widening.
+    Replay {
+        /// A decision log (`[log] decisions`), JSON lines (repeatable).
+        #[arg(long = "log", required = true)]
+        logs: Vec<PathBuf>,
+        /// The candidate config: its [[policy]] set decides.
+        #[arg(long)]
+        config: PathBuf,
+        /// The report as JSON, for CI.
+        #[arg(long)]
+        json: bool,
+        /// Exit 0 even when access widens (a change meant to grant more).
+        #[arg(long)]
+        allow_widening: bool,
+    },
     /// Writes a new policy crate that builds on its own: `cargo test`, then `cargo wasm`.
     New {
         /// The policy's name (a crate name: lowercase, digits, `-`).
@@ -174,6 +191,12 @@ fn main() -> ExitCode {
         Command::Passwd { file, user, cost } => passwd(&file, &user, cost),
         Command::Policy(PolicyCommand::Eval(args)) => eval(*args),
         Command::Policy(PolicyCommand::Test { files }) => policy_test(&files),
+        Command::Policy(PolicyCommand::Replay {
+            logs,
+            config,
+            json,
+            allow_widening,
+        }) => policy_replay(&logs, &config, json, allow_widening),
         Command::Policy(PolicyCommand::New { name, dir, sdk }) => {
             portcullis::policy::scaffold::new_policy(&name, &dir, sdk.as_deref())
                 .map(|root| {
@@ -454,6 +477,66 @@ fn check(path: &Path) -> Result<ExitCode, String> {
     }
     println!("{}: ok", path.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `portcullis policy replay`: the logs' decisions decided again by `config`'s policies.
+fn policy_replay(
+    logs: &[PathBuf],
+    config: &Path,
+    json: bool,
+    allow_widening: bool,
+) -> Result<ExitCode, String> {
+    let candidate = Config::load(config).map_err(|e| e.to_string())?;
+    let host = Host::new().map_err(|e| format!("cannot start the wasm engine: {e:#}"))?;
+    let set = portcullis::policy::Policies::load(host, candidate.policy_specs())
+        .map_err(|e| e.to_string())?
+        .current();
+    let logs: Vec<&Path> = logs.iter().map(PathBuf::as_path).collect();
+    let replay = portcullis::policy::replay::replay(&logs, &set)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&replay).map_err(|e| e.to_string())?
+        );
+    } else {
+        println!(
+            "replayed {} decisions against {}: {} unchanged, {} widened, {} narrowed",
+            replay.decisions,
+            config.display(),
+            replay.unchanged,
+            replay.widened,
+            replay.narrowed
+        );
+        for change in &replay.changes {
+            let e = &change.example;
+            println!(
+                "{} widened, {} narrowed: {:?} on {}; e.g. {} {}{}: [{}] -> [{}]",
+                change.widened,
+                change.narrowed,
+                change.account,
+                change.resource,
+                e.time,
+                e.scope,
+                e.operation
+                    .as_deref()
+                    .map(|op| format!(" ({op})"))
+                    .unwrap_or_default(),
+                e.before.join(", "),
+                e.after.join(", ")
+            );
+        }
+    }
+    if !replay.unreadable.is_empty() {
+        eprintln!(
+            "portcullis: lines that are no decision (skipped): {}",
+            replay.unreadable.join(", ")
+        );
+    }
+    Ok(if replay.widened > 0 && !allow_widening {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// `portcullis policy test`: each fixture file's cases, the failures with expected against

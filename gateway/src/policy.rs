@@ -8,6 +8,7 @@ mod clock;
 pub mod fixtures;
 mod host;
 mod reload;
+pub mod replay;
 pub mod scaffold;
 mod world;
 

@@ -544,3 +544,119 @@ fn behind_a_trusted_proxy_the_realm_is_https_and_clients_are_throttled_apart() {
         "Bearer realm=\"http://portcullis.default.svc:5000/token\",service=\"registry.test\""
     );
 }
+
+/// Issue 20, step 4: a decision log written under one policy set, replayed against another,
+/// reports exactly the decisions that widen and narrow, as the candidate decides them
+/// (`policy eval` of the same requests); replayed against the set that wrote it, nothing
+/// changes. Widening fails the command unless allowed.
+#[test]
+fn a_replay_reports_what_a_candidate_widens_and_narrows() {
+    let users = format!("bob:{}\n", bcrypt::hash("pw", 4).expect("hash"));
+    let gateway = Gateway {
+        users: &users,
+        extra: "[log]\ndecisions = \"decisions.jsonl\"\n",
+        ..Gateway::default()
+    }
+    .start();
+    let scopes = "scope=repository:a/b:pull,push&scope=repository:secret/x:pull";
+    for user in ["alice", "bob"] {
+        let auth = format!(
+            "Host: x\r\nAuthorization: Basic {}\r\n",
+            data_encoding::BASE64.encode(format!("{user}:pw").as_bytes())
+        );
+        let (status, _, body) = get(
+            gateway.port,
+            &format!("/token?service=registry.test&{scopes}"),
+            &auth,
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    let log = gateway.dir.path().join("decisions.jsonl");
+    assert!(
+        eventually(|| std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            == 4),
+        "four decisions logged"
+    );
+    let written_by = gateway.dir.path().join("portcullis.toml");
+    let original = std::fs::read_to_string(&written_by).expect("config");
+    // The candidate: alice keeps out of secret/, bob may pull a/.
+    let rules = r#"[{ match = { account = "alice", name = "secret/**" }, actions = [] }, { match = { account = "alice" }, actions = ["*"] }, { match = { account = "bob", name = "a/**" }, actions = ["pull"] }]"#;
+    let candidate = gateway.dir.path().join("candidate.toml");
+    let start = original.find("settings = ").expect("inline settings");
+    let end = start + original[start..].find('\n').expect("a line");
+    let candidate_text = format!(
+        "{}settings = {{ rules = {rules} }}{}",
+        &original[..start],
+        &original[end..]
+    );
+    std::fs::write(&candidate, &candidate_text).expect("candidate");
+    let replay = |config: &std::path::Path, extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["policy", "replay", "--json", "--log"])
+            .arg(&log)
+            .arg("--config")
+            .arg(config)
+            .args(extra)
+            .output()
+            .expect("portcullis runs");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), report)
+    };
+    let (code, same) = replay(&written_by, &[]);
+    assert_eq!(code, Some(0), "{same}");
+    assert_eq!(
+        (
+            same["decisions"].clone(),
+            same["unchanged"].clone(),
+            same["widened"].clone()
+        ),
+        (4.into(), 4.into(), 0.into()),
+        "the set that wrote the log changes nothing: {same}"
+    );
+    let (code, report) = replay(&candidate, &[]);
+    assert_eq!(code, Some(1), "widening fails the command: {report}");
+    assert_eq!(report["widened"], 1, "{report}");
+    assert_eq!(report["narrowed"], 1, "{report}");
+    assert_eq!(report["unchanged"], 2, "{report}");
+    let changes = report["changes"].as_array().expect("changes");
+    let find = |account: &str| {
+        changes
+            .iter()
+            .find(|c| c["account"] == account)
+            .unwrap_or_else(|| panic!("no change for {account}: {report}"))
+    };
+    assert_eq!(find("bob")["resource"], "repository:a/b");
+    assert_eq!(find("alice")["resource"], "repository:secret/x");
+    // What the candidate decides live, asked through the same host.
+    let settings = gateway.dir.path().join("candidate-acl.json");
+    std::fs::write(
+        &settings,
+        r#"{"rules": [{"match": {"account": "alice", "name": "secret/**"}, "actions": []}, {"match": {"account": "alice"}, "actions": ["*"]}, {"match": {"account": "bob", "name": "a/**"}, "actions": ["pull"]}]}"#,
+    )
+    .expect("settings");
+    for (account, scope) in [
+        ("bob", "repository:a/b:pull,push"),
+        ("alice", "repository:secret/x:pull"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["policy", "eval"])
+            .arg(crate::util::wasm("acl"))
+            .arg("--settings")
+            .arg(&settings)
+            .args(["--account", account, "--scope", scope])
+            .output()
+            .expect("eval");
+        let live: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+        assert_eq!(
+            find(account)["example"]["after"],
+            live["granted"],
+            "{account}"
+        );
+    }
+    let (code, _) = replay(&candidate, &["--allow-widening"]);
+    assert_eq!(code, Some(0));
+}
