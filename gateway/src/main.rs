@@ -493,24 +493,23 @@ fn policy_replay(
         .current();
     let logs: Vec<&Path> = logs.iter().map(PathBuf::as_path).collect();
     let replay = portcullis::policy::replay::replay(&logs, &set)?;
+    // Written whole, and a reader that stops early (`| head`) is no error.
+    let mut out = String::new();
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&replay).map_err(|e| e.to_string())?
-        );
+        out = serde_json::to_string_pretty(&replay).map_err(|e| e.to_string())? + "\n";
     } else {
-        println!(
-            "replayed {} decisions against {}: {} unchanged, {} widened, {} narrowed",
+        out.push_str(&format!(
+            "replayed {} decisions against {}: {} unchanged, {} widened, {} narrowed\n",
             replay.decisions,
             config.display(),
             replay.unchanged,
             replay.widened,
             replay.narrowed
-        );
+        ));
         for change in &replay.changes {
             let e = &change.example;
-            println!(
-                "{} widened, {} narrowed: {:?} on {}; e.g. {} {}{}: [{}] -> [{}]",
+            out.push_str(&format!(
+                "{} widened, {} narrowed: {:?} on {}; e.g. {} {}{}: [{}] -> [{}]\n",
                 change.widened,
                 change.narrowed,
                 change.account,
@@ -523,7 +522,16 @@ fn policy_replay(
                     .unwrap_or_default(),
                 e.before.join(", "),
                 e.after.join(", ")
-            );
+            ));
+        }
+    }
+    {
+        use std::io::Write;
+        let written = std::io::stdout().lock().write_all(out.as_bytes());
+        if let Err(e) = written
+            && e.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            return Err(format!("cannot write the report: {e}"));
         }
     }
     if !replay.unreadable.is_empty() {
