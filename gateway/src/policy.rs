@@ -262,6 +262,20 @@ impl Request {
 }
 
 impl Kind {
+    /// The kind a lowercase name spells (see [`Kind::name`]).
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Some(match name {
+            "base" => Kind::Base,
+            "manifest" => Kind::Manifest,
+            "blob" => Kind::Blob,
+            "upload" => Kind::Upload,
+            "tags" => Kind::Tags,
+            "catalog" => Kind::Catalog,
+            "referrers" => Kind::Referrers,
+            _ => return None,
+        })
+    }
+
     /// The lowercase name, as logs and the WIT spell it.
     pub fn name(self) -> &'static str {
         match self {

@@ -190,21 +190,13 @@ fn request(case: &Case) -> Result<Request, String> {
     let mut request = Request::new(account, Scope::from(&scope), &case.service);
     request.client_ip = case.ip.clone();
     if let Some(op) = &case.operation {
-        let kind = match op.kind.as_str() {
-            "base" => Kind::Base,
-            "manifest" => Kind::Manifest,
-            "blob" => Kind::Blob,
-            "upload" => Kind::Upload,
-            "tags" => Kind::Tags,
-            "catalog" => Kind::Catalog,
-            "referrers" => Kind::Referrers,
-            other => {
-                return Err(format!(
-                    "operation kind {other:?} is none of base, manifest, blob, upload, tags, \
-                     catalog, referrers"
-                ));
-            }
-        };
+        let kind = Kind::from_name(&op.kind).ok_or_else(|| {
+            format!(
+                "operation kind {:?} is none of base, manifest, blob, upload, tags, catalog, \
+                 referrers",
+                op.kind
+            )
+        })?;
         let reference = match (&op.tag, &op.digest) {
             (Some(_), Some(_)) => return Err("an operation has a tag or a digest, not both".into()),
             (Some(tag), None) => Some(Reference::Tag(tag.clone())),

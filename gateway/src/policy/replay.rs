@@ -160,16 +160,7 @@ fn decision(line: &str) -> Option<(Request, Vec<String>, Example)> {
     let mut shown = None;
     if let Some(op) = entry.get("operation").filter(|v| !v.is_null()) {
         let field = |key: &str| op.get(key).and_then(Value::as_str);
-        let kind = match field("kind")? {
-            "base" => Kind::Base,
-            "manifest" => Kind::Manifest,
-            "blob" => Kind::Blob,
-            "upload" => Kind::Upload,
-            "tags" => Kind::Tags,
-            "catalog" => Kind::Catalog,
-            "referrers" => Kind::Referrers,
-            _ => return None,
-        };
+        let kind = Kind::from_name(field("kind")?)?;
         let reference = match (field("tag"), field("digest")) {
             (Some(tag), _) => Some(Reference::Tag(tag.to_string())),
             (None, Some(digest)) => Some(Reference::Digest(digest.to_string())),
