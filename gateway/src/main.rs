@@ -479,6 +479,18 @@ fn check(path: &Path) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Writes a command's report to stdout whole; a reader that stopped early (`| head`) is no
+/// error, and never a panic.
+fn print_report(report: &str) -> Result<(), String> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(report.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(format!("cannot write the report: {e}"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// `portcullis policy replay`: the logs' decisions decided again by `config`'s policies.
 fn policy_replay(
     logs: &[PathBuf],
@@ -525,15 +537,7 @@ fn policy_replay(
             ));
         }
     }
-    {
-        use std::io::Write;
-        let written = std::io::stdout().lock().write_all(out.as_bytes());
-        if let Err(e) = written
-            && e.kind() != std::io::ErrorKind::BrokenPipe
-        {
-            return Err(format!("cannot write the report: {e}"));
-        }
-    }
+    print_report(&out)?;
     if !replay.unreadable.is_empty() {
         eprintln!(
             "portcullis: lines that are no decision (skipped): {}",
@@ -552,30 +556,32 @@ fn policy_replay(
 fn policy_test(files: &[PathBuf]) -> Result<ExitCode, String> {
     let host = Host::new().map_err(|e| format!("cannot start the wasm engine: {e:#}"))?;
     let (mut passed, mut failed) = (0, 0);
+    let mut out = String::new();
     for file in files {
         let report = portcullis::policy::fixtures::run(file, &host).map_err(|e| e.to_string())?;
         for case in &report.cases {
             if case.problems.is_empty() {
                 passed += 1;
-                println!("{}: {} ... ok", file.display(), case.name);
+                out.push_str(&format!("{}: {} ... ok\n", file.display(), case.name));
             } else {
                 failed += 1;
-                println!("{}: {} ... FAILED", file.display(), case.name);
+                out.push_str(&format!("{}: {} ... FAILED\n", file.display(), case.name));
                 for problem in &case.problems {
-                    println!("    {problem}");
+                    out.push_str(&format!("    {problem}\n"));
                 }
             }
         }
         for (policy, rules) in &report.unreached {
             let rules: Vec<String> = rules.iter().map(ToString::to_string).collect();
-            println!(
-                "{}: no case reached {policy}'s rule {}",
+            out.push_str(&format!(
+                "{}: no case reached {policy}'s rule {}\n",
                 file.display(),
                 rules.join(", ")
-            );
+            ));
         }
     }
-    println!("{passed} passed, {failed} failed");
+    out.push_str(&format!("{passed} passed, {failed} failed\n"));
+    print_report(&out)?;
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
@@ -682,6 +688,7 @@ fn eval(args: EvalArgs) -> Result<ExitCode, String> {
         Account::user(&args.account, args.groups).from_source(&args.source, args.claims)
     };
     let mut code = ExitCode::SUCCESS;
+    let mut out = String::new();
     for (scope, operation) in asks {
         let shown = format!("{}:{}:{}", scope.type_, scope.name, scope.actions.join(","));
         let mut request = Request::new(account.clone(), scope, &args.service);
@@ -702,7 +709,8 @@ fn eval(args: EvalArgs) -> Result<ExitCode, String> {
                 })
             }
         };
-        println!("{line}");
+        out.push_str(&format!("{line}\n"));
     }
+    print_report(&out)?;
     Ok(code)
 }

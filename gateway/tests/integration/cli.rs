@@ -796,3 +796,35 @@ denied_by = "protected-tags"
         "{err}"
     );
 }
+
+/// A reader that stops early (`portcullis policy eval ... | head -1`) is no error and never
+/// a panic: the reports are written whole.
+#[test]
+fn a_reader_that_stops_early_is_no_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = dir.path().join("acl.json");
+    std::fs::write(&settings, ACL_DESIGN_EXAMPLE).expect("write");
+    let scopes: Vec<String> = (0..2000).map(|i| format!("repository:r{i}:pull")).collect();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    command
+        .args(["policy", "eval"])
+        .arg(wasm("acl"))
+        .arg("--settings")
+        .arg(&settings)
+        .args(["--account", "admin"]);
+    for scope in &scopes {
+        command.args(["--scope", scope]);
+    }
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("portcullis runs");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("waits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}
