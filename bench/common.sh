@@ -72,3 +72,8 @@ YML
   docker-registry serve "$1/registry.yml" > "$1/registry.log" 2>&1 & pids+=($!)
   wait_port "$registry_port"
 }
+
+# A wrk latency ("812.00us", "1.20ms", "2.01s") in milliseconds.
+ms() { awk '{v = $1; if (v ~ /us$/) v = v / 1000; else if (v ~ /ms$/) v = v + 0; else if (v ~ /s$/) v = v * 1000; printf "%.2f", v}' <<<"$1"; }
+# The failed requests in wrk's output: non-2xx answers and socket errors.
+wrk_errors() { awk '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} END {print n + 0}' <<<"$1"; }

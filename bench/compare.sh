@@ -155,7 +155,6 @@ results=$work/results.tsv
 record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >> "$results"; }
 reset_peak() { for pid in $1; do echo 5 > "/proc/$pid/clear_refs"; done; }
 peak_kib() { local sum=0; for pid in $1; do sum=$((sum + $(awk '/VmHWM/ {print $2}' "/proc/$pid/status"))); done; echo "$sum"; }
-ms() { awk '{v = $1; if (v ~ /us$/) v = v / 1000; else if (v ~ /ms$/) v = v + 0; else if (v ~ /s$/) v = v * 1000; printf "%.2f", v}' <<<"$1"; }
 cpu_ticks() { local t=0; for pid in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done; echo "$t"; }
 # Waits (at most 60 s) until the servers have worked off what the last run queued: nginx
 # and the htpasswd registry keep running bcrypts for seconds after wrk has stopped.
@@ -179,7 +178,7 @@ for c in "${connections[@]}"; do
     [ "$c" -eq 256 ] && [ -n "${servers[$i]}" ] && reset_peak "${servers[$i]}"
     out=$(wrk -t"$threads" -c"$c" -d"${secs}s" --timeout 30s --latency -H "Accept: $manifest_type" \
       ${auth:+-H "Authorization: $auth"} "http://127.0.0.1:$port/v2/bench/app/manifests/latest")
-    errors=$(awk '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} END {print n + 0}' <<<"$out")
+    errors=$(wrk_errors "$out")
     record manifests "$name" "rate@$c" "$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
     record manifests "$name" "p50@$c" "$(ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")"
     record manifests "$name" "p99@$c" "$(ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")"

@@ -28,6 +28,10 @@ pub struct Config {
     /// The policies; every one must grant an action for it to be granted.
     #[serde(rename = "policy", default)]
     pub policies: Vec<Policy>,
+    /// Shadow policies: a candidate set decided beside the serving one and never enforced;
+    /// where it would decide otherwise is counted, logged and shown.
+    #[serde(rename = "shadow", default)]
+    pub shadows: Vec<Policy>,
     /// Logs and the decision log.
     #[serde(default)]
     pub log: Log,
@@ -66,6 +70,10 @@ pub struct Console {
     pub token_max_days: u64,
     /// Revoked personal tokens, one id per line: watched, and appended to by the console.
     pub revoked_tokens: Option<PathBuf>,
+    /// Instead of `revoked_tokens`: a repository of the registry that keeps the revoked
+    /// ids, one tag each (for replicas that share no file system). Nobody reaches it
+    /// through Portcullis.
+    pub revoked_tokens_repository: Option<String>,
     /// `[console.sso]`: "Sign in with SSO".
     pub sso: Option<Sso>,
 }
@@ -162,6 +170,7 @@ impl Default for Console {
             session_minutes: default_session_minutes(),
             token_max_days: default_token_max_days(),
             revoked_tokens: None,
+            revoked_tokens_repository: None,
             sso: None,
         }
     }
@@ -769,28 +778,30 @@ impl Config {
                     .into(),
             );
         }
-        for (i, policy) in self.policies.iter().enumerate() {
-            let at = format!("[[policy]] #{} (`{}`)", i + 1, policy.name);
-            if policy.name.trim().is_empty() {
-                return Err(format!("[[policy]] #{}: name must not be empty", i + 1));
-            }
-            if self.policies[..i].iter().any(|p| p.name == policy.name) {
-                return Err(format!(
-                    "{at}: the name is used twice; names must be unique"
-                ));
-            }
-            if policy.settings.is_some() && policy.settings_file.is_some() {
-                return Err(format!(
-                    "{at}: set either settings or settings_file, not both"
-                ));
-            }
-            if policy.timeout_ms == 0 {
-                return Err(format!("{at}: timeout_ms must be above 0"));
-            }
-            if policy.memory_mb == 0 || policy.memory_mb > MAX_POLICY_MEMORY_MB {
-                return Err(format!(
-                    "{at}: memory_mb must be between 1 and {MAX_POLICY_MEMORY_MB}"
-                ));
+        for (block, set) in [("policy", &self.policies), ("shadow", &self.shadows)] {
+            for (i, policy) in set.iter().enumerate() {
+                let at = format!("[[{block}]] #{} (`{}`)", i + 1, policy.name);
+                if policy.name.trim().is_empty() {
+                    return Err(format!("[[{block}]] #{}: name must not be empty", i + 1));
+                }
+                if set[..i].iter().any(|p| p.name == policy.name) {
+                    return Err(format!(
+                        "{at}: the name is used twice; names must be unique"
+                    ));
+                }
+                if policy.settings.is_some() && policy.settings_file.is_some() {
+                    return Err(format!(
+                        "{at}: set either settings or settings_file, not both"
+                    ));
+                }
+                if policy.timeout_ms == 0 {
+                    return Err(format!("{at}: timeout_ms must be above 0"));
+                }
+                if policy.memory_mb == 0 || policy.memory_mb > MAX_POLICY_MEMORY_MB {
+                    return Err(format!(
+                        "{at}: memory_mb must be between 1 and {MAX_POLICY_MEMORY_MB}"
+                    ));
+                }
             }
         }
         Ok(())
@@ -835,12 +846,26 @@ impl Config {
                 console.token_max_days
             ));
         }
-        if console.token_max_days > 0 && console.revoked_tokens.is_none() {
-            return Err(format!(
-                "{at} revoked_tokens is needed while personal tokens are on (token_max_days > \
-                 0): a token that cannot be revoked must not be issued. Name a file every \
-                 replica reads, e.g. \"auth/revoked\""
-            ));
+        match (&console.revoked_tokens, &console.revoked_tokens_repository) {
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "{at} revoked_tokens and revoked_tokens_repository are both set: keep one \
+                     (the file, or the registry's repository)"
+                ));
+            }
+            (None, None) if console.token_max_days > 0 => {
+                return Err(format!(
+                    "{at} revoked_tokens or revoked_tokens_repository is needed while personal \
+                     tokens are on (token_max_days > 0): a token that cannot be revoked must \
+                     not be issued. Name a file every replica reads, e.g. \"auth/revoked\", \
+                     or a repository of the registry, e.g. \"portcullis/revocations\""
+                ));
+            }
+            (_, Some(repository)) => {
+                crate::proxy::repository_name(repository)
+                    .map_err(|e| format!("{at} revoked_tokens_repository: {e}"))?;
+            }
+            _ => {}
         }
         if let Some(group) = console.admins.iter().find(|g| g.trim().is_empty()) {
             return Err(format!("{at} admins: {group:?} is not a group name"));
@@ -913,7 +938,7 @@ impl Config {
                 .chain(sso.ca.iter_mut())
                 .for_each(resolve);
         }
-        for policy in &mut self.policies {
+        for policy in self.policies.iter_mut().chain(self.shadows.iter_mut()) {
             resolve(&mut policy.module);
             policy.settings_file.iter_mut().for_each(resolve);
         }
@@ -922,6 +947,11 @@ impl Config {
     /// The policies as the host loads them.
     pub fn policy_specs(&self) -> Vec<PolicySpec> {
         self.policies.iter().map(Policy::spec).collect()
+    }
+
+    /// The shadow policies as the host loads them.
+    pub fn shadow_specs(&self) -> Vec<PolicySpec> {
+        self.shadows.iter().map(Policy::spec).collect()
     }
 }
 

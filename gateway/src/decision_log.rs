@@ -97,7 +97,8 @@ impl DecisionLog {
         Ok(DecisionLog::with(Some(lines)))
     }
 
-    /// Queues one decision; false when the line had to be dropped (the writer is behind).
+    /// Queues one decision, with what the shadow set said of it if one is configured; false
+    /// when the line had to be dropped (the writer is behind).
     pub fn record(
         &self,
         source: Source,
@@ -105,12 +106,16 @@ impl DecisionLog {
         outcome: &Outcome,
         remembered: bool,
         took: Duration,
+        shadow: Option<serde_json::Value>,
     ) -> bool {
         let keep = self.keep_recent.load(Ordering::Relaxed);
         if self.lines.is_none() && !keep {
             return true;
         }
-        let entry = entry(source, request, outcome, remembered, took);
+        let mut entry = entry(source, request, outcome, remembered, took);
+        if let (Some(shadow), Some(fields)) = (shadow, entry.as_object_mut()) {
+            fields.insert("shadow".into(), shadow);
+        }
         let sent = match &self.lines {
             Some(lines) => match lines.try_send(entry.to_string()) {
                 Ok(()) => true,
@@ -215,19 +220,7 @@ fn entry(
             "mount_from": op.mount_from,
         })
     });
-    let answers: Vec<serde_json::Value> = outcome
-        .answers
-        .iter()
-        .map(|said| {
-            serde_json::json!({
-                "policy": said.policy,
-                "digest": said.digest,
-                "granted": said.granted,
-                "reason": said.reason,
-                "fault": said.fault.as_ref().map(|(kind, message)| format!("{kind}: {message}")),
-            })
-        })
-        .collect();
+    let answers = answers(outcome);
     serde_json::json!({
         "id": id(),
         "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
@@ -251,6 +244,23 @@ fn entry(
         "remembered": remembered,
         "latency_us": u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
     })
+}
+
+/// Each policy's part of an outcome, as a line holds it.
+pub fn answers(outcome: &Outcome) -> Vec<serde_json::Value> {
+    outcome
+        .answers
+        .iter()
+        .map(|said| {
+            serde_json::json!({
+                "policy": said.policy,
+                "digest": said.digest,
+                "granted": said.granted,
+                "reason": said.reason,
+                "fault": said.fault.as_ref().map(|(kind, message)| format!("{kind}: {message}")),
+            })
+        })
+        .collect()
 }
 
 /// A random id to find one decision by (in logs, in a support ticket).
@@ -354,7 +364,14 @@ mod tests {
         let log = DecisionLog::open(&path).expect("opens");
         let (request, outcome) = anonymous_pull();
         for _ in 0..3 {
-            assert!(log.record(Source::Token, &request, &outcome, false, Duration::ZERO));
+            assert!(log.record(
+                Source::Token,
+                &request,
+                &outcome,
+                false,
+                Duration::ZERO,
+                None
+            ));
         }
         let parsed: Vec<serde_json::Value> = lines_when(&path, 3)
             .iter()
@@ -372,8 +389,16 @@ mod tests {
         let rotated = dir.path().join("decisions.jsonl.1");
         let log = DecisionLog::open(&path).expect("opens");
         let (request, outcome) = anonymous_pull();
-        let record =
-            || assert!(log.record(Source::Gateway, &request, &outcome, false, Duration::ZERO));
+        let record = || {
+            assert!(log.record(
+                Source::Gateway,
+                &request,
+                &outcome,
+                false,
+                Duration::ZERO,
+                None
+            ))
+        };
         record();
         assert_eq!(lines_when(&path, 1).len(), 1);
         // logrotate's default: rename, then the writer is expected to start a new file.

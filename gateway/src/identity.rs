@@ -23,7 +23,7 @@ pub use groups::Groups;
 pub use htpasswd::{Htpasswd, MAX_BCRYPT_COST};
 pub use ldap::Directory;
 pub use oidc::{OidcIssuer, Requirement, Template};
-pub use personal::{Limit, Personal, PersonalTokens, Revoked};
+pub use personal::{Limit, Personal, PersonalTokens, Revocation, RevocationStore, Revoked};
 pub use sso::{SignedIn, Sso};
 pub use throttle::Throttle;
 

@@ -17,6 +17,7 @@ pub mod proxy;
 pub mod scope;
 pub mod seal;
 pub mod server;
+pub mod shadow;
 pub mod tls;
 pub mod token;
 pub mod watch;

@@ -57,6 +57,11 @@ struct LoginResult {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShadowChange {
+    change: &'static str,
+}
+
 type Latency = Family<Route, Histogram, fn() -> Histogram>;
 
 /// Every metric the gateway exports.
@@ -71,6 +76,7 @@ pub struct Metrics {
     upstream_errors: Family<Kind, Counter>,
     logins: Family<LoginResult, Counter>,
     decision_log_dropped: Counter,
+    shadow: Family<ShadowChange, Counter>,
     connections: Gauge,
     connections_refused: Counter,
 }
@@ -138,6 +144,13 @@ impl Default for Metrics {
             "Decision log lines dropped because the writer fell behind",
             decision_log_dropped.clone(),
         );
+        let shadow = Family::<ShadowChange, Counter>::default();
+        registry.register(
+            "shadow_decisions",
+            "Decisions the shadow set ([[shadow]]) made beside the serving one, by change: \
+             same, widened (grants more), narrowed (grants less) or skipped (it was behind)",
+            shadow.clone(),
+        );
         let connections = Gauge::default();
         registry.register(
             "connections",
@@ -161,6 +174,7 @@ impl Default for Metrics {
             upstream_errors,
             logins,
             decision_log_dropped,
+            shadow,
             connections,
             connections_refused,
         }
@@ -235,6 +249,11 @@ impl Metrics {
     /// A decision log line that was dropped.
     pub fn decision_log_dropped(&self) {
         self.decision_log_dropped.inc();
+    }
+
+    /// A decision of the shadow set: `same`, `widened`, `narrowed` or `skipped`.
+    pub fn shadow(&self, change: &'static str) {
+        self.shadow.get_or_create(&ShadowChange { change }).inc();
     }
 
     /// Everything, in the OpenMetrics text format.

@@ -7,7 +7,7 @@ use crate::console::Console;
 use crate::console::manifest;
 use crate::console::pages::browse::{Image, image};
 use crate::console::pages::{Frame, Section};
-use crate::identity::{Groups, Htpasswd, PersonalTokens, Revoked};
+use crate::identity::{Groups, Htpasswd, PersonalTokens, RevocationStore, Revoked};
 use crate::proxy::{Route, RouteError, Target};
 use crate::scope::Scope;
 use crate::seal::SealKeys;
@@ -402,7 +402,7 @@ proptest! {
     #[test]
     fn no_made_up_personal_token_logs_in(token in "pcp_[A-Za-z0-9_-]{0,300}") {
         let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let tokens = PersonalTokens::new(seal_keys(), &dir.path().join("revoked"), 90)
+        let tokens = PersonalTokens::new(seal_keys(), RevocationStore::File(dir.path().join("revoked")), 90, None)
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert!(tokens.open("alice", &token).is_err());
         prop_assert!(tokens.open("", &token).is_err());

@@ -9,7 +9,7 @@ pub use catalog::{CatalogPage, CatalogQuery, next_link};
 pub use route::{Mount, Route, RouteError, Target, repository_name, tag_or_digest, without_mount};
 
 use crate::config;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri};
@@ -223,7 +223,21 @@ impl Upstream {
         headers: HeaderMap,
         limit: usize,
     ) -> Result<Fetched, UpstreamError> {
-        let response = self.send_own(method, path_and_query, headers).await?;
+        self.exchange(method, path_and_query, headers, Bytes::new(), limit)
+            .await
+    }
+
+    /// A request of the gateway's own with a small body it holds whole (the revocations it
+    /// writes), and the answer read whole: at most `limit` bytes, or it fails.
+    pub async fn exchange(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        headers: HeaderMap,
+        body: Bytes,
+        limit: usize,
+    ) -> Result<Fetched, UpstreamError> {
+        let response = self.send_own(method, path_and_query, headers, body).await?;
         let (parts, body) = response.into_parts();
         let body = Limited::new(TimeoutBody::new(self.idle, body), limit)
             .collect()
@@ -259,29 +273,26 @@ impl Upstream {
 
     /// A GET of the gateway's own, with no body.
     async fn get(&self, path_and_query: &str) -> Result<Response<Incoming>, UpstreamError> {
-        self.send_own(Method::GET, path_and_query, HeaderMap::new())
+        self.send_own(Method::GET, path_and_query, HeaderMap::new(), Bytes::new())
             .await
     }
 
-    /// A request of the gateway's own, with no body.
+    /// A request of the gateway's own, with a body held whole.
     async fn send_own(
         &self,
         method: Method,
         path_and_query: &str,
         headers: HeaderMap,
+        body: Bytes,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let mut request = Request::builder()
             .method(method)
             .uri(self.uri(path_and_query, None)?)
-            .body(
-                Empty::<Bytes>::new()
-                    .map_err(|never| match never {})
-                    .boxed(),
-            )
+            .body(Full::new(body).map_err(|never| match never {}).boxed())
             .map_err(|e| self.failed(e))?;
         *request.headers_mut() = headers;
         let (sent, answered) = oneshot::channel();
-        // Nothing to send: the answer timeout starts now.
+        // The body is in hand: the answer timeout starts now.
         drop(sent);
         self.send(request, answered).await
     }

@@ -13,6 +13,7 @@ mod error;
 mod gateway;
 mod listener;
 mod live;
+mod revocations;
 mod routes;
 mod token_endpoint;
 
@@ -26,12 +27,14 @@ use crate::config::Config;
 use crate::console::Console;
 use crate::decision_log::DecisionLog;
 use crate::identity::{
-    Directory, Groups, Htpasswd, Identity, OidcIssuer, PersonalTokens, Revoked, Sources, Sso,
+    Directory, Groups, Htpasswd, Identity, OidcIssuer, PersonalTokens, RevocationStore, Revoked,
+    Sources, Sso,
 };
 use crate::metrics::Metrics;
 use crate::policy::{Host, Policies};
 use crate::proxy::{Body, Upstream};
 use crate::seal::SealKeys;
+use crate::shadow::{Shadow, Tally};
 use crate::tls::Certificate;
 use crate::token::{Issuer, SigningKey, Verified};
 use crate::watch::{FileWatcher, Fingerprint, fingerprints};
@@ -61,6 +64,10 @@ pub struct App {
     /// Why the last edit of the config file was refused, if it was.
     config_error: Arc<Mutex<Option<String>>>,
     decisions: Arc<DecisionLog>,
+    /// The candidate set of `[[shadow]]`, decided beside the serving one.
+    shadow: Option<Shadow>,
+    /// What shadow sets have said since the start, across config edits.
+    shadow_tally: Arc<Tally>,
     /// The web console, when `[console] enabled`.
     console: Option<Arc<Console>>,
     reload_lock: Mutex<()>,
@@ -266,6 +273,24 @@ impl App {
             (None, _) => Arc::new(DecisionLog::disabled()),
         };
         decisions.keep_recent(config.console.enabled);
+        let metrics: Arc<Metrics> = previous.map(|p| p.metrics.clone()).unwrap_or_default();
+        let shadow_tally: Arc<Tally> = previous.map(|p| p.shadow_tally.clone()).unwrap_or_default();
+        let shadow = match config.shadow_specs() {
+            specs if specs.is_empty() => None,
+            specs => {
+                let candidates = Policies::load(host.clone(), specs)
+                    .map_err(|e| fail(&format!("[[shadow]]: {e}")))?;
+                Some(
+                    Shadow::start(
+                        candidates,
+                        shadow_tally.clone(),
+                        metrics.clone(),
+                        decisions.clone(),
+                    )
+                    .map_err(|e| fail(&format!("cannot start the shadow thread: {e}")))?,
+                )
+            }
+        };
         let issuers = config
             .identity
             .oidc
@@ -324,14 +349,28 @@ impl App {
             }
             _ => None,
         };
-        let personal = match (&console, &config.console.revoked_tokens) {
-            (Some(console), Some(revoked)) if config.console.token_max_days > 0 => {
-                read_as.extend(read_now(&[revoked]));
-                Some(
-                    PersonalTokens::new(console.keys(), revoked, config.console.token_max_days)
-                        .map_err(|e| fail(&e))?,
+        let wanted = &config.console;
+        let store = if wanted.token_max_days == 0 {
+            None
+        } else if let Some(file) = &wanted.revoked_tokens {
+            read_as.extend(read_now(&[file]));
+            Some(RevocationStore::File(file.clone()))
+        } else {
+            wanted
+                .revoked_tokens_repository
+                .clone()
+                .map(RevocationStore::Registry)
+        };
+        let personal = match (&console, store) {
+            (Some(console), Some(store)) => Some(
+                PersonalTokens::new(
+                    console.keys(),
+                    store,
+                    config.console.token_max_days,
+                    previous.and_then(|p| p.identity.personal()),
                 )
-            }
+                .map_err(|e| fail(&e))?,
+            ),
             _ => None,
         };
         let sso = match (&console, &config.console.sso) {
@@ -366,10 +405,12 @@ impl App {
             upstream,
             public_origin,
             tls,
-            metrics: previous.map(|p| p.metrics.clone()).unwrap_or_default(),
+            metrics,
             refusals: previous.map(|p| p.refusals.clone()).unwrap_or_default(),
             config_error: previous.map(|p| p.config_error.clone()).unwrap_or_default(),
             decisions,
+            shadow,
+            shadow_tally,
             console,
             reload_lock: Mutex::new(()),
             read_as: Mutex::new(read_as),
@@ -503,8 +544,12 @@ impl App {
                     },
                     _ => true,
                 };
-                let revoked = match (self.identity.personal(), &console.revoked_tokens) {
-                    (Some(personal), Some(path)) => match Revoked::load(path) {
+                let revoked = match self
+                    .identity
+                    .personal()
+                    .zip(console.revoked_tokens.as_ref())
+                {
+                    Some((personal, path)) => match Revoked::load(path) {
                         Ok(revoked) => {
                             personal.set_revoked(revoked);
                             true
@@ -526,7 +571,10 @@ impl App {
     /// watchers do not see).
     pub fn reload_all(&self) {
         self.reload_files();
-        let failures = self.policies.reload();
+        let mut failures = self.policies.reload();
+        if let Some(shadow) = &self.shadow {
+            failures.extend(shadow.policies().reload());
+        }
         self.metrics.reload("policies", failures.is_empty());
     }
 
@@ -566,12 +614,16 @@ impl App {
                 },
             )?);
         }
-        let app = Arc::downgrade(self);
-        watchers.push(self.policies.watch(move |failures| {
-            if let Some(app) = app.upgrade() {
-                app.metrics.reload("policies", failures.is_empty());
-            }
-        })?);
+        let sets =
+            std::iter::once(&self.policies).chain(self.shadow.as_ref().map(Shadow::policies));
+        for set in sets {
+            let app = Arc::downgrade(self);
+            watchers.push(set.watch(move |failures| {
+                if let Some(app) = app.upgrade() {
+                    app.metrics.reload("policies", failures.is_empty());
+                }
+            })?);
+        }
         Ok(watchers)
     }
 }

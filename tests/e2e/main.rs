@@ -11,6 +11,8 @@ mod gateway;
 mod ldap;
 mod oidc;
 mod replicas;
+mod revocations;
+mod shadow;
 mod util;
 
 use util::{

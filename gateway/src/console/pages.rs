@@ -44,6 +44,8 @@ pub enum Section {
     Status,
     /// The recent decisions (admins).
     Decisions,
+    /// The shadow set's disagreements (admins).
+    Shadow,
     /// None of the above (an error page).
     None,
 }
@@ -75,6 +77,7 @@ pub fn document(title: &str, frame: Option<&Frame>, content: Markup) -> Markup {
                                 @if frame.admin {
                                     (entry(frame, Section::Status, "/ui/admin/status", "Status"))
                                     (entry(frame, Section::Decisions, "/ui/admin/decisions", "Decisions"))
+                                    (entry(frame, Section::Shadow, "/ui/admin/shadow", "Shadow"))
                                 }
                             }
                         }

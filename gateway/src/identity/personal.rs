@@ -1,8 +1,8 @@
 //! Personal tokens: passwords a signed-in person makes in the console for `docker login`
 //! and every other client, each with a name, an end, and optionally fewer repositories and
 //! actions than its owner has. They are stateless: the token itself is sealed with the
-//! shared session key and says everything; revoking one writes its id to a file every
-//! replica watches. A token works only while its owner still does (still in the htpasswd,
+//! shared session key and says everything; revoking one writes its id where every replica
+//! reads it: a file they watch, or tags in a repository of the registry they front. A token works only while its owner still does (still in the htpasswd,
 //! still in the directory, still known to the SSO provider), and the policies decide every
 //! request made with it as for its owner.
 
@@ -105,6 +105,42 @@ pub struct Revoked {
     /// Each id, with the time after which its line may be dropped (None: never).
     ids: HashMap<String, Option<u64>>,
     problems: Vec<InvalidFile>,
+    /// Not read yet (a registry not reached since the start): every token is refused, since
+    /// any may have been revoked.
+    unread: bool,
+}
+
+/// Where the revocations are kept, so that every replica reads the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevocationStore {
+    /// `[console] revoked_tokens`: a file every replica watches.
+    File(PathBuf),
+    /// `[console] revoked_tokens_repository`: one tag per id in this repository of the
+    /// registry (no shared file system needed; polled).
+    Registry(String),
+}
+
+impl std::fmt::Display for RevocationStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RevocationStore::File(path) => write!(f, "{}", path.display()),
+            RevocationStore::Registry(repository) => {
+                write!(f, "the registry's repository {repository}")
+            }
+        }
+    }
+}
+
+/// The first step of a revocation.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Revocation {
+    /// Revoked already: nothing to write.
+    Known,
+    /// To be written, with the token's end when known.
+    New {
+        /// When the token ends anyway.
+        until: Option<u64>,
+    },
 }
 
 impl Revoked {
@@ -127,6 +163,67 @@ impl Revoked {
             },
         })?;
         Ok(Revoked::parse(&path.display().to_string(), &text))
+    }
+
+    /// Nothing read yet from `store`: every token is refused until it is.
+    pub fn unread(store: &RevocationStore) -> Revoked {
+        Revoked {
+            unread: true,
+            problems: vec![InvalidFile {
+                file: store.to_string(),
+                line: 0,
+                message: "not read yet: personal tokens are refused until it is".into(),
+            }],
+            ..Revoked::default()
+        }
+    }
+
+    /// The ids `names` carry (tags `r<id>`, as [`tag`] makes them), and the names that are
+    /// no such tag, reported as problems of `store`.
+    pub fn from_tags<'a>(
+        store: &RevocationStore,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Revoked {
+        let mut revoked = Revoked::default();
+        for name in names {
+            match name.strip_prefix('r').filter(|id| is_id(id)) {
+                Some(id) => {
+                    revoked.ids.insert(id.to_string(), expiry_of(id));
+                }
+                None => revoked.problems.push(InvalidFile {
+                    file: store.to_string(),
+                    line: 0,
+                    message: format!(
+                        "the tag {name:?} is not `r` and a personal token's id: it revokes nothing"
+                    ),
+                }),
+            }
+        }
+        revoked
+    }
+
+    /// This set, kept after a read of `store` failed with `message` (as a missing file keeps
+    /// the last set).
+    pub fn kept_after(&self, store: &RevocationStore, message: String) -> Revoked {
+        Revoked {
+            ids: self.ids.clone(),
+            problems: vec![InvalidFile {
+                file: store.to_string(),
+                line: 0,
+                message,
+            }],
+            unread: self.unread,
+        }
+    }
+
+    /// The ids whose tokens ended more than a day ago (the clocks of replicas differ): their
+    /// revocations may go.
+    pub fn ended(&self, now: u64) -> impl Iterator<Item = &str> {
+        self.ids.iter().filter_map(move |(id, until)| {
+            until
+                .is_some_and(|u| u.saturating_add(DROP_AFTER) < now)
+                .then_some(id.as_str())
+        })
     }
 
     /// The ids of a revocation file's text, and its bad lines.
@@ -190,6 +287,11 @@ impl Revoked {
         revoked
     }
 
+    /// True until the store was read once (a registry store just after the start).
+    pub fn is_unread(&self) -> bool {
+        self.unread
+    }
+
     /// How many ids are revoked.
     pub fn len(&self) -> usize {
         self.ids.len()
@@ -200,9 +302,9 @@ impl Revoked {
         self.ids.is_empty()
     }
 
-    /// True when `id` is revoked.
+    /// True when `id` is revoked, or when nothing could be read yet.
     pub fn contains(&self, id: &str) -> bool {
-        self.ids.contains_key(id)
+        self.unread || self.ids.contains_key(id)
     }
 
     /// The lines that could not be read as they should.
@@ -225,20 +327,41 @@ pub enum Refusal {
 pub struct PersonalTokens {
     keys: Arc<ArcSwap<SealKeys>>,
     revoked: ArcSwap<Revoked>,
-    revoked_file: PathBuf,
+    store: RevocationStore,
     max_age: Duration,
     rate: RevocationRate,
 }
 
 impl PersonalTokens {
-    /// Tokens sealed with `keys`, revoked by `revoked_file`, none living longer than
-    /// `max_days` (a lowered maximum applies to the tokens already out). A revocation file
-    /// that is not there yet is made, empty: from then on, a missing file is a fault.
+    /// Tokens sealed with `keys`, revoked in `store`, none living longer than `max_days` (a
+    /// lowered maximum applies to the tokens already out). A revocation file that is not
+    /// there yet is made, empty: from then on, a missing file is a fault. A registry store
+    /// starts with what `previous` (the tokens of the config before) read from the same
+    /// repository, else unread until the first poll.
     pub fn new(
         keys: Arc<ArcSwap<SealKeys>>,
-        revoked_file: &Path,
+        store: RevocationStore,
         max_days: u64,
+        previous: Option<&PersonalTokens>,
     ) -> Result<PersonalTokens, InvalidFile> {
+        let revoked = match &store {
+            RevocationStore::File(path) => Arc::new(PersonalTokens::open_file(path)?),
+            RevocationStore::Registry(_) => previous
+                .filter(|p| p.store == store)
+                .map(PersonalTokens::revoked)
+                .unwrap_or_else(|| Arc::new(Revoked::unread(&store))),
+        };
+        Ok(PersonalTokens {
+            keys,
+            revoked: ArcSwap::new(revoked),
+            store,
+            max_age: Duration::from_secs(max_days.saturating_mul(24 * 3600)),
+            rate: RevocationRate::default(),
+        })
+    }
+
+    /// The revocation file, made empty when it is not there yet.
+    fn open_file(revoked_file: &Path) -> Result<Revoked, InvalidFile> {
         if !revoked_file.exists() {
             std::fs::OpenOptions::new()
                 .create_new(true)
@@ -257,16 +380,10 @@ impl PersonalTokens {
                     ),
                 })?;
         }
-        Ok(PersonalTokens {
-            keys,
-            revoked: ArcSwap::from_pointee(Revoked::load(revoked_file)?),
-            revoked_file: revoked_file.to_path_buf(),
-            max_age: Duration::from_secs(max_days.saturating_mul(24 * 3600)),
-            rate: RevocationRate::default(),
-        })
+        Revoked::load(revoked_file)
     }
 
-    /// The revocation file changed.
+    /// The revocations were read again.
     pub fn set_revoked(&self, revoked: Revoked) {
         self.revoked.store(Arc::new(revoked));
     }
@@ -276,9 +393,9 @@ impl PersonalTokens {
         self.revoked.load_full()
     }
 
-    /// The revocation file.
-    pub fn revoked_file(&self) -> &Path {
-        &self.revoked_file
+    /// Where the revocations are kept.
+    pub fn store(&self) -> &RevocationStore {
+        &self.store
     }
 
     /// The longest a token may live.
@@ -357,35 +474,58 @@ impl PersonalTokens {
         Ok(personal)
     }
 
-    /// Revokes `id` (a token ending at `until`, when known) here at once, and for every
-    /// replica in the file they watch, with `note` as a comment. Asked by `by`, who may
-    /// revoke [`MAX_REVOCATIONS`] tokens an hour. False when it was revoked already (the
-    /// file is not written again).
-    pub fn revoke(
-        &self,
-        id: &str,
-        until: Option<u64>,
-        by: &str,
-        note: &str,
-    ) -> Result<bool, String> {
+    /// The first step of revoking `id` (a token ending at `until`, when known), asked by
+    /// `by`, who may revoke [`MAX_REVOCATIONS`] tokens an hour: [`Revocation::Known`] when
+    /// it is revoked already. The caller then writes it to the store and calls
+    /// [`PersonalTokens::remember`].
+    pub fn admit(&self, id: &str, until: Option<u64>, by: &str) -> Result<Revocation, String> {
         if !is_id(id) {
             return Err(format!("{id:?} is not a personal token's id"));
         }
-        if self.revoked.load().contains(id) {
-            return Ok(false);
+        let revoked = self.revoked.load();
+        if revoked.ids.contains_key(id) {
+            return Ok(Revocation::Known);
+        }
+        if revoked.unread {
+            return Err(format!(
+                "the revocations in {} could not be read yet: try again in a moment",
+                self.store
+            ));
         }
         self.rate.admit(by)?;
-        let until = until.or_else(|| expiry_of(id));
-        let written = RevocationFile(&self.revoked_file).add(id, until, note)?;
-        let current = self.revoked.load();
-        let mut ids = current.ids.clone();
-        ids.insert(id.to_string(), until);
-        self.revoked.store(Arc::new(Revoked {
-            ids,
-            problems: current.problems.clone(),
-        }));
-        Ok(written)
+        Ok(Revocation::New {
+            until: until.or_else(|| expiry_of(id)),
+        })
     }
+
+    /// `id` was written to the store: revoked here at once, before the next read.
+    pub fn remember(&self, id: &str, until: Option<u64>) {
+        self.revoked.rcu(|current| {
+            let mut ids = current.ids.clone();
+            ids.insert(id.to_string(), until);
+            Revoked {
+                ids,
+                problems: current.problems.clone(),
+                unread: current.unread,
+            }
+        });
+    }
+}
+
+/// Writes `id`'s line to the revocation file at `path` with `note` as a comment, unless it
+/// lists the id already (another replica revoked it); true when written.
+pub fn write_to_file(
+    path: &Path,
+    id: &str,
+    until: Option<u64>,
+    note: &str,
+) -> Result<bool, String> {
+    RevocationFile(path).add(id, until, note)
+}
+
+/// The tag that revokes `id` in a registry store.
+pub fn tag(id: &str) -> String {
+    format!("r{id}")
 }
 
 /// Revocations one person may make in an hour, per replica: enough for any cleanup by hand,
@@ -568,10 +708,24 @@ mod tests {
         let keys = SealKeys::from_secrets(&[vec![3; 32]]).expect("keys");
         PersonalTokens::new(
             Arc::new(ArcSwap::from_pointee(keys)),
-            &dir.join("revoked"),
+            RevocationStore::File(dir.join("revoked")),
             90,
+            None,
         )
         .expect("tokens")
+    }
+
+    /// A revocation as the server makes one with a file store.
+    fn revoke(tokens: &PersonalTokens, id: &str, by: &str, note: &str) -> Result<bool, String> {
+        let Revocation::New { until } = tokens.admit(id, None, by)? else {
+            return Ok(false);
+        };
+        let RevocationStore::File(path) = tokens.store() else {
+            unreachable!("a file store")
+        };
+        let written = write_to_file(path, id, until, note)?;
+        tokens.remember(id, until);
+        Ok(written)
     }
 
     fn personal(tokens: &PersonalTokens, user: &str) -> Personal {
@@ -629,7 +783,7 @@ mod tests {
             matches!(tokens.open("alice", &ancient), Err(Refusal::Ended(w)) if w.contains("token_max_days"))
         );
 
-        assert_eq!(tokens.revoke(&made.id, None, "alice", "by alice"), Ok(true));
+        assert_eq!(revoke(&tokens, &made.id, "alice", "by alice"), Ok(true));
         assert!(
             matches!(tokens.open("alice", &token), Err(Refusal::Ended(w)) if w.contains("revoked"))
         );
@@ -638,7 +792,7 @@ mod tests {
         assert!(text.contains(&format!("until={}", made.expires)), "{text}");
         let other = Revoked::load(&dir.path().join("revoked")).expect("loads");
         assert!(other.contains(&made.id) && other.problems().is_empty());
-        assert!(tokens.revoke("not an id", None, "alice", "x").is_err());
+        assert!(revoke(&tokens, "not an id", "alice", "x").is_err());
     }
 
     #[test]
@@ -714,19 +868,19 @@ mod tests {
         std::fs::write(&path, format!("{old}  # revoked by hand, no newline")).expect("write");
         tokens.set_revoked(Revoked::load(&path).expect("loads"));
         let made = personal(&tokens, "alice");
-        assert_eq!(tokens.revoke(&made.id, None, "alice", "by alice"), Ok(true));
+        assert_eq!(revoke(&tokens, &made.id, "alice", "by alice"), Ok(true));
         let reread = Revoked::load(&path).expect("loads");
         assert!(reread.contains(&made.id) && reread.contains(&old));
         assert!(reread.problems().is_empty(), "{:?}", reread.problems());
-        assert_eq!(tokens.revoke(&made.id, None, "alice", "again"), Ok(false));
+        assert_eq!(revoke(&tokens, &made.id, "alice", "again"), Ok(false));
         let lines = |p: &Path| std::fs::read_to_string(p).expect("file").lines().count();
         assert_eq!(lines(&path), 2);
 
         // An ended token's line (until=1, long past) is dropped when the next is added.
         let ended = tokens.new_id("bob", 1).expect("id");
-        assert_eq!(tokens.revoke(&ended, None, "bob", "ended"), Ok(true));
+        assert_eq!(revoke(&tokens, &ended, "bob", "ended"), Ok(true));
         let next = personal(&tokens, "carol");
-        assert_eq!(tokens.revoke(&next.id, None, "carol", "next"), Ok(true));
+        assert_eq!(revoke(&tokens, &next.id, "carol", "next"), Ok(true));
         let text = std::fs::read_to_string(&path).expect("file");
         assert!(!text.contains(&ended), "{text}");
         assert!(
@@ -736,10 +890,10 @@ mod tests {
 
         for n in 0..u64::from(MAX_REVOCATIONS) {
             let id = tokens.new_id("mallory", unix_now() + n).expect("id");
-            assert_eq!(tokens.revoke(&id, None, "mallory", "spam"), Ok(true));
+            assert_eq!(revoke(&tokens, &id, "mallory", "spam"), Ok(true));
         }
         let one_more = tokens.new_id("mallory", unix_now()).expect("id");
-        let refused = tokens.revoke(&one_more, None, "Mallory", "spam");
+        let refused = revoke(&tokens, &one_more, "Mallory", "spam");
         assert!(refused.is_err_and(|e| e.contains("within the hour")));
     }
 }

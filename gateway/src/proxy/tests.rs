@@ -2,7 +2,7 @@
 //! real registry.
 
 use super::*;
-use http_body_util::Full;
+use http_body_util::Empty;
 
 #[test]
 fn hop_by_hop_and_credential_headers_are_not_forwarded() {

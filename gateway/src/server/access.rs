@@ -143,6 +143,11 @@ impl App {
         request: PolicyRequest,
     ) -> Arc<Outcome> {
         let started = Instant::now();
+        if let Some(outcome) = self.reserved(&request) {
+            let outcome = Arc::new(outcome);
+            self.observe(source, &request, &outcome, false, started.elapsed());
+            return outcome;
+        }
         if let Some(outcome) = self.policies.current().recall(&request) {
             self.observe(source, &request, &outcome, true, started.elapsed());
             return outcome;
@@ -159,6 +164,28 @@ impl App {
         requests: Vec<PolicyRequest>,
     ) -> Vec<Arc<Outcome>> {
         let started = Instant::now();
+        let floors: Vec<Option<Outcome>> = requests.iter().map(|r| self.reserved(r)).collect();
+        if floors.iter().any(Option::is_some) {
+            let rest = requests
+                .iter()
+                .zip(&floors)
+                .filter(|(_, floor)| floor.is_none())
+                .map(|(request, _)| request.clone())
+                .collect();
+            let mut decided = Box::pin(self.decide_all(source, rest)).await.into_iter();
+            return requests
+                .iter()
+                .zip(floors)
+                .map(|(request, floor)| match floor {
+                    Some(outcome) => {
+                        let outcome = Arc::new(outcome);
+                        self.observe(source, request, &outcome, false, started.elapsed());
+                        outcome
+                    }
+                    None => decided.next().unwrap_or_else(nothing_granted),
+                })
+                .collect();
+        }
         let policies = self.policies.current();
         let recalled: Vec<Option<Arc<Outcome>>> =
             requests.iter().map(|r| policies.recall(r)).collect();
@@ -194,6 +221,9 @@ impl App {
     /// Every policy's answer to `request`, as a dry run: nothing remembered, counted or
     /// logged (the console's explanations).
     pub(super) async fn explain(self: &Arc<Self>, request: PolicyRequest) -> Outcome {
+        if let Some(outcome) = self.reserved(&request) {
+            return outcome;
+        }
         let place = self.lanes.place().await;
         let policies = self.policies.current();
         tokio::task::spawn_blocking(move || {
@@ -215,7 +245,7 @@ impl App {
         &self,
         source: Source,
         request: &PolicyRequest,
-        outcome: &Outcome,
+        outcome: &Arc<Outcome>,
         remembered: bool,
         took: Duration,
     ) {
@@ -235,10 +265,16 @@ impl App {
                 tracing::warn!(policy = %said.policy, %fault, scope = %request.scope.name, "policy fault: denied");
             }
         }
-        if !self
-            .decisions
-            .record(source, request, outcome, remembered, took)
-        {
+        // The shadow set logs the line once it has decided too; never for the floor.
+        let logged = match &self.shadow {
+            Some(shadow) if !self.is_reserved(request) => {
+                shadow.offer(source, request, outcome, remembered, took)
+            }
+            _ => self
+                .decisions
+                .record(source, request, outcome, remembered, took, None),
+        };
+        if !logged {
             self.metrics.decision_log_dropped();
         }
     }

@@ -61,9 +61,11 @@ impl App {
                 }
             }
         }
+        // A registry store is read now, as a replica reads it at its start.
+        self.poll_revocations().await;
         if let Some(personal) = self.identity.personal() {
             let revoked = personal.revoked();
-            let file = personal.revoked_file().display();
+            let file = personal.store();
             let result = match revoked.problems() {
                 [] => Ok(format!("{} revoked personal token(s)", revoked.len())),
                 problems => Err(problems
@@ -109,10 +111,16 @@ impl App {
             None => None,
             Some(upstream) => Some(upstream.probe().await),
         };
-        let ready = upstream.as_ref().is_none_or(Result::is_ok);
+        // Until the revocations were read once, every personal token is refused: not ready.
+        let unread = self
+            .identity
+            .personal()
+            .is_some_and(|personal| personal.revoked().is_unread());
+        let ready = upstream.as_ref().is_none_or(Result::is_ok) && !unread;
         let body = serde_json::json!({
             "ready": ready,
             "policies": self.policies.current().policies().len(),
+            "revocations": if unread { "not read yet" } else { "read" },
             "upstream": upstream.map(|probe| match probe {
                 Ok(()) => "reachable".to_string(),
                 Err(e) => e.to_string(),
@@ -134,22 +142,32 @@ impl App {
     /// What is serving: policies with their digests and reload errors, keys, users.
     pub(super) fn status(&self) -> serde_json::Value {
         let ring = self.keys.load();
-        let policies: Vec<serde_json::Value> = self
-            .policies
-            .status()
-            .into_iter()
-            .map(|p| {
-                serde_json::json!({
-                    "name": p.name,
-                    "module": p.module.display().to_string(),
-                    "digest": p.digest,
-                    "settings_digest": p.settings_digest,
-                    "loaded_at": humantime::format_rfc3339_seconds(p.loaded_at).to_string(),
-                    "world": p.world,
-                    "last_reload_error": p.last_error,
+        let described = |set: &crate::policy::Policies| -> Vec<serde_json::Value> {
+            set.status()
+                .into_iter()
+                .map(|p| {
+                    serde_json::json!({
+                        "name": p.name,
+                        "module": p.module.display().to_string(),
+                        "digest": p.digest,
+                        "settings_digest": p.settings_digest,
+                        "loaded_at": humantime::format_rfc3339_seconds(p.loaded_at).to_string(),
+                        "world": p.world,
+                        "last_reload_error": p.last_error,
+                    })
                 })
-            })
-            .collect();
+                .collect()
+        };
+        let policies = described(&self.policies);
+        let shadow = self.shadow.as_ref().map(|shadow| {
+            let counts: serde_json::Map<String, serde_json::Value> = shadow
+                .tally()
+                .counts()
+                .into_iter()
+                .map(|(change, count)| (change.to_string(), count.into()))
+                .collect();
+            serde_json::json!({"policies": described(shadow.policies()), "decisions": counts})
+        });
         serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
             "mode": if self.upstream.is_some() { "gateway" } else { "token-server" },
@@ -157,6 +175,7 @@ impl App {
             "issuer": self.issuer.issuer,
             "upstream": self.upstream.as_ref().map(Upstream::origin),
             "policies": policies,
+            "shadow": shadow,
             "keys": {
                 "current": ring.current.kid,
                 "previous": ring.previous.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),

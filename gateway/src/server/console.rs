@@ -226,6 +226,7 @@ async fn route(visit: &mut Visit) -> Result<Answer, Failure> {
                 (Method::GET, "/ui/explain") => explain::explain(visit, &person).await,
                 (Method::GET, "/ui/admin/status") => admin::status(visit, &person),
                 (Method::GET, "/ui/admin/decisions") => admin::decisions(visit, &person),
+                (Method::GET, "/ui/admin/shadow") => admin::shadow(visit, &person),
                 (Method::POST, "/ui/delete") => match posted(visit, &person).await {
                     Ok(form) => browse::delete(visit, &person, &form).await,
                     Err(failure) => Err(failure),
@@ -234,9 +235,10 @@ async fn route(visit: &mut Visit) -> Result<Answer, Failure> {
                 (Method::POST, "/ui/tokens") => posted(visit, &person)
                     .await
                     .and_then(|form| tokens::make(visit, &person, &form)),
-                (Method::POST, "/ui/tokens/revoke") => posted(visit, &person)
-                    .await
-                    .and_then(|form| tokens::revoke(visit, &person, &form)),
+                (Method::POST, "/ui/tokens/revoke") => match posted(visit, &person).await {
+                    Ok(form) => tokens::revoke(visit, &person, &form).await,
+                    Err(failure) => Err(failure),
+                },
                 _ => Err(Failure::new(
                     StatusCode::NOT_FOUND,
                     "Not found",

@@ -167,6 +167,13 @@ async fn admit(
             }
         }
     }
+    if matches!(route.target, Target::Catalog) && app.revocations_repository().is_some() {
+        // Even a caller who may list everything must not see where revocations are kept.
+        return app
+            .filtered_catalog(&caller, client, request.uri().query())
+            .await
+            .map(Admitted::Answer);
+    }
     if matches!(route.target, Target::Base) && matches!(caller.via, Via::Anonymous) {
         // Clients learn the realm from this 401, then come back with a token.
         return Err(challenge(

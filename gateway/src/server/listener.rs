@@ -37,6 +37,10 @@ pub async fn serve(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let connections = Connections::default();
     tokio::pin!(shutdown);
+    // Personal tokens are refused until the revocations were read: a registry that keeps
+    // them is read before the first accept (clients wait in the backlog), unless it is away.
+    let _ = tokio::time::timeout(FIRST_READ, live.current().poll_revocations()).await;
+    let revocations = tokio::spawn(poll_revocations(live.clone()));
     loop {
         let (accepted, on) = tokio::select! {
             accepted = listener.accept() => (accepted, Listener::Clients),
@@ -127,6 +131,7 @@ pub async fn serve(
             }
         });
     }
+    revocations.abort();
     drop((listener, admin));
     let drain = Duration::from_secs(live.current().config.server.drain_seconds);
     tracing::info!(seconds = drain.as_secs(), "draining the requests in flight");
@@ -137,4 +142,19 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// The longest the start waits for the revocations a registry keeps.
+const FIRST_READ: Duration = Duration::from_secs(5);
+
+/// Reads the revocations a registry keeps at every poll of the watched files, in whatever
+/// App serves then (files raise events; a registry does not).
+async fn poll_revocations(live: Arc<Live>) {
+    let poll = crate::watch::POLL;
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + poll, poll);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        live.current().poll_revocations().await;
+    }
 }

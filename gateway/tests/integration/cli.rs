@@ -530,6 +530,45 @@ fn every_example_in_the_docs_loads() {
     );
 }
 
+/// The terminal `script` (process `parent`) gave its child: the child's standard input.
+fn terminal_of_child(parent: u32) -> std::path::PathBuf {
+    let started = std::time::Instant::now();
+    loop {
+        let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+            .expect("the kernel lists children");
+        if let Some(child) = children.split_whitespace().next()
+            && let Ok(terminal) = std::fs::read_link(format!("/proc/{child}/fd/0"))
+            && terminal.starts_with("/dev/pts")
+        {
+            return terminal;
+        }
+        assert!(started.elapsed().as_secs() < 10, "script started no child");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Waits until `terminal` echoes nothing, as `stty` reads its settings.
+fn wait_for_echo_off(terminal: &std::path::Path) {
+    let started = std::time::Instant::now();
+    loop {
+        let out = Command::new("stty")
+            .arg("-F")
+            .arg(terminal)
+            .arg("-a")
+            .output()
+            .expect("stty runs (coreutils)");
+        let settings = String::from_utf8_lossy(&out.stdout);
+        if settings.split_whitespace().any(|flag| flag == "-echo") {
+            return;
+        }
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "echo stayed on: {settings}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Issue 25: `passwd` at a terminal (`docker run -it <image> passwd ...`) asks twice and
 /// never echoes the password. util-linux's `script` gives it a terminal.
 #[test]
@@ -542,8 +581,9 @@ fn passwd_at_a_terminal_asks_twice_without_echo() {
         env!("CARGO_BIN_EXE_portcullis"),
         file.display()
     );
-    // Types each line once its prompt is on the screen: typed before, a terminal would
-    // still echo it (echo goes off only when the prompt asks).
+    // Types each line once its prompt is on the screen and the terminal has echo off: the
+    // prompt is written just before echo goes off, and a line typed in between is echoed by
+    // the terminal itself (a race the suite once lost on a busy machine).
     let run = |typed: &str| {
         use std::io::Read;
         let mut child = Command::new("script")
@@ -573,8 +613,10 @@ fn passwd_at_a_terminal_asks_twice_without_echo() {
                 }
             }
         };
+        let terminal = terminal_of_child(child.id());
         for (line, prompt) in typed.lines().zip(["password for alice:", "again:"]) {
             wait_for(prompt, &mut screen);
+            wait_for_echo_off(&terminal);
             stdin
                 .write_all(format!("{line}\n").as_bytes())
                 .expect("typed");

@@ -1,5 +1,5 @@
-//! The admins' pages: what is serving (the `/status` document, rendered) and the recent
-//! decisions, filtered.
+//! The admins' pages: what is serving (the `/status` document, rendered), the recent
+//! decisions, filtered, and what the shadow set would decide otherwise.
 
 use super::{Frame, document};
 use maud::{Markup, html};
@@ -152,4 +152,84 @@ pub fn decisions(
         }
     };
     document("Decisions", Some(frame), content)
+}
+
+/// `/ui/admin/shadow`: the shadow set's policies and counts (`shadow`, as `/status` has it;
+/// null when none is configured), and its latest disagreements, newest first.
+pub fn shadow(frame: &Frame, shadow: &Value, latest: &[Arc<Value>]) -> Markup {
+    let text = |value: &Value| match value {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(", "),
+        other => other.to_string(),
+    };
+    let content = html! {
+        h1 { "Shadow policies" }
+        @if shadow.is_null() {
+            p #none { "No shadow set is configured: add [[shadow]] blocks to the config to decide a candidate beside the serving policies (docs/policies.md)." }
+        } @else {
+            p.muted { "The candidate set is decided beside the serving policies for every decision and never enforced." }
+            dl.facts #counts {
+                @for change in ["same", "widened", "narrowed", "skipped"] {
+                    dt { (change) } dd { (text(&shadow["decisions"][change])) }
+                }
+            }
+            h2 { "Candidate policies" }
+            div.table {
+                table #candidates {
+                    thead { tr { th scope="col" { "Name" } th scope="col" { "Digest" } th scope="col" { "Last reload error" } } }
+                    tbody {
+                        @for policy in shadow["policies"].as_array().into_iter().flatten() {
+                            tr {
+                                td { (text(&policy["name"])) }
+                                td.mono { (text(&policy["digest"])) }
+                                td { @if policy["last_reload_error"].is_null() { span.ok { "none" } } @else { span.error { (text(&policy["last_reload_error"])) } } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "Latest disagreements" }
+        @if latest.is_empty() {
+            p #agreed { "None so far." }
+        } @else {
+            div.table {
+                table #disagreements {
+                    thead { tr {
+                        th scope="col" { "Time" } th scope="col" { "Change" } th scope="col" { "Account" }
+                        th scope="col" { "Scope" } th scope="col" { "Operation" } th scope="col" { "Serving grants" }
+                        th scope="col" { "Candidate grants" } th scope="col" { "Candidate's reasons" }
+                    } }
+                    tbody {
+                        @for d in latest {
+                            tr {
+                                td.time { (text(&d["time"])) }
+                                td { (text(&d["shadow"]["change"])) }
+                                td { @if d["account"] == "" { "(anonymous)" } @else { (text(&d["account"])) } }
+                                td.mono { (text(&d["scope"])) }
+                                td.mono { (text(&d["operation"])) }
+                                td { (text(&d["serving"])) }
+                                td { (text(&d["shadow"]["granted"])) }
+                                td {
+                                    @for answer in d["shadow"]["answers"].as_array().into_iter().flatten() {
+                                        @if !answer["fault"].is_null() {
+                                            (text(&answer["policy"])) ": " span.error { (text(&answer["fault"])) } br;
+                                        } @else if !answer["reason"].is_null() {
+                                            (text(&answer["policy"])) ": " (text(&answer["reason"])) br;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    document("Shadow", Some(frame), content)
 }

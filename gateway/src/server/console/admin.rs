@@ -46,6 +46,18 @@ pub(super) fn decisions(visit: &Visit, person: &Person) -> Result<Answer, Failur
     )))
 }
 
+/// `/ui/admin/shadow`: what the shadow set says, and where it disagrees.
+pub(super) fn shadow(visit: &Visit, person: &Person) -> Result<Answer, Failure> {
+    only_admins(person)?;
+    let status = visit.app.status();
+    let latest = visit.app.shadow_tally.latest();
+    Ok(Answer::page(admin::shadow(
+        &frame(visit, person, Section::Shadow),
+        &status["shadow"],
+        &latest,
+    )))
+}
+
 fn only_admins(person: &Person) -> Result<(), Failure> {
     if person.admin {
         Ok(())

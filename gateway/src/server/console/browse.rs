@@ -549,7 +549,11 @@ impl App {
     }
 
     /// `Bearer <token>` for `subject` holding exactly `access`.
-    fn bearer(&self, subject: &str, access: Access) -> Result<HeaderValue, UpstreamError> {
+    pub(in crate::server) fn bearer(
+        &self,
+        subject: &str,
+        access: Access,
+    ) -> Result<HeaderValue, UpstreamError> {
         let ring = self.keys.load();
         let issued = self
             .issuer

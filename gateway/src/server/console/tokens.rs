@@ -117,7 +117,7 @@ pub(super) fn make(visit: &Visit, person: &Person, form: &Form) -> Result<Answer
 }
 
 /// `POST /ui/tokens/revoke`: by id (one's own, or any for an admin) or by the token itself.
-pub(super) fn revoke(visit: &Visit, person: &Person, form: &Form) -> Result<Answer, Failure> {
+pub(super) async fn revoke(visit: &Visit, person: &Person, form: &Form) -> Result<Answer, Failure> {
     let personal_tokens = enabled(visit)?;
     let user = &person.session.user;
     let given = form.get("token").trim();
@@ -151,11 +151,11 @@ pub(super) fn revoke(visit: &Visit, person: &Person, form: &Form) -> Result<Answ
         return refuse("This is not the id of one of your tokens.");
     };
     let now = humantime::format_rfc3339_seconds(SystemTime::now());
-    let written =
-        match personal_tokens.revoke(&id, until, user, &format!("revoked by {user} at {now}")) {
-            Ok(written) => written,
-            Err(why) => return refuse(&why),
-        };
+    let note = format!("revoked by {user} at {now}");
+    let written = match visit.app.revoke(&id, until, user, &note).await {
+        Ok(written) => written,
+        Err(why) => return refuse(&why),
+    };
     if written {
         tracing::info!(%user, %id, "personal token revoked");
     }
