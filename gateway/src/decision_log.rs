@@ -3,7 +3,7 @@
 //! disk never holds a request. It never holds a password or a token: it is built from the
 //! policy request, which has neither.
 
-use crate::policy::{Outcome, Reference, Request};
+use crate::policy::{Facts, Outcome, Reference, Request, TagNow};
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -239,6 +239,8 @@ fn entry(
         "class": scope.class,
         "service": request.service,
         "operation": operation,
+        "request_time": request.time,
+        "facts": facts(&request.facts),
         "granted": outcome.granted,
         "answers": answers,
         "remembered": remembered,
@@ -257,10 +259,68 @@ pub fn answers(outcome: &Outcome) -> Vec<serde_json::Value> {
                 "digest": said.digest,
                 "granted": said.granted,
                 "reason": said.reason,
+                "rule": said.rule,
                 "fault": said.fault.as_ref().map(|(kind, message)| format!("{kind}: {message}")),
             })
         })
         .collect()
+}
+
+/// The facts a request carried, as a line holds them (null when none): what `policy replay`
+/// gives the policies again.
+fn facts(facts: &Facts) -> serde_json::Value {
+    if *facts == Facts::none() {
+        return serde_json::Value::Null;
+    }
+    serde_json::json!({
+        "tag_digest": facts.tag_digest.as_ref().map(|now| match now {
+            TagNow::Absent => "absent",
+            TagNow::At(digest) => digest.as_str(),
+        }),
+        "pushed_digest": facts.pushed_digest,
+        "digest_tags": facts.digest_tags,
+        "signatures": facts.signatures.as_ref().map(|s| serde_json::json!({
+            "digest": s.digest,
+            "keys": s.keys,
+        })),
+    })
+}
+
+/// The facts of a line (see [`facts`]); None when they are malformed.
+pub fn facts_of(value: Option<&serde_json::Value>) -> Option<Facts> {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Some(Facts::none());
+    };
+    let text = |key: &str| value.get(key).filter(|v| !v.is_null()).map(|v| v.as_str());
+    let strings = |v: &serde_json::Value| -> Option<Vec<String>> {
+        v.as_array()?
+            .iter()
+            .map(|s| s.as_str().map(str::to_string))
+            .collect()
+    };
+    Some(Facts {
+        tag_digest: match text("tag_digest") {
+            None => None,
+            Some(Some("absent")) => Some(TagNow::Absent),
+            Some(Some(digest)) => Some(TagNow::At(digest.to_string())),
+            Some(None) => return None,
+        },
+        pushed_digest: match text("pushed_digest") {
+            None => None,
+            Some(digest) => Some(digest?.to_string()),
+        },
+        digest_tags: match value.get("digest_tags").filter(|v| !v.is_null()) {
+            None => None,
+            Some(tags) => Some(strings(tags)?),
+        },
+        signatures: match value.get("signatures").filter(|v| !v.is_null()) {
+            None => None,
+            Some(s) => Some(crate::policy::Signatures {
+                digest: s.get("digest")?.as_str()?.to_string(),
+                keys: strings(s.get("keys")?)?,
+            }),
+        },
+    })
 }
 
 /// A random id to find one decision by (in logs, in a support ticket).
@@ -302,6 +362,7 @@ mod tests {
                 digest: "sha256:ab".into(),
                 granted: vec!["pull".into()],
                 reason: Some("tag \"v1\" is protected".into()),
+                rule: Some("2".into()),
                 fault: None,
             }],
         };
@@ -325,6 +386,42 @@ mod tests {
             (true.into(), 7.into())
         );
         assert_eq!(line["id"].as_str().map(str::len), Some(24));
+        assert_eq!(line["answers"][0]["rule"], "2");
+        assert_eq!(line["facts"], serde_json::Value::Null, "no facts");
+        assert_eq!(facts_of(Some(&line["facts"])), Some(Facts::none()));
+    }
+
+    /// Issue 21: the time and facts a policy saw are in the line, and read back as they
+    /// were, so a replay decides with them.
+    #[test]
+    fn a_line_holds_the_time_and_facts_and_gives_them_back() {
+        let (mut request, outcome) = anonymous_pull();
+        request.time = 1_800_000_000;
+        request.facts = Facts {
+            tag_digest: Some(TagNow::At("sha256:aa".into())),
+            pushed_digest: Some("sha256:bb".into()),
+            digest_tags: Some(vec!["v1".into()]),
+            signatures: Some(crate::policy::Signatures {
+                digest: "sha256:aa".into(),
+                keys: vec!["ci".into()],
+            }),
+        };
+        let line = entry(Source::Gateway, &request, &outcome, false, Duration::ZERO);
+        assert_eq!(line["request_time"], 1_800_000_000);
+        assert_eq!(line["facts"]["tag_digest"], "sha256:aa");
+        assert_eq!(facts_of(Some(&line["facts"])), Some(request.facts.clone()));
+        request.facts = Facts {
+            tag_digest: Some(TagNow::Absent),
+            ..Facts::none()
+        };
+        let line = entry(Source::Gateway, &request, &outcome, false, Duration::ZERO);
+        assert_eq!(line["facts"]["tag_digest"], "absent");
+        assert_eq!(facts_of(Some(&line["facts"])), Some(request.facts));
+        assert_eq!(
+            facts_of(Some(&serde_json::json!({"tag_digest": 7}))),
+            None,
+            "malformed"
+        );
     }
 
     fn anonymous_pull() -> (Request, Outcome) {

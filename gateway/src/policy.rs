@@ -13,7 +13,7 @@ pub mod scaffold;
 mod world;
 
 pub use bindings::current::portcullis::policy::types::{
-    Account, Decision, Kind, Operation, Reference, Request, Scope,
+    Account, Decision, Facts, Kind, Needs, Operation, Reference, Request, Scope, Signatures, TagNow,
 };
 pub use host::{
     Fault, Host, Limits, LoadError, LoadProblem, LoadedPolicy, MAX_MEMORY_BYTES, PolicySource,
@@ -54,6 +54,8 @@ pub struct Said {
     pub granted: Vec<String>,
     /// Its reason, if it gave one.
     pub reason: Option<String>,
+    /// The rule that decided, as the policy names its rules, if it said.
+    pub rule: Option<String>,
     /// The kind (`deadline`, `trap`, ...) and description of its fault, if it failed.
     pub fault: Option<(&'static str, String)>,
 }
@@ -104,15 +106,26 @@ impl Verdict {
             .answers
             .iter()
             .map(|answer| {
-                let (granted, reason, fault) = match &answer.outcome {
-                    Ok(decision) => (decision.granted.clone(), decision.reason.clone(), None),
-                    Err(fault) => (Vec::new(), None, Some((fault.kind(), fault.to_string()))),
+                let (granted, reason, rule, fault) = match &answer.outcome {
+                    Ok(decision) => (
+                        decision.granted.clone(),
+                        decision.reason.clone(),
+                        decision.rule.clone(),
+                        None,
+                    ),
+                    Err(fault) => (
+                        Vec::new(),
+                        None,
+                        None,
+                        Some((fault.kind(), fault.to_string())),
+                    ),
                 };
                 Said {
                     policy: answer.policy.clone(),
                     digest: answer.digest.clone(),
                     granted,
                     reason,
+                    rule,
                     fault,
                 }
             })
@@ -149,6 +162,13 @@ impl PolicySet {
         &self.policies
     }
 
+    /// What the policies need, together: the facts the gateway gathers for this set.
+    pub fn needs(&self) -> Needs {
+        self.policies
+            .iter()
+            .fold(Needs::empty(), |needs, policy| needs | policy.needs())
+    }
+
     /// Asks every policy. An action is granted only if every policy grants it; a policy fault
     /// grants nothing; an empty set grants nothing.
     pub fn decide(&self, request: &Request) -> Verdict {
@@ -183,7 +203,8 @@ impl PolicySet {
     }
 
     /// The outcome of a request, from memory when this set answered the very same request
-    /// before (policies see no clock and no I/O, so their answer cannot change), and whether
+    /// before (policies see no clock and no I/O beyond the time and facts the request
+    /// carries, which the memory is keyed by, so their answer cannot change), and whether
     /// it came from memory. An outcome with a fault is not remembered, so a policy that timed
     /// out once is asked again.
     pub fn decide_remembered(&self, request: &Request) -> (Arc<Outcome>, bool) {
@@ -244,6 +265,29 @@ fn memo_key(request: &Request) -> Vec<u8> {
             put(op.mount_from.as_deref().unwrap_or("\0none"));
         }
     }
+    put(&request.time.to_string());
+    let facts = &request.facts;
+    match &facts.tag_digest {
+        None => put("\0none"),
+        Some(TagNow::Absent) => put("\0absent"),
+        Some(TagNow::At(digest)) => put(digest),
+    }
+    put(facts.pushed_digest.as_deref().unwrap_or("\0none"));
+    match &facts.digest_tags {
+        None => put("\0none"),
+        Some(tags) => {
+            put(&tags.len().to_string());
+            tags.iter().for_each(|t| put(t));
+        }
+    }
+    match &facts.signatures {
+        None => put("\0none"),
+        Some(signatures) => {
+            put(&signatures.digest);
+            put(&signatures.keys.len().to_string());
+            signatures.keys.iter().for_each(|k| put(k));
+        }
+    }
     key
 }
 
@@ -257,6 +301,20 @@ impl Request {
             service: service.to_string(),
             client_ip: None,
             operation: None,
+            time: 0,
+            facts: Facts::none(),
+        }
+    }
+}
+
+impl Facts {
+    /// No facts (token-server mode; no policy needs any; an operation none concerns).
+    pub fn none() -> Facts {
+        Facts {
+            tag_digest: None,
+            pushed_digest: None,
+            digest_tags: None,
+            signatures: None,
         }
     }
 }

@@ -166,7 +166,7 @@ impl Upstream {
     /// streaming body. `query`, when given, replaces the request's query.
     pub async fn forward(
         &self,
-        request: Request<Incoming>,
+        request: Request<Body>,
         forwarded: &Forwarded,
         query: Option<String>,
     ) -> Result<Response<Body>, UpstreamError> {

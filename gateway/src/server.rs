@@ -10,6 +10,7 @@ mod console;
 mod cors;
 pub mod credentials;
 mod error;
+mod facts;
 mod gateway;
 mod listener;
 mod live;

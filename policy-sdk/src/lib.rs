@@ -58,9 +58,12 @@
 // The generated bindings name this crate by path, from inside it and from policy crates alike.
 extern crate self as portcullis_policy;
 
+pub mod glob;
 mod request;
 
-pub use request::{Account, Decision, Kind, Operation, Reference, Request, Scope};
+pub use request::{
+    Account, Decision, Facts, Kind, Needs, Operation, Reference, Request, Scope, Signatures, TagNow,
+};
 
 /// The policy world this SDK builds against, as its WIT package names it: the gateway
 /// loads modules of this world and of every earlier one it still knows.
@@ -68,7 +71,7 @@ pub use request::{Account, Decision, Kind, Operation, Reference, Request, Scope}
 /// ```
 /// assert!(portcullis_policy::WORLD.starts_with("portcullis:policy@"));
 /// ```
-pub const WORLD: &str = "portcullis:policy@0.2.0";
+pub const WORLD: &str = "portcullis:policy@0.3.0";
 
 // The README's example is compiled and run with the documentation's.
 #[doc = include_str!("../README.md")]
@@ -86,6 +89,7 @@ pub mod bindings {
         export_macro_name: "__export_policy_world",
         runtime_path: "portcullis_policy::__private::wit_bindgen::rt",
         additional_derives: [PartialEq, Eq],
+        bitflags_path: "portcullis_policy::__private::wit_bindgen::rt::bitflags",
     });
 }
 
@@ -108,6 +112,14 @@ pub trait Policy: Sized + 'static {
     /// with [`Request::grant`] or [`Decision::deny`]; granting an action that was not asked
     /// for is treated as a fault by the gateway and denies everything.
     fn authorize(&self, request: &Request) -> Decision;
+
+    /// The facts this policy decides with, asked once after [`configure`](Policy::configure):
+    /// the gateway gathers only what some policy needs (in gateway mode, for the operations
+    /// a fact concerns) and fills in [`Request::time`] only when one needs [`Needs::TIME`].
+    /// None by default.
+    fn needs(&self) -> Needs {
+        Needs::empty()
+    }
 }
 
 /// The settings of a policy that takes none: accepts only `{}`, so a stray setting is an
@@ -138,6 +150,13 @@ macro_rules! export_policy {
                     CONFIGURED
                         .with(|slot| *slot.borrow_mut() = ::std::option::Option::Some(policy));
                     ::std::result::Result::Ok(())
+                }
+
+                fn needs() -> $crate::Needs {
+                    CONFIGURED.with(|slot| match &*slot.borrow() {
+                        ::std::option::Option::Some(policy) => $crate::Policy::needs(policy),
+                        ::std::option::Option::None => $crate::Needs::empty(),
+                    })
                 }
 
                 fn authorize(request: $crate::Request) -> $crate::Decision {

@@ -7,8 +7,12 @@ use crate::bindings::portcullis::policy::types;
 pub use types::Account;
 /// The decision a policy returns: see [`Request::grant`] and [`Decision::deny`].
 pub use types::Decision;
+/// What the gateway looked up in the registry for a request: see [`Policy::needs`](crate::Policy::needs).
+pub use types::Facts;
 /// What a registry request operates on (gateway mode).
 pub use types::Kind;
+/// The facts and the clock a policy asks for: see [`Policy::needs`](crate::Policy::needs).
+pub use types::Needs;
 /// The concrete registry operation behind a scope (gateway mode).
 pub use types::Operation;
 /// How a manifest or blob is named in a request path: a tag or a digest.
@@ -17,6 +21,10 @@ pub use types::Reference;
 pub use types::Request;
 /// One resource and the actions asked on it, as in `repository:team/app:pull,push`.
 pub use types::Scope;
+/// The keys whose valid signature covers a manifest.
+pub use types::Signatures;
+/// What a tag names in the registry now.
+pub use types::TagNow;
 
 impl Request {
     /// An anonymous request for `scope` on the service `registry`, with no client address
@@ -28,7 +36,53 @@ impl Request {
             service: "registry".to_string(),
             client_ip: None,
             operation: None,
+            time: 0,
+            facts: Facts::none(),
         }
+    }
+
+    /// Sets the time of the decision (seconds since the Unix epoch).
+    pub fn time(mut self, time: u64) -> Request {
+        self.time = time;
+        self
+    }
+
+    /// Sets what the tag names now: `None` when the repository has no such tag.
+    pub fn tag_digest(mut self, digest: Option<&str>) -> Request {
+        self.facts.tag_digest = Some(match digest {
+            Some(digest) => TagNow::At(digest.to_string()),
+            None => TagNow::Absent,
+        });
+        self
+    }
+
+    /// Sets the digest of the manifest being pushed.
+    pub fn pushed_digest(mut self, digest: &str) -> Request {
+        self.facts.pushed_digest = Some(digest.to_string());
+        self
+    }
+
+    /// Sets the tags that name the manifest being deleted by digest.
+    pub fn digest_tags<I, S>(mut self, tags: I) -> Request
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.facts.digest_tags = Some(tags.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Sets the keys whose valid signature covers the manifest `digest` being served.
+    pub fn signatures<I, S>(mut self, digest: &str, keys: I) -> Request
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.facts.signatures = Some(Signatures {
+            digest: digest.to_string(),
+            keys: keys.into_iter().map(Into::into).collect(),
+        });
+        self
     }
 
     /// Sets an authenticated htpasswd account with this name (keeping its groups).
@@ -104,6 +158,20 @@ impl Request {
         Decision {
             granted,
             reason: None,
+            rule: None,
+        }
+    }
+}
+
+impl Facts {
+    /// No facts: what a request carries when no policy needs any, in token-server mode,
+    /// and for the operations a fact does not concern.
+    pub fn none() -> Facts {
+        Facts {
+            tag_digest: None,
+            pushed_digest: None,
+            digest_tags: None,
+            signatures: None,
         }
     }
 }
@@ -219,12 +287,19 @@ impl Decision {
         Decision {
             granted: Vec::new(),
             reason: Some(reason.to_string()),
+            rule: None,
         }
     }
 
     /// Attaches a reason for the decision log.
     pub fn because(mut self, reason: &str) -> Decision {
         self.reason = Some(reason.to_string());
+        self
+    }
+
+    /// Names the rule that decided (as the policy numbers or names its rules).
+    pub fn rule(mut self, rule: &str) -> Decision {
+        self.rule = Some(rule.to_string());
         self
     }
 }
@@ -267,6 +342,32 @@ mod tests {
             Decision::deny("no").because("why").reason.as_deref(),
             Some("why")
         );
+    }
+
+    #[test]
+    fn fact_builders_fill_the_facts() {
+        let req = Request::new(Scope::repository("a", ["push"]))
+            .time(7)
+            .tag_digest(None)
+            .pushed_digest("sha256:ab")
+            .digest_tags(["v1"])
+            .signatures("sha256:ab", ["ci"]);
+        assert_eq!(req.time, 7);
+        assert_eq!(req.facts.tag_digest, Some(TagNow::Absent));
+        assert_eq!(req.facts.pushed_digest.as_deref(), Some("sha256:ab"));
+        assert_eq!(req.facts.digest_tags, Some(vec!["v1".to_string()]));
+        assert_eq!(
+            req.facts.signatures.map(|s| s.keys),
+            Some(vec!["ci".to_string()])
+        );
+        assert_eq!(
+            Request::new(Scope::catalog())
+                .tag_digest(Some("sha256:cd"))
+                .facts
+                .tag_digest,
+            Some(TagNow::At("sha256:cd".into()))
+        );
+        assert_eq!(Decision::deny("no").rule("3").rule.as_deref(), Some("3"));
     }
 
     #[test]

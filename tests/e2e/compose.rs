@@ -78,7 +78,13 @@ fn stand_ins(dockerd: &Dockerd, work: &Path) {
     std::fs::create_dir_all(&policies).expect("mkdir");
     std::fs::create_dir_all(builder.join("bin")).expect("mkdir");
     std::fs::copy(bin_dir().join("portcullis"), release.join("portcullis")).expect("copy");
-    for policy in ["acl", "namespace_owner", "read_only", "protected_tags"] {
+    for policy in [
+        "acl",
+        "namespace_owner",
+        "read_only",
+        "protected_tags",
+        "immutable_tags",
+    ] {
         std::fs::copy(wasm(policy), policies.join(format!("{policy}.wasm"))).expect("copy");
     }
     for tool in ["cargo", "rustup"] {

@@ -7,6 +7,7 @@ mod browser;
 mod clients;
 mod compose;
 mod console;
+mod facts;
 mod gateway;
 mod ldap;
 mod oidc;

@@ -57,12 +57,30 @@ struct Case {
     ip: Option<String>,
     /// What gateway mode sees of the request.
     operation: Option<OperationFixture>,
+    /// The time of the decision: RFC 3339 in UTC, as policies that need the time get it.
+    time: Option<String>,
+    /// What the tag names now (`"absent"` or a digest), as gateway mode looks it up.
+    tag_digest: Option<String>,
+    /// The digest of the manifest being pushed.
+    pushed_digest: Option<String>,
+    /// The tags that name the manifest being deleted by digest.
+    digest_tags: Option<Vec<String>>,
+    /// The keys whose valid signature covers the manifest served: `{ digest, keys }`.
+    signatures: Option<SignaturesFixture>,
     /// The actions that must be granted, exactly.
     granted: Vec<String>,
     /// The first policy that must have withheld an action.
     denied_by: Option<String>,
     /// A glob one of the answers' reasons must match.
     reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignaturesFixture {
+    digest: String,
+    #[serde(default)]
+    keys: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -189,6 +207,25 @@ fn request(case: &Case) -> Result<Request, String> {
     };
     let mut request = Request::new(account, Scope::from(&scope), &case.service);
     request.client_ip = case.ip.clone();
+    if let Some(time) = &case.time {
+        request.time = humantime::parse_rfc3339(time)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs())
+            .ok_or_else(|| {
+                format!("time {time:?} is not an RFC 3339 instant in UTC (2027-01-01T00:00:00Z)")
+            })?;
+    }
+    request.facts.tag_digest = case.tag_digest.as_deref().map(|now| match now {
+        "absent" => super::TagNow::Absent,
+        digest => super::TagNow::At(digest.to_string()),
+    });
+    request.facts.pushed_digest = case.pushed_digest.clone();
+    request.facts.digest_tags = case.digest_tags.clone();
+    request.facts.signatures = case.signatures.as_ref().map(|s| super::Signatures {
+        digest: s.digest.clone(),
+        keys: s.keys.clone(),
+    });
     if let Some(op) = &case.operation {
         let kind = Kind::from_name(&op.kind).ok_or_else(|| {
             format!(

@@ -4,7 +4,7 @@
 
 use super::clock::{Clock, TICK};
 use super::world::{Bound, Pre};
-use super::{Decision, Request};
+use super::{Decision, Needs, Request};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -301,7 +301,8 @@ impl Host {
                 "the timeout must be above 0 ms".into(),
             )));
         }
-        let policy = LoadedPolicy {
+        let mut policy = LoadedPolicy {
+            needs: Needs::empty(),
             name: spec.name.clone(),
             digest: source.digest,
             settings_digest: source.settings_digest,
@@ -313,10 +314,19 @@ impl Host {
             pre,
             idle: Mutex::new(Vec::new()),
         };
-        let instance = policy.instantiate().map_err(|e| match e {
+        let mut instance = policy.instantiate().map_err(|e| match e {
             ConfigureError::Refused(message) => fail(LoadProblem::Settings(message)),
             ConfigureError::Fault(fault) => fail(LoadProblem::Fault(fault)),
         })?;
+        // Asked once: what a configured policy needs does not change while it serves.
+        let asked = {
+            let _ticking = policy.clock.ticking();
+            instance
+                .bindings
+                .needs(&mut instance.store)
+                .map_err(|e| fail(LoadProblem::Fault(classify(e, &policy.limits))))?
+        };
+        policy.needs = asked;
         policy.release(instance);
         Ok(policy)
     }
@@ -342,6 +352,8 @@ impl Host {
 /// A compiled, configured policy. Decisions run on pooled instances: each concurrent caller
 /// takes its own, and an instance that faulted is dropped instead of going back.
 pub struct LoadedPolicy {
+    /// The facts it asked for after `configure`.
+    needs: Needs,
     name: String,
     digest: String,
     settings_digest: String,
@@ -385,8 +397,14 @@ impl LoadedPolicy {
         self.loaded_at
     }
 
-    /// The policy world the module was built against: `0.2.0`, or `0.1.0` for a module
-    /// whose accounts carry no source and claims.
+    /// The facts the policy needs (nothing for a module of an older world).
+    pub fn needs(&self) -> Needs {
+        self.needs
+    }
+
+    /// The policy world the module was built against: `0.3.0`; `0.2.0` for a module whose
+    /// requests carry no time and facts; `0.1.0` for one whose accounts carry no source and
+    /// claims either.
     pub fn world(&self) -> &'static str {
         self.pre.version()
     }

@@ -157,6 +157,8 @@ fn decision(line: &str) -> Option<(Request, Vec<String>, Example)> {
     };
     let mut request = Request::new(account, scope, text("service").unwrap_or("registry"));
     request.client_ip = text("client_ip").map(str::to_string);
+    request.time = entry.get("request_time").map_or(Some(0), Value::as_u64)?;
+    request.facts = crate::decision_log::facts_of(entry.get("facts"))?;
     let mut shown = None;
     if let Some(op) = entry.get("operation").filter(|v| !v.is_null()) {
         let field = |key: &str| op.get(key).and_then(Value::as_str);

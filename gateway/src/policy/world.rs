@@ -1,16 +1,20 @@
-//! The policy worlds a module may be built against, and one way for the host to call either:
-//! the current one (`portcullis:policy@0.2.0`: accounts with their source and claims) and
-//! 0.1.0, whose modules are loaded unchanged and see the request without the new fields.
+//! The policy worlds a module may be built against, and one way for the host to call any of
+//! them: the current one (`portcullis:policy@0.3.0`: the time, facts from the registry, the
+//! facts a policy needs, the rule that decided), 0.2.0 (accounts with their source and
+//! claims) and 0.1.0. Older modules are loaded unchanged and see the request without what
+//! their world lacks.
 
-use super::bindings::{current, v0_1};
-use super::{Decision, Kind, Operation, Reference, Request, Scope};
+use super::bindings::{current, v0_1, v0_2};
+use super::{Decision, Kind, Needs, Operation, Reference, Request, Scope};
 use wasmtime::component::InstancePre;
 use wasmtime::{AsContextMut, Result};
 
 /// A compiled module, ready to instantiate, in the world it was built against.
 pub enum Pre<T: 'static> {
-    /// `portcullis:policy@0.2.0`.
+    /// `portcullis:policy@0.3.0`.
     Current(current::PolicyPre<T>),
+    /// `portcullis:policy@0.2.0`.
+    V0_2(v0_2::PolicyPre<T>),
     /// `portcullis:policy@0.1.0`.
     V0_1(v0_1::PolicyPre<T>),
 }
@@ -19,6 +23,7 @@ impl<T: 'static> Clone for Pre<T> {
     fn clone(&self) -> Pre<T> {
         match self {
             Pre::Current(pre) => Pre::Current(pre.clone()),
+            Pre::V0_2(pre) => Pre::V0_2(pre.clone()),
             Pre::V0_1(pre) => Pre::V0_1(pre.clone()),
         }
     }
@@ -26,29 +31,37 @@ impl<T: 'static> Clone for Pre<T> {
 
 /// An instance of a module, in its world.
 pub enum Bound {
-    /// `portcullis:policy@0.2.0`.
+    /// `portcullis:policy@0.3.0`.
     Current(current::Policy),
+    /// `portcullis:policy@0.2.0`.
+    V0_2(v0_2::Policy),
     /// `portcullis:policy@0.1.0`.
     V0_1(v0_1::Policy),
 }
 
 impl<T: 'static> Pre<T> {
-    /// The module's world: the current one if its exports fit it, else 0.1.0; an error
-    /// (the current world's complaint) when neither fits.
+    /// The module's world: the newest whose exports it fits; an error (the current world's
+    /// complaint) when none fits.
     pub fn new(pre: InstancePre<T>) -> Result<Pre<T>> {
         match current::PolicyPre::new(pre.clone()) {
             Ok(current) => Ok(Pre::Current(current)),
-            Err(error) => match v0_1::PolicyPre::new(pre) {
-                Ok(old) => Ok(Pre::V0_1(old)),
-                Err(_) => Err(error),
-            },
+            Err(error) => {
+                if let Ok(older) = v0_2::PolicyPre::new(pre.clone()) {
+                    Ok(Pre::V0_2(older))
+                } else if let Ok(oldest) = v0_1::PolicyPre::new(pre) {
+                    Ok(Pre::V0_1(oldest))
+                } else {
+                    Err(error)
+                }
+            }
         }
     }
 
-    /// `0.2.0` or `0.1.0`.
+    /// `0.3.0`, `0.2.0` or `0.1.0`.
     pub fn version(&self) -> &'static str {
         match self {
-            Pre::Current(_) => "0.2.0",
+            Pre::Current(_) => "0.3.0",
+            Pre::V0_2(_) => "0.2.0",
             Pre::V0_1(_) => "0.1.0",
         }
     }
@@ -57,6 +70,7 @@ impl<T: 'static> Pre<T> {
     pub fn instantiate(&self, store: impl AsContextMut<Data = T>) -> Result<Bound> {
         Ok(match self {
             Pre::Current(pre) => Bound::Current(pre.instantiate(store)?),
+            Pre::V0_2(pre) => Bound::V0_2(pre.instantiate(store)?),
             Pre::V0_1(pre) => Bound::V0_1(pre.instantiate(store)?),
         })
     }
@@ -71,12 +85,20 @@ impl Bound {
     ) -> Result<std::result::Result<(), String>> {
         match self {
             Bound::Current(policy) => policy.call_configure(store, settings),
+            Bound::V0_2(policy) => policy.call_configure(store, settings),
             Bound::V0_1(policy) => policy.call_configure(store, settings),
         }
     }
 
-    /// The module's `authorize`; a 0.1.0 module is asked without the account's source and
-    /// claims.
+    /// The module's `needs`; a module of an older world needs nothing.
+    pub fn needs<T: 'static>(&self, store: impl AsContextMut<Data = T>) -> Result<Needs> {
+        match self {
+            Bound::Current(policy) => policy.call_needs(store),
+            Bound::V0_2(_) | Bound::V0_1(_) => Ok(Needs::empty()),
+        }
+    }
+
+    /// The module's `authorize`; an older module is asked without what its world lacks.
     pub fn authorize<T: 'static>(
         &self,
         store: impl AsContextMut<Data = T>,
@@ -84,63 +106,103 @@ impl Bound {
     ) -> Result<Decision> {
         match self {
             Bound::Current(policy) => policy.call_authorize(store, request),
+            Bound::V0_2(policy) => {
+                let decision = policy.call_authorize(store, &to_v0_2(request))?;
+                Ok(Decision {
+                    granted: decision.granted,
+                    reason: decision.reason,
+                    rule: None,
+                })
+            }
             Bound::V0_1(policy) => {
                 let decision = policy.call_authorize(store, &to_v0_1(request))?;
                 Ok(Decision {
                     granted: decision.granted,
                     reason: decision.reason,
+                    rule: None,
                 })
             }
         }
     }
 }
 
-fn to_v0_1(request: &Request) -> v0_1::portcullis::policy::types::Request {
-    use v0_1::portcullis::policy::types as old;
-    let Scope {
-        type_,
-        class,
-        name,
-        actions,
-    } = &request.scope;
-    old::Request {
-        account: old::Account {
-            name: request.account.name.clone(),
-            authenticated: request.account.authenticated,
-            groups: request.account.groups.clone(),
-        },
-        scope: old::Scope {
+/// Converts the parts every world shares, field by field: each world's bindings have types
+/// of their own with the same shape.
+macro_rules! shared_parts {
+    ($old:ident, $request:expr) => {{
+        let request: &Request = $request;
+        let Scope {
+            type_,
+            class,
+            name,
+            actions,
+        } = &request.scope;
+        let scope = $old::Scope {
             type_: type_.clone(),
             class: class.clone(),
             name: name.clone(),
             actions: actions.clone(),
-        },
-        service: request.service.clone(),
-        client_ip: request.client_ip.clone(),
-        operation: request.operation.as_ref().map(|op| {
+        };
+        let operation = request.operation.as_ref().map(|op| {
             let Operation {
                 method,
                 kind,
                 reference,
                 mount_from,
             } = op;
-            old::Operation {
+            $old::Operation {
                 method: method.clone(),
                 kind: match kind {
-                    Kind::Base => old::Kind::Base,
-                    Kind::Manifest => old::Kind::Manifest,
-                    Kind::Blob => old::Kind::Blob,
-                    Kind::Upload => old::Kind::Upload,
-                    Kind::Tags => old::Kind::Tags,
-                    Kind::Catalog => old::Kind::Catalog,
-                    Kind::Referrers => old::Kind::Referrers,
+                    Kind::Base => $old::Kind::Base,
+                    Kind::Manifest => $old::Kind::Manifest,
+                    Kind::Blob => $old::Kind::Blob,
+                    Kind::Upload => $old::Kind::Upload,
+                    Kind::Tags => $old::Kind::Tags,
+                    Kind::Catalog => $old::Kind::Catalog,
+                    Kind::Referrers => $old::Kind::Referrers,
                 },
                 reference: reference.as_ref().map(|r| match r {
-                    Reference::Tag(tag) => old::Reference::Tag(tag.clone()),
-                    Reference::Digest(digest) => old::Reference::Digest(digest.clone()),
+                    Reference::Tag(tag) => $old::Reference::Tag(tag.clone()),
+                    Reference::Digest(digest) => $old::Reference::Digest(digest.clone()),
                 }),
                 mount_from: mount_from.clone(),
             }
-        }),
+        });
+        (scope, operation)
+    }};
+}
+
+fn to_v0_2(request: &Request) -> v0_2::portcullis::policy::types::Request {
+    use v0_2::portcullis::policy::types as old;
+    let (scope, operation) = shared_parts!(old, request);
+    let account = &request.account;
+    old::Request {
+        account: old::Account {
+            name: account.name.clone(),
+            authenticated: account.authenticated,
+            groups: account.groups.clone(),
+            source: account.source.clone(),
+            claims: account.claims.clone(),
+        },
+        scope,
+        service: request.service.clone(),
+        client_ip: request.client_ip.clone(),
+        operation,
+    }
+}
+
+fn to_v0_1(request: &Request) -> v0_1::portcullis::policy::types::Request {
+    use v0_1::portcullis::policy::types as old;
+    let (scope, operation) = shared_parts!(old, request);
+    old::Request {
+        account: old::Account {
+            name: request.account.name.clone(),
+            authenticated: request.account.authenticated,
+            groups: request.account.groups.clone(),
+        },
+        scope,
+        service: request.service.clone(),
+        client_ip: request.client_ip.clone(),
+        operation,
     }
 }

@@ -140,15 +140,17 @@ impl App {
     pub(super) async fn decide(
         self: &Arc<Self>,
         source: Source,
-        request: PolicyRequest,
+        mut request: PolicyRequest,
     ) -> Arc<Outcome> {
         let started = Instant::now();
+        self.stamp(&mut request);
         if let Some(outcome) = self.reserved(&request) {
             let outcome = Arc::new(outcome);
             self.observe(source, &request, &outcome, false, started.elapsed());
             return outcome;
         }
         if let Some(outcome) = self.policies.current().recall(&request) {
+            let outcome = self.factless(&request, outcome);
             self.observe(source, &request, &outcome, true, started.elapsed());
             return outcome;
         }
@@ -161,9 +163,10 @@ impl App {
     pub(super) async fn decide_all(
         self: &Arc<Self>,
         source: Source,
-        requests: Vec<PolicyRequest>,
+        mut requests: Vec<PolicyRequest>,
     ) -> Vec<Arc<Outcome>> {
         let started = Instant::now();
+        requests.iter_mut().for_each(|request| self.stamp(request));
         let floors: Vec<Option<Outcome>> = requests.iter().map(|r| self.reserved(r)).collect();
         if floors.iter().any(Option::is_some) {
             let rest = requests
@@ -190,7 +193,11 @@ impl App {
         let recalled: Vec<Option<Arc<Outcome>>> =
             requests.iter().map(|r| policies.recall(r)).collect();
         if recalled.iter().all(Option::is_some) {
-            let outcomes = recalled.into_iter().flatten().collect::<Vec<_>>();
+            let outcomes = requests
+                .iter()
+                .zip(recalled.into_iter().flatten())
+                .map(|(request, outcome)| self.factless(request, outcome))
+                .collect::<Vec<_>>();
             for (request, outcome) in requests.iter().zip(&outcomes) {
                 self.observe(source, request, outcome, true, started.elapsed());
             }
@@ -205,6 +212,7 @@ impl App {
                 .iter()
                 .map(|request| {
                     let (outcome, remembered) = policies.decide_remembered(request);
+                    let outcome = app.factless(request, outcome);
                     app.observe(source, request, &outcome, remembered, started.elapsed());
                     outcome
                 })
@@ -220,15 +228,24 @@ impl App {
 
     /// Every policy's answer to `request`, as a dry run: nothing remembered, counted or
     /// logged (the console's explanations).
-    pub(super) async fn explain(self: &Arc<Self>, request: PolicyRequest) -> Outcome {
+    pub(super) async fn explain(self: &Arc<Self>, mut request: PolicyRequest) -> Outcome {
         if let Some(outcome) = self.reserved(&request) {
             return outcome;
         }
+        self.stamp(&mut request);
+        if let Some(operation) = &request.operation {
+            match self.facts(&request.scope.name, operation, None).await {
+                Ok(facts) => request.facts = facts,
+                Err(why) => return super::facts::unknown(&why),
+            }
+        }
         let place = self.lanes.place().await;
         let policies = self.policies.current();
+        let app = self.clone();
         tokio::task::spawn_blocking(move || {
             let _place = place;
-            policies.decide(&request).outcome()
+            let outcome = Arc::new(policies.decide(&request).outcome());
+            Outcome::clone(&app.factless(&request, outcome))
         })
         .await
         .unwrap_or_else(|e| {
@@ -241,7 +258,7 @@ impl App {
     }
 
     /// Counts a decision per policy, logs its faults, and writes it to the decision log.
-    fn observe(
+    pub(super) fn observe(
         &self,
         source: Source,
         request: &PolicyRequest,

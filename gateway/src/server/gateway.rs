@@ -3,20 +3,23 @@
 //! to the registry; the catalog is filtered for callers who may not list it whole.
 
 use super::credentials::{Credentials, client_ip, credentials};
+use super::error::full;
+use super::facts::{MAX_PUSHED_MANIFEST, digest_of};
 use super::{ApiError, App, Body, json};
 use crate::decision_log::Source;
 use crate::identity::{Limit, Origin, Principal};
-use crate::policy::{Account, Operation, Request as PolicyRequest, Scope};
+use crate::policy::{Account, Facts, Operation, Request as PolicyRequest, Scope};
 use crate::proxy::{
     CatalogPage, CatalogQuery, Forwarded, Route, Target, UpstreamError, next_link, without_mount,
 };
 use crate::token::Verified;
 use http_body_util::BodyExt;
+use hyper::body::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{
     CONNECTION, CONTENT_LENGTH, EXPECT, HOST, HeaderValue, LINK, TRANSFER_ENCODING,
 };
-use hyper::{HeaderMap, Request, Response, StatusCode};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -64,10 +67,21 @@ pub(super) async fn handle(
         return Err(ApiError::NotFound);
     };
     // The body stays unread until the request is admitted: only then does the registry get
-    // it, and a refused one is drained (bounded), not cut off.
+    // it, and a refused one is drained (bounded), not cut off. A manifest PUT whose digest a
+    // policy decides with (a fact) is read first, whole, and forwarded as read.
     let (parts, body) = request.into_parts();
     let head = Request::from_parts(parts, ());
-    match admit(&app, &head, peer).await {
+    let (body, pushed) = if head.method() == Method::PUT
+        && head.uri().path().contains("/manifests/")
+        && app.needs_pushed_digest()
+    {
+        let bytes = read_manifest(&app, body).await?;
+        let digest = digest_of(&bytes);
+        (full(bytes), Some(digest))
+    } else {
+        (body.map_err(Into::into).boxed(), None)
+    };
+    match admit(&app, &head, peer, pushed.as_deref()).await {
         Ok(Admitted::Forward { forwarded, query }) => {
             let (parts, ()) = head.into_parts();
             let request = Request::from_parts(parts, body);
@@ -92,11 +106,40 @@ enum Admitted {
     Answer(Response<Body>),
 }
 
-/// Parses, authenticates and decides a request, without its body.
+/// A manifest PUT's body, read whole: at most a manifest's size, within the upstream's idle
+/// timeout.
+async fn read_manifest(app: &App, body: Incoming) -> Result<Bytes, ApiError> {
+    let idle = app
+        .config
+        .upstream
+        .as_ref()
+        .map_or(Duration::from_secs(60), |u| {
+            Duration::from_secs(u.idle_timeout_seconds)
+        });
+    let read = http_body_util::Limited::new(body, MAX_PUSHED_MANIFEST).collect();
+    match tokio::time::timeout(idle, read).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) => Err(ApiError::BadRequest {
+            code: "MANIFEST_INVALID",
+            message: format!(
+                "the manifest could not be read whole (at most {} MiB): {e}",
+                MAX_PUSHED_MANIFEST >> 20
+            ),
+        }),
+        Err(_) => Err(ApiError::BadRequest {
+            code: "MANIFEST_INVALID",
+            message: "the manifest was not sent in time".into(),
+        }),
+    }
+}
+
+/// Parses, authenticates and decides a request, without its body; `pushed` is the digest
+/// of a manifest PUT's body when it was read first.
 async fn admit(
     app: &Arc<App>,
     request: &Request<()>,
     peer: SocketAddr,
+    pushed: Option<&str>,
 ) -> Result<Admitted, ApiError> {
     let forwarded = app.forwarded(request, peer.ip());
     if let Some(why) = super::cors::cross_site(
@@ -128,7 +171,7 @@ async fn admit(
         .await?;
     let mut query = None;
     for (i, (scope, operation)) in needs.iter().enumerate() {
-        let Err(why) = app.allowed(&caller, scope, operation, client).await else {
+        let Err(why) = app.allowed(&caller, scope, operation, client, pushed).await else {
             continue;
         };
         match (&route.target, why) {
@@ -191,7 +234,7 @@ async fn admit(
 /// [`DRAIN_TIME`], before the answer closes the connection: a client still sending a large
 /// body (a manifest PUT without credentials) then reads the answer instead of a broken
 /// pipe. A client that waits for `100 Continue` has sent nothing, and is not asked to.
-async fn refused_unread(error: ApiError, headers: &HeaderMap, body: Incoming) -> Response<Body> {
+async fn refused_unread(error: ApiError, headers: &HeaderMap, body: Body) -> Response<Body> {
     let waits = headers
         .get(EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
@@ -479,6 +522,7 @@ impl App {
         scope: &Scope,
         operation: &Operation,
         client: IpAddr,
+        pushed: Option<&str>,
     ) -> Result<(), Denial> {
         // "Every action of none" holds for anyone: a request that needs no action is one
         // the route mapping did not understand, and it grants nothing.
@@ -494,7 +538,10 @@ impl App {
             // Most often the token lacks it because the policies withheld it when it was
             // issued: ask them, so the refusal says who said no and why.
             return Err(
-                match self.policies_deny(caller, scope, operation, client).await {
+                match self
+                    .policies_deny(caller, scope, operation, client, pushed)
+                    .await
+                {
                     Some(why) => Denial::Policy(why),
                     None => Denial::Token,
                 },
@@ -508,7 +555,10 @@ impl App {
         {
             return Err(Denial::Limit);
         }
-        match self.policies_deny(caller, scope, operation, client).await {
+        match self
+            .policies_deny(caller, scope, operation, client, pushed)
+            .await
+        {
             Some(why) => Err(Denial::Policy(why)),
             None => Ok(()),
         }
@@ -522,15 +572,29 @@ impl App {
         scope: &Scope,
         operation: &Operation,
         client: IpAddr,
+        pushed: Option<&str>,
     ) -> Option<Option<String>> {
-        let request = PolicyRequest {
+        let mut request = PolicyRequest {
             account: caller.account.clone(),
             scope: scope.clone(),
             service: self.issuer.service.clone(),
             client_ip: Some(client.to_string()),
             operation: Some(operation.clone()),
+            time: 0,
+            facts: Facts::none(),
         };
-        let outcome = self.decide(Source::Gateway, request).await;
+        let outcome = match self.facts(&scope.name, operation, pushed).await {
+            Ok(facts) => {
+                request.facts = facts;
+                self.decide(Source::Gateway, request).await
+            }
+            Err(why) => {
+                // Fails closed, and is logged as a decision like any other refusal.
+                let outcome = Arc::new(super::facts::unknown(&why));
+                self.observe(Source::Gateway, &request, &outcome, false, Duration::ZERO);
+                outcome
+            }
+        };
         if scope.actions.iter().all(|a| outcome.granted.contains(a)) {
             None
         } else {
@@ -629,6 +693,8 @@ impl App {
                 service: self.issuer.service.clone(),
                 client_ip: Some(client.to_string()),
                 operation: Some(operation.clone()),
+                time: 0,
+                facts: Facts::none(),
             })
             .collect();
         self.decide_all(Source::Gateway, requests)

@@ -111,6 +111,7 @@ impl App {
                          revoked_tokens_repository): nobody reaches it through Portcullis"
                         .into(),
                 ),
+                rule: None,
                 fault: None,
             }],
         })
@@ -234,7 +235,11 @@ impl Repository<'_> {
     /// only they have). A registry with deletes off keeps them: said once in the log.
     async fn drop_ended(&self, ids: &[String]) {
         for id in ids {
-            let path = format!("/v2/{}/manifests/{}", self.name, digest(&manifest(id)));
+            let path = format!(
+                "/v2/{}/manifests/{}",
+                self.name,
+                super::facts::digest_of(&manifest(id))
+            );
             match self
                 .send(Method::DELETE, &path, HeaderMap::new(), Bytes::new())
                 .await
@@ -327,11 +332,6 @@ fn manifest(id: &str) -> Bytes {
         "annotations": {"io.portcullis.revoked-token": id},
     });
     Bytes::from(manifest.to_string())
-}
-
-fn digest(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
 }
 
 /// The path and query of an upload's `Location` (absolute or not).

@@ -870,3 +870,77 @@ fn a_reader_that_stops_early_is_no_panic() {
         "{stderr}"
     );
 }
+
+/// Issue 21: the clock is a fact the fixtures give: a time-bound acl rule grants before its
+/// end and refuses after, and `immutable-tags` decides with the tag facts a case states.
+#[test]
+fn fixtures_give_the_time_and_the_facts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fixtures = dir.path().join("fixtures.toml");
+    std::fs::write(
+        &fixtures,
+        format!(
+            r#"[[policy]]
+name = "acl"
+module = {acl:?}
+settings = {{ rules = [{{ match = {{ account = "contractor" }}, actions = ["pull"], until = "2027-02-01T00:00:00Z" }}, {{ match = {{ account = "ci" }}, actions = ["*"] }}] }}
+
+[[policy]]
+name = "immutable-tags"
+module = {immutable:?}
+settings = {{ rules = [{{ repositories = "releases/**", tags = "v*" }}] }}
+
+[[case]]
+name = "the contractor pulls in January"
+account = "contractor"
+scope = "repository:releases/app:pull"
+time = "2027-01-31T23:59:59Z"
+granted = ["pull"]
+reason = "acl rule 1 (until 2027-02-01T00:00:00Z)"
+
+[[case]]
+name = "and not in February"
+account = "contractor"
+scope = "repository:releases/app:pull"
+time = "2027-02-01T00:00:00Z"
+granted = []
+denied_by = "acl"
+
+[[case]]
+name = "a moved release tag"
+account = "ci"
+scope = "repository:releases/app:pull,push"
+operation = {{ method = "PUT", kind = "manifest", tag = "v1" }}
+tag_digest = "sha256:aa"
+pushed_digest = "sha256:bb"
+granted = ["pull"]
+denied_by = "immutable-tags"
+
+[[case]]
+name = "a new release tag"
+account = "ci"
+scope = "repository:releases/app:pull,push"
+operation = {{ method = "PUT", kind = "manifest", tag = "v2" }}
+tag_digest = "absent"
+pushed_digest = "sha256:bb"
+granted = ["pull", "push"]
+"#,
+            acl = wasm("acl").display().to_string(),
+            immutable = wasm("immutable_tags").display().to_string(),
+        ),
+    )
+    .expect("fixtures");
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["policy", "test"])
+        .arg(&fixtures)
+        .output()
+        .expect("portcullis runs");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("4 passed, 0 failed"), "{said}");
+}

@@ -306,6 +306,58 @@ fn other_decisions_keep_flowing_while_one_policy_spins() {
     );
 }
 
+/// Issue 21: a module built against the 0.2.0 world loads unchanged, needs nothing and
+/// decides without the time and facts; a 0.3.0 module says what it needs and sees them.
+#[test]
+fn modules_of_the_0_2_world_still_load_and_facts_reach_0_3_modules() {
+    let older = load(&spec("older", "world_0_2", SettingsSource::Empty));
+    assert_eq!(older.world(), "0.2.0");
+    assert_eq!(older.needs(), portcullis::policy::Needs::empty());
+    let mut asked = request("ci", &[], "repository:releases/app:pull,push");
+    asked.account = asked
+        .account
+        .from_source("ldap", vec![("team".into(), "rel".into())]);
+    asked.time = 1_800_000_000;
+    asked.facts.tag_digest = Some(portcullis::policy::TagNow::Absent);
+    let decision = older.authorize(&asked).expect("decides");
+    assert_eq!(decision.granted, ["pull"]);
+    assert_eq!(
+        decision.reason.as_deref(),
+        Some("0.2.0 module: ci from ldap with [team=rel]")
+    );
+    assert_eq!(decision.rule, None);
+    let immutable = load(&spec(
+        "immutable-tags",
+        "immutable_tags",
+        SettingsSource::Inline(
+            r#"{"rules": [{"repositories": "releases/**", "tags": "v*"}]}"#.into(),
+        ),
+    ));
+    assert_eq!(immutable.world(), "0.3.0");
+    assert_eq!(
+        immutable.needs(),
+        portcullis::policy::Needs::TAG_DIGEST | portcullis::policy::Needs::DIGEST_TAGS
+    );
+    let mut push = asked.clone();
+    push.operation = Some(portcullis::policy::Operation {
+        method: "PUT".into(),
+        kind: portcullis::policy::Kind::Manifest,
+        reference: Some(portcullis::policy::Reference::Tag("v1".into())),
+        mount_from: None,
+    });
+    push.facts.tag_digest = Some(portcullis::policy::TagNow::At("sha256:aa".into()));
+    push.facts.pushed_digest = Some("sha256:bb".into());
+    let moved = immutable.authorize(&push).expect("decides");
+    assert_eq!(moved.granted, ["pull"], "{moved:?}");
+    assert_eq!(moved.rule.as_deref(), Some("1"));
+    push.facts.pushed_digest = Some("sha256:aa".into());
+    assert_eq!(
+        immutable.authorize(&push).expect("decides").granted,
+        ["pull", "push"],
+        "the same digest again"
+    );
+}
+
 /// Issue 14: a module built against the 0.1.0 world loads unchanged and decides without the
 /// account's source and claims; a 0.2.0 module sees them.
 #[test]
@@ -331,7 +383,7 @@ fn modules_of_the_0_1_world_still_load_and_claims_reach_0_2_modules() {
                 .into(),
         ),
     ));
-    assert_eq!(acl.world(), "0.2.0");
+    assert_eq!(acl.world(), "0.3.0");
     assert_eq!(
         acl.authorize(&asked).expect("decides").granted,
         ["pull", "push"]

@@ -2,11 +2,14 @@
 //! ∩ the rule's `actions`. A rule may match where the account comes from (`source`) and the
 //! claims of a workload's token (`claims`). Settings are strict: unknown keys, rules without
 //! `actions`, bad patterns and bad CIDRs fail the load instead of silently matching everyone.
+//! A rule may hold only within a time window (`from`, `until`): the policy then asks the
+//! gateway for the time of each decision.
 
 mod pattern;
 
 use pattern::{Context, Pattern};
-use portcullis_policy::{Decision, Policy, Request, export_policy};
+use portcullis_policy::glob::OneOrMany;
+use portcullis_policy::{Decision, Needs, Policy, Request, export_policy};
 use serde::Deserialize;
 use std::net::IpAddr;
 
@@ -30,6 +33,12 @@ pub struct RuleSettings {
     /// Free text, shown as the reason of the decisions this rule makes.
     #[serde(default)]
     pub comment: Option<String>,
+    /// The rule holds from this instant on (RFC 3339 in UTC, `2027-01-01T00:00:00Z`).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// The rule holds until this instant, exclusive (RFC 3339 in UTC).
+    #[serde(default)]
+    pub until: Option<String>,
 }
 
 /// The `match` keys; each takes one pattern or a list of them (any may match).
@@ -47,22 +56,6 @@ pub struct MatchSettings {
     source: Option<OneOrMany>,
     /// Claims of the account's token, each matched by its own patterns.
     claims: Option<std::collections::BTreeMap<String, OneOrMany>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl OneOrMany {
-    fn into_vec(self) -> Vec<String> {
-        match self {
-            OneOrMany::One(value) => vec![value],
-            OneOrMany::Many(values) => values,
-        }
-    }
 }
 
 /// The configured policy: rules with every pattern compiled.
@@ -83,6 +76,14 @@ struct Rule {
     actions: Vec<String>,
     number: usize,
     comment: Option<String>,
+    /// The window the rule holds in: `[from, until)`, Unix seconds; the text as written.
+    window: Option<Window>,
+}
+
+struct Window {
+    from: u64,
+    until: u64,
+    text: String,
 }
 
 impl Policy for Acl {
@@ -98,12 +99,20 @@ impl Policy for Acl {
         Ok(Acl { rules })
     }
 
+    fn needs(&self) -> Needs {
+        if self.rules.iter().any(|rule| rule.window.is_some()) {
+            Needs::TIME
+        } else {
+            Needs::empty()
+        }
+    }
+
     fn authorize(&self, request: &Request) -> Decision {
         match self.rules.iter().find(|rule| rule.matches(request)) {
             Some(rule) => {
                 let decision = request.grant(rule.actions.iter().map(String::as_str));
                 let reason = rule.reason(&decision.granted, request.scope.actions.len());
-                decision.because(&reason)
+                decision.because(&reason).rule(&rule.number.to_string())
             }
             None => Decision::deny("no acl rule matched"),
         }
@@ -139,7 +148,47 @@ impl Rule {
                 "rule {number}, actions: {bad:?} is not an action name"
             ));
         }
+        let instant = |key: &str, text: &Option<String>| -> Result<Option<u64>, String> {
+            text.as_deref()
+                .map(|t| {
+                    let time = humantime::parse_rfc3339(t).map_err(|e| {
+                        format!(
+                            "rule {number}, {key}: {t:?} is not an RFC 3339 instant in UTC \
+                             (2027-01-01T00:00:00Z): {e}"
+                        )
+                    })?;
+                    Ok(time
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()))
+                })
+                .transpose()
+        };
+        let (from, until) = (
+            instant("from", &settings.from)?,
+            instant("until", &settings.until)?,
+        );
+        let window = match (from, until) {
+            (None, None) => None,
+            (Some(from), Some(until)) if from >= until => {
+                return Err(format!(
+                    "rule {number}: from ({}) is not before until ({})",
+                    settings.from.unwrap_or_default(),
+                    settings.until.unwrap_or_default()
+                ));
+            }
+            (from, until) => Some(Window {
+                from: from.unwrap_or(0),
+                until: until.unwrap_or(u64::MAX),
+                text: match (&settings.from, &settings.until) {
+                    (Some(f), Some(u)) => format!("from {f} until {u}"),
+                    (Some(f), None) => format!("from {f}"),
+                    (None, Some(u)) => format!("until {u}"),
+                    (None, None) => String::new(),
+                },
+            }),
+        };
         Ok(Rule {
+            window,
             account: patterns("account", m.account)?,
             group: patterns("group", m.group)?,
             name: patterns("name", m.name)?,
@@ -166,7 +215,10 @@ impl Rule {
     /// when it grants less, what it grants, so that a comment written for a grant ("everyone
     /// may pull team-a") never reads as the reason of a refusal.
     fn reason(&self, granted: &[String], asked: usize) -> String {
-        let number = self.number;
+        let number = match &self.window {
+            Some(window) => format!("{} ({})", self.number, window.text),
+            None => self.number.to_string(),
+        };
         match (&self.comment, granted.len() == asked) {
             (Some(comment), true) => format!("acl rule {number}: {comment}"),
             (None, true) => format!("acl rule {number}"),
@@ -194,7 +246,14 @@ impl Rule {
         let any = |patterns: &[Pattern], value: &str| {
             patterns.is_empty() || patterns.iter().any(|p| p.matches(value, &ctx))
         };
-        any(&self.account, &account.name)
+        // Outside its window a rule does not match; with no time given (a gateway that did
+        // not set it), a windowed rule never does.
+        let in_window = self
+            .window
+            .as_ref()
+            .is_none_or(|w| request.time != 0 && w.from <= request.time && request.time < w.until);
+        in_window
+            && any(&self.account, &account.name)
             && (self.group.is_empty() || account.groups.iter().any(|g| any(&self.group, g)))
             && any(&self.name, &request.scope.name)
             && any(&self.resource_type, &request.scope.type_)

@@ -441,3 +441,50 @@ fn a_claim_placeholder_may_be_lower_cased() {
             .contains("claim")
     );
 }
+
+/// Issue 21: a rule holds from its `from` to its `until` (exclusive), by the time the
+/// gateway gives each decision; outside it, the next rules decide.
+#[test]
+fn a_rule_holds_within_its_window_only() {
+    let windowed = acl(r#"{"rules": [
+          {"match": {"account": "alice"}, "actions": ["pull", "push"], "from": "2027-01-01T00:00:00Z", "until": "2027-02-01T00:00:00Z"},
+          {"match": {"account": "alice"}, "actions": ["pull"]}
+        ]}"#);
+    assert_eq!(windowed.needs(), Needs::TIME);
+    let january = 1_798_761_600 + 3600; // 2027-01-01T01:00:00Z
+    let ask =
+        |time: u64| windowed.authorize(&repo("a/b", &["pull", "push"]).account("alice").time(time));
+    let inside = ask(january);
+    assert_eq!(inside.granted, ["pull", "push"]);
+    assert_eq!(
+        inside.reason.as_deref(),
+        Some("acl rule 1 (from 2027-01-01T00:00:00Z until 2027-02-01T00:00:00Z)")
+    );
+    assert_eq!(inside.rule.as_deref(), Some("1"));
+    assert_eq!(ask(1_798_761_600 - 1).granted, ["pull"], "before from");
+    assert_eq!(ask(1_801_440_000).granted, ["pull"], "at until: ended");
+    assert_eq!(
+        ask(0).granted,
+        ["pull"],
+        "no time given: the window never holds"
+    );
+    assert_eq!(
+        acl(r#"{"rules": [{"match": {}, "actions": ["pull"]}]}"#).needs(),
+        Needs::empty(),
+        "no window, no clock"
+    );
+}
+
+#[test]
+fn bad_windows_are_refused_with_the_rule() {
+    assert!(
+        load_error(r#"{"rules": [{"match": {}, "actions": [], "until": "tomorrow"}]}"#)
+            .contains("rule 1, until: \"tomorrow\" is not an RFC 3339 instant")
+    );
+    assert!(
+        load_error(
+            r#"{"rules": [{"match": {}, "actions": [], "from": "2027-02-01T00:00:00Z", "until": "2027-01-01T00:00:00Z"}]}"#
+        )
+        .contains("rule 1: from (2027-02-01T00:00:00Z) is not before until")
+    );
+}

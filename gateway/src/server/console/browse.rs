@@ -399,6 +399,8 @@ fn request(
         service: visit.app.issuer.service.clone(),
         client_ip: Some(visit.client.to_string()),
         operation: Some(operation),
+        time: 0,
+        facts: crate::policy::Facts::none(),
     }
 }
 

@@ -100,6 +100,8 @@ async fn ask(
         service: visit.app.issuer.service.clone(),
         client_ip: Some(visit.client.to_string()),
         operation,
+        time: 0,
+        facts: crate::policy::Facts::none(),
     })
 }
 

@@ -35,6 +35,7 @@ impl Policy for Hostile {
             "hostile/overgrant" => Decision {
                 granted: vec!["pull".into(), "push".into(), "delete".into(), "*".into()],
                 reason: None,
+                rule: None,
             },
             "hostile/huge" => Decision::deny(&"x".repeat(64 << 20)),
             _ => request.grant(["pull"]),
