@@ -8,7 +8,7 @@ RUN cargo policies \
  && cargo build --release -p portcullis \
  && mkdir -p /out/policies \
  && cp target/release/portcullis /out/ \
- && for p in acl namespace_owner read_only protected_tags immutable_tags; do \
+ && for p in acl namespace_owner read_only protected_tags immutable_tags signed_images; do \
       cp "target/wasm32-unknown-unknown/release/$p.wasm" /out/policies/; \
     done
 

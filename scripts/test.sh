@@ -14,8 +14,10 @@ rustup target add wasm32-unknown-unknown
 # and, below, an OpenID provider; and the console's browser, Debian's headless Chromium
 # driven through its chromedriver; bindfs, a FUSE mount that raises no file events for
 # writes made beside it (shared storage between nodes); and nginx, a reverse proxy in front
-# as an Ingress controller is. They fail, rather than skip, when
-# these are missing.
+# as an Ingress controller is; and Debian 13's skopeo, which signs and verifies cosign's
+# signatures (Debian 12's cannot), fetched by scripts/skopeo-sigstore.sh from the machine's
+# own apt mirror into target/ when the signature tests first need it. They fail, rather
+# than skip, when these are missing.
 # The container files are also checked statically: compose's own parser, shellcheck and
 # hadolint.
 missing=()

@@ -38,6 +38,18 @@ pub struct Config {
     /// The web console under `/ui/`.
     #[serde(default)]
     pub console: Console,
+    /// Public keys cosign signatures are verified with (the `signatures` fact).
+    #[serde(default)]
+    pub signatures: SignatureKeys,
+}
+
+/// `[signatures]`: the public keys image signatures are verified with, by name.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureKeys {
+    /// Name -> PEM public key file (`cosign.pub`), hot-reloaded.
+    #[serde(default)]
+    pub keys: std::collections::BTreeMap<String, PathBuf>,
 }
 
 /// `[console]`: the web console, served under `/ui/` on the listener clients use.
@@ -771,6 +783,14 @@ impl Config {
             }
         }
         self.validate_console()?;
+        if let Some(name) = self
+            .signatures
+            .keys
+            .keys()
+            .find(|n| n.is_empty() || n.contains(char::is_whitespace))
+        {
+            return Err(format!("[signatures] keys: {name:?} is not a key name"));
+        }
         if self.policies.is_empty() {
             return Err(
                 "no [[policy]] is configured: every request would be denied. \
@@ -925,6 +945,7 @@ impl Config {
             ldap.ca.iter_mut().for_each(resolve);
             resolve(&mut ldap.bind_password_file);
         }
+        self.signatures.keys.values_mut().for_each(resolve);
         let console = &mut self.console;
         console
             .session_key

@@ -18,6 +18,7 @@ pub mod scope;
 pub mod seal;
 pub mod server;
 pub mod shadow;
+pub mod signatures;
 pub mod tls;
 pub mod token;
 pub mod watch;

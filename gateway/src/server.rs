@@ -36,6 +36,7 @@ use crate::policy::{Host, Policies};
 use crate::proxy::{Body, Upstream};
 use crate::seal::SealKeys;
 use crate::shadow::{Shadow, Tally};
+use crate::signatures::Keys;
 use crate::tls::Certificate;
 use crate::token::{Issuer, SigningKey, Verified};
 use crate::watch::{FileWatcher, Fingerprint, fingerprints};
@@ -65,6 +66,8 @@ pub struct App {
     /// Why the last edit of the config file was refused, if it was.
     config_error: Arc<Mutex<Option<String>>>,
     decisions: Arc<DecisionLog>,
+    /// The public keys of `[signatures]`, and what they were found to sign.
+    signature_keys: ArcSwap<Keys>,
     /// The candidate set of `[[shadow]]`, decided beside the serving one.
     shadow: Option<Shadow>,
     /// What shadow sets have said since the start, across config edits.
@@ -119,15 +122,18 @@ enum FileSet {
     Tls,
     /// The console's session key and the revoked personal tokens.
     Console,
+    /// The public keys of `[signatures]`.
+    Signatures,
 }
 
 impl FileSet {
-    const ALL: [FileSet; 5] = [
+    const ALL: [FileSet; 6] = [
         FileSet::Users,
         FileSet::Groups,
         FileSet::Key,
         FileSet::Tls,
         FileSet::Console,
+        FileSet::Signatures,
     ];
 
     /// The name of its watcher thread.
@@ -137,6 +143,7 @@ impl FileSet {
             FileSet::Groups => "groups",
             FileSet::Key => "key",
             FileSet::Tls => "tls",
+            FileSet::Signatures => "signatures",
             FileSet::Console => "console",
         }
     }
@@ -275,6 +282,10 @@ impl App {
         };
         decisions.keep_recent(config.console.enabled);
         let metrics: Arc<Metrics> = previous.map(|p| p.metrics.clone()).unwrap_or_default();
+        read_as.extend(read_now(
+            &config.signatures.keys.values().collect::<Vec<_>>(),
+        ));
+        let signature_keys = Keys::load(&config.signatures.keys).map_err(|e| fail(&e))?;
         let shadow_tally: Arc<Tally> = previous.map(|p| p.shadow_tally.clone()).unwrap_or_default();
         let shadow = match config.shadow_specs() {
             specs if specs.is_empty() => None,
@@ -410,6 +421,7 @@ impl App {
             refusals: previous.map(|p| p.refusals.clone()).unwrap_or_default(),
             config_error: previous.map(|p| p.config_error.clone()).unwrap_or_default(),
             decisions,
+            signature_keys: ArcSwap::from_pointee(signature_keys),
             shadow,
             shadow_tally,
             console,
@@ -459,6 +471,13 @@ impl App {
             FileSet::Groups => identity.groups.iter().map(|p| p.as_path()).collect(),
             FileSet::Key => vec![&self.config.token.key, &self.config.token.certificate],
             FileSet::Tls => self.tls.iter().flat_map(|tls| tls.files()).collect(),
+            FileSet::Signatures => self
+                .config
+                .signatures
+                .keys
+                .values()
+                .map(|p| p.as_path())
+                .collect(),
             FileSet::Console => match &self.console {
                 Some(_) => {
                     let console = &self.config.console;
@@ -561,6 +580,13 @@ impl App {
                 };
                 keys && revoked
             }
+            FileSet::Signatures => match Keys::load(&self.config.signatures.keys) {
+                Ok(keys) => {
+                    self.signature_keys.store(Arc::new(keys));
+                    true
+                }
+                Err(e) => failed("signature keys", &e),
+            },
             FileSet::Tls => match self.tls.as_ref().map(|tls| tls.reload()) {
                 None | Some(Ok(())) => true,
                 Some(Err(e)) => failed("TLS certificate", &e),
@@ -577,6 +603,11 @@ impl App {
             failures.extend(shadow.policies().reload());
         }
         self.metrics.reload("policies", failures.is_empty());
+    }
+
+    /// The public keys of `[signatures]` as last loaded.
+    fn signature_keys(&self) -> Arc<Keys> {
+        self.signature_keys.load_full()
     }
 
     /// Who users are: the identity layer of this config.

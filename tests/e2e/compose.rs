@@ -84,6 +84,7 @@ fn stand_ins(dockerd: &Dockerd, work: &Path) {
         "read_only",
         "protected_tags",
         "immutable_tags",
+        "signed_images",
     ] {
         std::fs::copy(wasm(policy), policies.join(format!("{policy}.wasm"))).expect("copy");
     }

@@ -197,4 +197,30 @@ fn token_server_mode_withholds_what_needs_a_fact() {
         serde_json::json!(["pull"]),
         "{access}"
     );
+    // With signed-images too, pulls need a fact as well: nothing is left.
+    std::fs::copy(
+        wasm("signed_images"),
+        setup.path("policies/signed_images.wasm"),
+    )
+    .expect("copy the module");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        format!(
+            "{text}\n[[policy]]\nname = \"signed-images\"\nmodule = \"policies/signed_images.wasm\"\nsettings = {{ rules = [{{ repositories = \"releases/**\", keys = [\"ci\"] }}] }}\n"
+        ),
+    )
+    .expect("config");
+    let refused = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let (_, issued) = token(
+            gateway.port,
+            &format!("service={SERVICE}&scope=repository:releases/app:pull,push"),
+            Some("alice:alice-pw"),
+        );
+        issued["token"]
+            .as_str()
+            .is_some_and(|t| jwt_payload(t)["access"][0]["actions"] == serde_json::json!([]))
+    });
+    assert!(refused, "the edited config withholds pull too");
 }

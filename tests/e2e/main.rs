@@ -14,6 +14,7 @@ mod oidc;
 mod replicas;
 mod revocations;
 mod shadow;
+mod signatures;
 mod util;
 
 use util::{

@@ -1029,3 +1029,86 @@ pub fn populate(registry_port: u16, names: &[String]) {
         assert_eq!(status, 201, "{name}: {head}");
     }
 }
+
+/// A cosign key pair in `dir`: `NAME.private` (ECDSA P-256 in PKCS#8, sealed as cosign and
+/// skopeo read it: NaCl secretbox under scrypt(passphrase, N=32768, r=8, p=1), a JSON
+/// envelope in an `ENCRYPTED SIGSTORE PRIVATE KEY` PEM block), `NAME.pub` (PKIX PEM) and
+/// `NAME.pass` (the passphrase, as `--sign-passphrase-file` reads it).
+pub fn cosign_key(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
+    use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
+    use crypto_secretbox::aead::{Aead, KeyInit};
+    let random = SystemRandom::new();
+    let pkcs8 =
+        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &random).expect("a key");
+    let pair =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref()).expect("parsed");
+    let public: PublicKeyX509Der = pair.public_key().as_der().expect("SPKI");
+    let passphrase = format!("{name}-passphrase");
+    let (mut salt, mut nonce) = ([0u8; 32], [0u8; 24]);
+    random.fill(&mut salt).expect("salt");
+    random.fill(&mut nonce).expect("nonce");
+    let mut key = [0u8; 32];
+    let params = scrypt::Params::new(15, 8, 1, 32).expect("params");
+    scrypt::scrypt(passphrase.as_bytes(), &salt, &params, &mut key).expect("scrypt");
+    // NaCl's layout, as Go's secretbox.Seal writes it: the tag, then the ciphertext.
+    let sealed = crypto_secretbox::XSalsa20Poly1305::new(&key.into())
+        .encrypt(&nonce.into(), pkcs8.as_ref())
+        .expect("sealed");
+    let b64 = |bytes: &[u8]| data_encoding::BASE64.encode(bytes);
+    let envelope = serde_json::json!({
+        "kdf": {"name": "scrypt", "params": {"N": 32768, "r": 8, "p": 1}, "salt": b64(&salt)},
+        "cipher": {"name": "nacl/secretbox", "nonce": b64(&nonce)},
+        "ciphertext": b64(&sealed),
+    });
+    let pem = |label: &str, der: &[u8]| {
+        let body = b64(der);
+        let lines: Vec<&str> = body
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).expect("ascii"))
+            .collect();
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            lines.join("\n")
+        )
+    };
+    let private = dir.join(format!("{name}.private"));
+    let public_path = dir.join(format!("{name}.pub"));
+    let pass = dir.join(format!("{name}.pass"));
+    std::fs::write(
+        &private,
+        pem(
+            "ENCRYPTED SIGSTORE PRIVATE KEY",
+            envelope.to_string().as_bytes(),
+        ),
+    )
+    .expect("private key");
+    std::fs::write(&public_path, pem("PUBLIC KEY", public.as_ref())).expect("public key");
+    std::fs::write(&pass, format!("{passphrase}\n")).expect("passphrase");
+    (private, public_path, pass)
+}
+
+/// Debian 13's skopeo, which signs and verifies cosign's signatures (Debian 12's cannot),
+/// fetched into the target directory by scripts/skopeo-sigstore.sh once.
+pub fn skopeo_sigstore() -> PathBuf {
+    static FETCHED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    FETCHED.get_or_init(fetch_skopeo_sigstore).clone()
+}
+
+fn fetch_skopeo_sigstore() -> PathBuf {
+    let dest = target_dir().join("skopeo-sigstore");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/skopeo-sigstore.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(&dest)
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "scripts/skopeo-sigstore.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dest.join("skopeo")
+}

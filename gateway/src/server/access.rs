@@ -234,7 +234,7 @@ impl App {
         }
         self.stamp(&mut request);
         if let Some(operation) = &request.operation {
-            match self.facts(&request.scope.name, operation, None).await {
+            match self.facts(&request.scope.name, operation, None, None).await {
                 Ok(facts) => request.facts = facts,
                 Err(why) => return super::facts::unknown(&why),
             }

@@ -1,14 +1,17 @@
 //! Facts from the registry for the policies (gateway mode): what a tag names now, the digest
-//! of a manifest being pushed, and which tags name a digest. Gathered only when a policy of
-//! the serving or shadow set needs them, and only for the operations they concern; each
-//! lookup is bounded, and a registry that cannot answer fails the request closed, saying why.
+//! of a manifest being pushed, which tags name a digest, and which configured keys signed the
+//! manifest a pull gets. Gathered only when a policy of the serving or shadow set needs them,
+//! and only for the operations they concern; each lookup is bounded, and a registry that
+//! cannot answer fails the request closed, saying why.
 
 use crate::console::manifest::{ACCEPT, MAX_MANIFEST_BYTES};
 use crate::policy::{
-    Facts, Kind, Needs, Operation, Outcome, Reference, Request as PolicyRequest, Said, TagNow,
+    Facts, Kind, Needs, Operation, Outcome, Reference, Request as PolicyRequest, Said, Signatures,
+    TagNow,
 };
 use crate::proxy::Upstream;
 use crate::server::App;
+use crate::signatures::{self, Keys};
 use hyper::header::{ACCEPT as ACCEPT_HEADER, HeaderValue};
 use hyper::{HeaderMap, Method, StatusCode};
 use std::sync::Arc;
@@ -55,6 +58,7 @@ impl App {
         repository: &str,
         operation: &Operation,
         pushed: Option<&str>,
+        accept: Option<&HeaderValue>,
     ) -> Result<Facts, FactError> {
         let mut facts = Facts::none();
         let needs = self.needs();
@@ -70,8 +74,25 @@ impl App {
         };
         match (operation.method.as_str(), &operation.reference) {
             ("PUT" | "DELETE", Some(Reference::Tag(tag))) if needs.contains(Needs::TAG_DIGEST) => {
-                facts.tag_digest = Some(registry.tag(tag).await?);
+                facts.tag_digest = Some(registry.tag(tag, None).await?);
                 facts.pushed_digest = pushed.map(str::to_string);
+            }
+            ("GET" | "HEAD", Some(reference)) if needs.contains(Needs::SIGNATURES) => {
+                // The manifest the client gets: what the tag names now, as it would be served
+                // to this client (its Accept), or the digest it asked for.
+                let digest = match reference {
+                    Reference::Digest(digest) => digest.clone(),
+                    Reference::Tag(tag) => match registry.tag(tag, accept).await? {
+                        TagNow::At(digest) => digest,
+                        TagNow::Absent => String::new(),
+                    },
+                };
+                let keys = if digest.is_empty() {
+                    Vec::new()
+                } else {
+                    registry.signed_by(&digest, &self.signature_keys()).await?
+                };
+                facts.signatures = Some(Signatures { digest, keys });
             }
             ("DELETE", Some(Reference::Digest(digest))) if needs.contains(Needs::DIGEST_TAGS) => {
                 facts.digest_tags = Some(registry.tags_naming(digest).await?);
@@ -89,11 +110,17 @@ struct Registry<'a> {
 }
 
 impl Registry<'_> {
-    /// What `tag` names now.
-    async fn tag(&self, tag: &str) -> Result<TagNow, FactError> {
+    /// What `tag` names now, as served to a client that accepts `accept` (every manifest
+    /// type when None).
+    async fn tag(&self, tag: &str, accept: Option<&HeaderValue>) -> Result<TagNow, FactError> {
         let path = format!("/v2/{}/manifests/{tag}", self.repository);
         let mut headers = HeaderMap::new();
-        headers.insert(ACCEPT_HEADER, HeaderValue::from_static(ACCEPT));
+        headers.insert(
+            ACCEPT_HEADER,
+            accept
+                .cloned()
+                .unwrap_or_else(|| HeaderValue::from_static(ACCEPT)),
+        );
         let mut wait = FIRST_WAIT;
         for attempt in 0..=RETRIES {
             let answer = self
@@ -164,7 +191,7 @@ impl Registry<'_> {
         }
         let mut naming = Vec::new();
         for tag in tags {
-            if matches!(self.tag(&tag).await?, TagNow::At(named) if named == digest) {
+            if matches!(self.tag(&tag, None).await?, TagNow::At(named) if named == digest) {
                 naming.push(tag);
             }
         }
@@ -227,6 +254,103 @@ pub(super) fn unknown(why: &str) -> Outcome {
             rule: None,
             fault: None,
         }],
+    }
+}
+
+impl Registry<'_> {
+    /// The keys with a valid cosign signature over `digest` in this repository: each layer
+    /// of the `sha256-<hex>.sig` manifest is a payload and a signature; a signature counts
+    /// when it verifies over the payload's bytes with a key and the payload names exactly
+    /// this digest and repository. Remembered by the signature manifest's digest. A lookup
+    /// that fails fails the request: an unreadable signature is not an absent one.
+    async fn signed_by(&self, digest: &str, keys: &Keys) -> Result<Vec<String>, FactError> {
+        let cannot = |why: String| format!("cannot read the signatures of {digest}: {why}");
+        let Some(tag) = signatures::tag_of(digest) else {
+            return Ok(Vec::new());
+        };
+        let path = format!("/v2/{}/manifests/{tag}", self.repository);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            ACCEPT_HEADER,
+            HeaderValue::from_static("application/vnd.oci.image.manifest.v1+json"),
+        );
+        let answer = self
+            .upstream
+            .fetch(Method::GET, &path, headers, MAX_MANIFEST_BYTES)
+            .await
+            .map_err(|e| cannot(e.to_string()))?;
+        match answer.status {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => return Ok(Vec::new()),
+            status => return Err(cannot(format!("the registry answered {status}"))),
+        }
+        let manifest = digest_of(&answer.body);
+        if let Some(found) = keys.remembered(&manifest, digest, self.repository) {
+            return Ok(found);
+        }
+        #[derive(serde::Deserialize)]
+        struct Layer {
+            #[serde(rename = "mediaType", default)]
+            media_type: String,
+            digest: String,
+            #[serde(default)]
+            annotations: std::collections::BTreeMap<String, String>,
+        }
+        #[derive(serde::Deserialize)]
+        struct SignatureManifest {
+            #[serde(default)]
+            layers: Vec<Layer>,
+        }
+        let parsed: SignatureManifest = serde_json::from_slice(&answer.body)
+            .map_err(|e| cannot(format!("{tag} is not an image manifest: {e}")))?;
+        let mut found: Vec<String> = Vec::new();
+        let layers = parsed
+            .layers
+            .iter()
+            .filter(|layer| layer.media_type == signatures::LAYER_TYPE)
+            .take(signatures::MAX_LAYERS);
+        for layer in layers {
+            let Some(signature) = layer
+                .annotations
+                .get(signatures::SIGNATURE_ANNOTATION)
+                .and_then(|b64| data_encoding::BASE64.decode(b64.trim().as_bytes()).ok())
+            else {
+                continue;
+            };
+            let blob = format!("/v2/{}/blobs/{}", self.repository, layer.digest);
+            let payload = self
+                .upstream
+                .fetch(
+                    Method::GET,
+                    &blob,
+                    HeaderMap::new(),
+                    signatures::MAX_PAYLOAD,
+                )
+                .await
+                .map_err(|e| cannot(e.to_string()))?;
+            if payload.status != StatusCode::OK {
+                return Err(cannot(format!(
+                    "the payload {} answered {}",
+                    layer.digest, payload.status
+                )));
+            }
+            if digest_of(&payload.body) != layer.digest {
+                // Not the blob the layer names: it signs nothing.
+                continue;
+            }
+            if signatures::payload_names(&payload.body, digest, self.repository).is_err() {
+                continue;
+            }
+            for name in keys.names() {
+                if !found.iter().any(|f| f == name)
+                    && keys.verifies(name, &payload.body, &signature)
+                {
+                    found.push(name.to_string());
+                }
+            }
+        }
+        keys.remember(&manifest, digest, self.repository, found.clone());
+        Ok(found)
     }
 }
 

@@ -4,11 +4,11 @@
 
 use super::credentials::{Credentials, client_ip, credentials};
 use super::error::full;
-use super::facts::{MAX_PUSHED_MANIFEST, digest_of};
+use super::facts::{FactError, MAX_PUSHED_MANIFEST, digest_of};
 use super::{ApiError, App, Body, json};
 use crate::decision_log::Source;
 use crate::identity::{Limit, Origin, Principal};
-use crate::policy::{Account, Facts, Operation, Request as PolicyRequest, Scope};
+use crate::policy::{Account, Facts, Operation, Reference, Request as PolicyRequest, Scope};
 use crate::proxy::{
     CatalogPage, CatalogQuery, Forwarded, Route, Target, UpstreamError, next_link, without_mount,
 };
@@ -82,8 +82,18 @@ pub(super) async fn handle(
         (body.map_err(Into::into).boxed(), None)
     };
     match admit(&app, &head, peer, pushed.as_deref()).await {
-        Ok(Admitted::Forward { forwarded, query }) => {
-            let (parts, ()) = head.into_parts();
+        Ok(Admitted::Forward {
+            forwarded,
+            query,
+            path,
+        }) => {
+            let (mut parts, ()) = head.into_parts();
+            if let Some(path) = path {
+                parts.uri = hyper::Uri::builder()
+                    .path_and_query(path)
+                    .build()
+                    .map_err(|e| ApiError::Internal(format!("cannot forward by digest: {e}")))?;
+            }
             let request = Request::from_parts(parts, body);
             Ok(upstream.forward(request, &forwarded, query).await?)
         }
@@ -97,10 +107,12 @@ pub(super) async fn handle(
 
 /// What an admitted request becomes.
 enum Admitted {
-    /// Forwarded to the registry, with this query in place of the client's when set.
+    /// Forwarded to the registry, with this query in place of the client's when set, and
+    /// this path in place of the client's when set (a pull by tag, forwarded by digest).
     Forward {
         forwarded: Forwarded,
         query: Option<String>,
+        path: Option<String>,
     },
     /// Answered here (a filtered catalog).
     Answer(Response<Body>),
@@ -169,9 +181,24 @@ async fn admit(
     let caller = app
         .authenticate(request.headers(), client, &realm, &scopes)
         .await?;
+    // The facts of the request's own operation (a mount's source needs none), gathered
+    // once, for an authenticated request only.
+    let facts = match needs.first() {
+        Some((scope, operation)) => Some(
+            app.facts(
+                &scope.name,
+                operation,
+                pushed,
+                request.headers().get(hyper::header::ACCEPT),
+            )
+            .await,
+        ),
+        None => None,
+    };
     let mut query = None;
     for (i, (scope, operation)) in needs.iter().enumerate() {
-        let Err(why) = app.allowed(&caller, scope, operation, client, pushed).await else {
+        let known = if i == 0 { facts.clone() } else { None };
+        let Err(why) = app.allowed(&caller, scope, operation, client, known).await else {
             continue;
         };
         match (&route.target, why) {
@@ -227,7 +254,27 @@ async fn admit(
             "authentication required",
         ));
     }
-    Ok(Admitted::Forward { forwarded, query })
+    // A pull by tag allowed for the manifest the tag named when its signatures were checked
+    // gets exactly that manifest, even if the tag moves in between: forwarded by digest.
+    let path = match (&facts, needs.first()) {
+        (Some(Ok(facts)), Some((scope, operation))) => {
+            match (&facts.signatures, &operation.reference) {
+                (Some(signatures), Some(Reference::Tag(_))) if !signatures.digest.is_empty() => {
+                    Some(format!(
+                        "/v2/{}/manifests/{}",
+                        scope.name, signatures.digest
+                    ))
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    Ok(Admitted::Forward {
+        forwarded,
+        query,
+        path,
+    })
 }
 
 /// A refused request's body is read and dropped, up to [`MAX_DRAIN`] bytes for
@@ -522,7 +569,7 @@ impl App {
         scope: &Scope,
         operation: &Operation,
         client: IpAddr,
-        pushed: Option<&str>,
+        facts: Option<Result<Facts, FactError>>,
     ) -> Result<(), Denial> {
         // "Every action of none" holds for anyone: a request that needs no action is one
         // the route mapping did not understand, and it grants nothing.
@@ -539,7 +586,7 @@ impl App {
             // issued: ask them, so the refusal says who said no and why.
             return Err(
                 match self
-                    .policies_deny(caller, scope, operation, client, pushed)
+                    .policies_deny(caller, scope, operation, client, facts)
                     .await
                 {
                     Some(why) => Denial::Policy(why),
@@ -556,7 +603,7 @@ impl App {
             return Err(Denial::Limit);
         }
         match self
-            .policies_deny(caller, scope, operation, client, pushed)
+            .policies_deny(caller, scope, operation, client, facts)
             .await
         {
             Some(why) => Err(Denial::Policy(why)),
@@ -572,7 +619,7 @@ impl App {
         scope: &Scope,
         operation: &Operation,
         client: IpAddr,
-        pushed: Option<&str>,
+        facts: Option<Result<Facts, FactError>>,
     ) -> Option<Option<String>> {
         let mut request = PolicyRequest {
             account: caller.account.clone(),
@@ -583,7 +630,7 @@ impl App {
             time: 0,
             facts: Facts::none(),
         };
-        let outcome = match self.facts(&scope.name, operation, pushed).await {
+        let outcome = match facts.unwrap_or_else(|| Ok(Facts::none())) {
             Ok(facts) => {
                 request.facts = facts;
                 self.decide(Source::Gateway, request).await
