@@ -227,6 +227,9 @@ fn render(body: &[u8]) -> Option<String> {
             config: config.as_ref(),
             referrers: referrers.as_deref(),
             deletable: true,
+            signatures: Some(Ok(vec!["ci".into()])),
+            keys: &["ci".into()],
+            moving: Some((false, Some("immutable-tags rule 1".into()))),
         },
     );
     Some(page.into_string())

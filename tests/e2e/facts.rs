@@ -71,6 +71,7 @@ fn immutable_tags_hold_through_the_gateway_and_a_replay_is_exact() {
         setup.path("policies/immutable_tags.wasm"),
     )
     .expect("copy the module");
+    setup.insert_config(&crate::console::console_block(&setup, true));
     let _registry = setup.start_plain_registry();
     let gateway = setup.start_gateway();
     let home = tempfile::tempdir().expect("tempdir");
@@ -125,6 +126,26 @@ fn immutable_tags_hold_through_the_gateway_and_a_replay_is_exact() {
     assert!(ok, "{err}");
     let (status, body) = delete(gateway.port, &format!("/v2/releases/app/manifests/{loose}"));
     assert_eq!(status, 202, "{body}");
+
+    // The console's image page says which tags are immutable.
+    let (session, _) = crate::console::sign_in_by_hand(gateway.port, "alice", "alice-pw");
+    let page = |reference: &str| {
+        let (status, _, page) = crate::console::request(
+            gateway.port,
+            "GET",
+            &format!("/ui/manifest?name=releases/app&ref={reference}"),
+            &[("Cookie", &session)],
+            "",
+        );
+        assert_eq!(status, 200, "{page}");
+        page
+    };
+    let v1_page = page("v1");
+    assert!(
+        v1_page.contains("Immutable") && v1_page.contains("immutable-tags rule 1"),
+        "{v1_page}"
+    );
+    assert!(page("latest").contains("let you move this tag"));
 
     // Every decision's line holds the facts it was made with: a replay is exact.
     let log = setup.path("decisions.jsonl");

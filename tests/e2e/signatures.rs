@@ -59,6 +59,7 @@ decisions = "decisions.jsonl"
         dir.join("policies/signed_images.wasm"),
     )
     .expect("module");
+    setup.insert_config(&crate::console::console_block(&setup, true));
     let (ci_private, _ci_public, ci_pass) = cosign_key(&dir.join("keys"), "ci");
     let (other_private, _, other_pass) = cosign_key(&dir.join("keys"), "other");
 
@@ -231,6 +232,18 @@ decisions = "decisions.jsonl"
             "skopeo refuses {tag} as we do: {err}"
         );
     }
+
+    // The console's image page says who signed it.
+    let (session, _) = crate::console::sign_in_by_hand(gateway.port, "alice", "alice-pw");
+    let (status, _, page) = crate::console::request(
+        gateway.port,
+        "GET",
+        "/ui/manifest?name=prod/app&ref=signed",
+        &[("Cookie", &session)],
+        "",
+    );
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Signed") && page.contains("by ci"), "{page}");
 
     // The decisions hold the signatures fact.
     let decisions = std::fs::read_to_string(dir.join("decisions.jsonl")).expect("the log");

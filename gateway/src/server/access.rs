@@ -232,13 +232,22 @@ impl App {
         if let Some(outcome) = self.reserved(&request) {
             return outcome;
         }
-        self.stamp(&mut request);
         if let Some(operation) = &request.operation {
             match self.facts(&request.scope.name, operation, None, None).await {
                 Ok(facts) => request.facts = facts,
                 Err(why) => return super::facts::unknown(&why),
             }
         }
+        self.explain_as_asked(request).await
+    }
+
+    /// Every policy's answer to `request` with the facts it carries (none gathered): a dry
+    /// run, as [`App::explain`] (the console's "what if this tag moved").
+    pub(super) async fn explain_as_asked(self: &Arc<Self>, mut request: PolicyRequest) -> Outcome {
+        if let Some(outcome) = self.reserved(&request) {
+            return outcome;
+        }
+        self.stamp(&mut request);
         let place = self.lanes.place().await;
         let policies = self.policies.current();
         let app = self.clone();

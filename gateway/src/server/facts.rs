@@ -200,6 +200,46 @@ impl Registry<'_> {
 }
 
 impl App {
+    /// The policies' answer to a request of the gateway's own (the console's reads and
+    /// deletes), with the facts its operation calls for, as the gateway decides a client's.
+    pub(super) async fn decide_gathered(
+        self: &Arc<Self>,
+        source: crate::decision_log::Source,
+        mut request: PolicyRequest,
+    ) -> Arc<Outcome> {
+        if let Some(operation) = &request.operation {
+            match self.facts(&request.scope.name, operation, None, None).await {
+                Ok(facts) => request.facts = facts,
+                Err(why) => {
+                    let outcome = Arc::new(unknown(&why));
+                    self.observe(source, &request, &outcome, false, Duration::ZERO);
+                    return outcome;
+                }
+            }
+        }
+        self.decide(source, request).await
+    }
+
+    /// The configured signature key names.
+    pub(super) fn signature_key_names(&self) -> Vec<String> {
+        self.signature_keys().names().map(str::to_string).collect()
+    }
+
+    /// The keys with a valid signature over `digest` in `repository` (gateway mode), for the
+    /// console's image page; None in token-server mode.
+    pub(super) async fn signatures_of(
+        &self,
+        repository: &str,
+        digest: &str,
+    ) -> Option<Result<Vec<String>, FactError>> {
+        let upstream = self.upstream.as_ref()?;
+        let registry = Registry {
+            upstream,
+            repository,
+        };
+        Some(registry.signed_by(digest, &self.signature_keys()).await)
+    }
+
     /// In token-server mode the registry serves requests itself and no fact exists: the
     /// actions the needed facts guard are withheld (push and delete for the tag facts, pull
     /// for signatures), saying so, and the rest stand as the policies decided.

@@ -115,6 +115,14 @@ pub struct Image<'a> {
     pub referrers: Option<&'a [Referrer]>,
     /// Whether the policies let this person delete it.
     pub deletable: bool,
+    /// Its cosign signatures, when `[signatures] keys` are configured (gateway mode): the
+    /// keys with a valid signature, or why they could not be read.
+    pub signatures: Option<Result<Vec<String>, String>>,
+    /// The configured key names.
+    pub keys: &'a [String],
+    /// For a tag some policy guards with the tag facts: what the policies say to moving it
+    /// elsewhere (granted, and the first refusal's reason).
+    pub moving: Option<(bool, Option<String>)>,
 }
 
 /// `/ui/manifest?name=...&ref=...`: one image or index.
@@ -187,6 +195,22 @@ pub fn image(frame: &Frame, image: &Image) -> Markup {
                         }
                     }
                 }
+            }
+        }
+        @if let Some(signatures) = &image.signatures {
+            h2 { "Signatures" }
+            @match signatures {
+                Ok(keys) if keys.is_empty() => p #signatures { span.error { "No valid signature" } " by a configured key (" (image.keys.join(", ")) ")." }
+                Ok(keys) => p #signatures { span.ok { "Signed" } " by " (keys.join(", ")) ": a valid cosign signature over exactly this manifest." }
+                Err(why) => p #signatures { span.error { "Signatures not read: " } (why) }
+            }
+        }
+        @if let Some((allowed, why)) = &image.moving {
+            h2 { "Tag" }
+            @if *allowed {
+                p #immutability { "The policies let you move this tag to another manifest." }
+            } @else {
+                p #immutability { span.error { "Immutable: " } "the policies refuse to move this tag" @if let Some(why) = why { " (" (why) ")" } "." }
             }
         }
         h2 { "Referrers" }

@@ -198,7 +198,41 @@ pub(super) async fn image(visit: &Visit, person: &Person) -> Result<Answer, Fail
         _ => None,
     };
     let referrers = referrers(visit, person, &name, &parsed.digest).await;
-    let deletable = may(visit, person, &name, "delete", delete_operation(reference)).await;
+    let deletable = may(
+        visit,
+        person,
+        &name,
+        "delete",
+        delete_operation(reference.clone()),
+    )
+    .await;
+    let keys: Vec<String> = app.signature_key_names();
+    let signatures = match keys.is_empty() {
+        true => None,
+        false => app.signatures_of(&name, &parsed.digest).await,
+    };
+    let moving = match &reference {
+        Reference::Tag(tag) if app.needs().contains(crate::policy::Needs::TAG_DIGEST) => {
+            let mut request = request(
+                visit,
+                person,
+                &name,
+                "push",
+                Operation {
+                    method: "PUT".into(),
+                    kind: OperationKind::Manifest,
+                    reference: Some(Reference::Tag(tag.clone())),
+                    mount_from: None,
+                },
+            );
+            request.facts.tag_digest = Some(crate::policy::TagNow::At(parsed.digest.clone()));
+            request.facts.pushed_digest = Some(format!("sha256:{}", "0".repeat(64)));
+            let outcome = app.explain_as_asked(request).await;
+            let allowed = outcome.granted.iter().any(|a| a == "push");
+            Some((allowed, outcome.withheld_by(&["push".to_string()])))
+        }
+        _ => None,
+    };
     Ok(Answer::page(browse::image(
         &frame(visit, person, Section::Browse),
         &Image {
@@ -209,6 +243,9 @@ pub(super) async fn image(visit: &Visit, person: &Person) -> Result<Answer, Fail
             config: config.as_ref(),
             referrers: referrers.as_deref(),
             deletable,
+            signatures,
+            keys: &keys,
+            moving,
         },
     )))
 }
@@ -414,7 +451,7 @@ async fn may(
 ) -> bool {
     let outcome = visit
         .app
-        .decide(
+        .decide_gathered(
             Source::Console,
             request(visit, person, name, action, operation),
         )
@@ -430,7 +467,7 @@ async fn may_pull(
     reference: Option<Reference>,
 ) -> Result<(), Failure> {
     let request = read_request(visit, person, name, kind, reference);
-    let outcome = visit.app.decide(Source::Console, request).await;
+    let outcome = visit.app.decide_gathered(Source::Console, request).await;
     if outcome.granted.iter().any(|a| a == "pull") {
         Ok(())
     } else {
@@ -454,7 +491,7 @@ async fn may_delete(
     )
     .await?;
     let request = request(visit, person, name, "delete", delete_operation(reference));
-    let outcome = visit.app.decide(Source::Console, request).await;
+    let outcome = visit.app.decide_gathered(Source::Console, request).await;
     if outcome.granted.iter().any(|a| a == "delete") {
         return Ok(());
     }
