@@ -6,13 +6,35 @@ use maud::{Markup, html};
 use serde_json::Value;
 use std::sync::Arc;
 
-/// `/ui/admin/status`: the status document as tables.
-pub fn status(frame: &Frame, status: &Value) -> Markup {
-    let text = |value: &Value| match value {
+/// A JSON value as the pages show it: text as is, a list of texts joined, nothing for null.
+fn text(value: &Value) -> String {
+    match value {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(", "),
         other => other.to_string(),
-    };
+    }
+}
+
+/// Each policy's fault or reason of a decision's `answers`, one per line.
+fn reasons(answers: &Value) -> Markup {
+    html! {
+        @for answer in answers.as_array().into_iter().flatten() {
+            @if !answer["fault"].is_null() {
+                (text(&answer["policy"])) ": " span.error { (text(&answer["fault"])) } br;
+            } @else if !answer["reason"].is_null() {
+                (text(&answer["policy"])) ": " (text(&answer["reason"])) br;
+            }
+        }
+    }
+}
+
+/// `/ui/admin/status`: the status document as tables.
+pub fn status(frame: &Frame, status: &Value) -> Markup {
     let list = |value: &Value| -> Vec<Value> { value.as_array().cloned().unwrap_or_default() };
     let content = html! {
         h1 { "Status" }
@@ -94,16 +116,6 @@ pub fn decisions(
     decisions: &[Arc<Value>],
     kept: usize,
 ) -> Markup {
-    let text = |value: &Value| match value {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        Value::Array(items) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .collect::<Vec<_>>()
-            .join(", "),
-        other => other.to_string(),
-    };
     let content = html! {
         h1 { "Recent decisions" }
         p.muted { "The last " (kept) " decisions this replica made (the decision log holds them all)." }
@@ -135,15 +147,7 @@ pub fn decisions(
                                 td { @if decision["account"] == "" { "(anonymous)" } @else { (text(&decision["account"])) } }
                                 td.mono { (text(&decision["scope"])) }
                                 td { (text(&decision["granted"])) }
-                                td {
-                                    @for answer in decision["answers"].as_array().into_iter().flatten() {
-                                        @if !answer["fault"].is_null() {
-                                            (text(&answer["policy"])) ": " span.error { (text(&answer["fault"])) } br;
-                                        } @else if !answer["reason"].is_null() {
-                                            (text(&answer["policy"])) ": " (text(&answer["reason"])) br;
-                                        }
-                                    }
-                                }
+                                td { (reasons(&decision["answers"])) }
                             }
                         }
                     }
@@ -157,16 +161,6 @@ pub fn decisions(
 /// `/ui/admin/shadow`: the shadow set's policies and counts (`shadow`, as `/status` has it;
 /// null when none is configured), and its latest disagreements, newest first.
 pub fn shadow(frame: &Frame, shadow: &Value, latest: &[Arc<Value>]) -> Markup {
-    let text = |value: &Value| match value {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        Value::Array(items) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .collect::<Vec<_>>()
-            .join(", "),
-        other => other.to_string(),
-    };
     let content = html! {
         h1 { "Shadow policies" }
         @if shadow.is_null() {
@@ -215,15 +209,7 @@ pub fn shadow(frame: &Frame, shadow: &Value, latest: &[Arc<Value>]) -> Markup {
                                 td.mono { (text(&d["operation"])) }
                                 td { (text(&d["serving"])) }
                                 td { (text(&d["shadow"]["granted"])) }
-                                td {
-                                    @for answer in d["shadow"]["answers"].as_array().into_iter().flatten() {
-                                        @if !answer["fault"].is_null() {
-                                            (text(&answer["policy"])) ": " span.error { (text(&answer["fault"])) } br;
-                                        } @else if !answer["reason"].is_null() {
-                                            (text(&answer["policy"])) ": " (text(&answer["reason"])) br;
-                                        }
-                                    }
-                                }
+                                td { (reasons(&d["shadow"]["answers"])) }
                             }
                         }
                     }
