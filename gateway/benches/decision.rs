@@ -16,7 +16,7 @@ fn load(host: &Host, crate_name: &str, settings: SettingsSource) -> LoadedPolicy
     ));
     let spec = PolicySpec {
         name: crate_name.into(),
-        module,
+        module: portcullis::policy::ModuleSource::File(module),
         settings,
         limits: Limits::default(),
     };

@@ -1,11 +1,13 @@
 //! The TOML config (`portcullis.toml`): plain data, strict (an unknown key is an error naming
 //! the key and its line), paths resolved against the config file's directory.
 
-use crate::policy::{Limits, PolicySpec, SettingsSource};
+use crate::policy::pulled::Pulled;
+use crate::policy::{Limits, ModuleSource, PolicySpec, SettingsSource};
 use crate::token::Embed;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Largest `memory_mb` a policy may ask for.
@@ -38,9 +40,37 @@ pub struct Config {
     /// The web console under `/ui/`.
     #[serde(default)]
     pub console: Console,
-    /// Public keys cosign signatures are verified with (the `signatures` fact).
+    /// Public keys cosign signatures are verified with (the `signatures` fact, and policies
+    /// pulled from a registry).
     #[serde(default)]
     pub signatures: SignatureKeys,
+    /// Where verified policy modules are kept, for a start while the registry is away.
+    #[serde(default)]
+    pub cache: Cache,
+    /// Credentials for the registries policies are pulled from, by host (and port).
+    #[serde(default)]
+    pub registries: std::collections::BTreeMap<String, RegistryLogin>,
+}
+
+/// `[cache]`: what Portcullis keeps on disk between starts.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cache {
+    /// The directory: the last verified module of each policy pulled from a registry.
+    pub dir: Option<PathBuf>,
+}
+
+/// `[registries."host:port"]`: how Portcullis logs in to a registry it pulls policies from
+/// (its own registry needs none: Portcullis signs its own token there).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryLogin {
+    /// The user name.
+    pub username: String,
+    /// A file holding the password (its first line).
+    pub password_file: PathBuf,
+    /// PEM certificates trusted for this registry besides the system's roots.
+    pub ca: Option<PathBuf>,
 }
 
 /// `[signatures]`: the public keys image signatures are verified with, by name.
@@ -527,8 +557,17 @@ fn default_idle_timeout_seconds() -> u64 {
 pub struct Policy {
     /// Shown in logs, errors and decisions.
     pub name: String,
-    /// The `.wasm` component.
-    pub module: PathBuf,
+    /// The `.wasm` component file.
+    pub module: Option<PathBuf>,
+    /// Instead of `module`: an OCI artifact holding the component, `host[:port]/repo:tag`
+    /// (followed) or `host[:port]/repo@sha256:...` (pinned).
+    pub oci: Option<String>,
+    /// How often a followed tag is looked at.
+    #[serde(default = "default_poll_seconds")]
+    pub poll_seconds: u64,
+    /// The keys (`[signatures] keys`) one of which must have signed a pulled module.
+    #[serde(default)]
+    pub signed_by: Vec<String>,
     /// A JSON file with the settings.
     pub settings_file: Option<PathBuf>,
     /// The settings inline (handed to the policy as JSON).
@@ -546,7 +585,10 @@ impl Policy {
     pub fn spec(&self) -> PolicySpec {
         PolicySpec {
             name: self.name.clone(),
-            module: self.module.clone(),
+            module: match (&self.oci, &self.module) {
+                (Some(reference), _) => ModuleSource::Pulled(Arc::new(Pulled::new(reference))),
+                (None, module) => ModuleSource::File(module.clone().unwrap_or_default()),
+            },
             settings: match (&self.settings, &self.settings_file) {
                 (Some(json), _) => SettingsSource::Inline(json.to_string()),
                 (None, Some(file)) => SettingsSource::File(file.clone()),
@@ -562,6 +604,10 @@ impl Policy {
 
 fn default_timeout_ms() -> u64 {
     50
+}
+
+fn default_poll_seconds() -> u64 {
+    30
 }
 
 fn default_memory_mb() -> u64 {
@@ -809,6 +855,7 @@ impl Config {
                         "{at}: the name is used twice; names must be unique"
                     ));
                 }
+                self.validate_source(&at, policy)?;
                 if policy.settings.is_some() && policy.settings_file.is_some() {
                     return Err(format!(
                         "{at}: set either settings or settings_file, not both"
@@ -823,6 +870,53 @@ impl Config {
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// A policy's module: a file, or a signed artifact this config can pull and verify.
+    fn validate_source(&self, at: &str, policy: &Policy) -> Result<(), String> {
+        let Some(reference) = &policy.oci else {
+            if policy.module.is_none() {
+                return Err(format!(
+                    "{at}: set module (a .wasm file) or oci (an artifact in a registry)"
+                ));
+            }
+            if !policy.signed_by.is_empty() {
+                return Err(format!(
+                    "{at}: signed_by is for a module pulled with oci; a module file is trusted \
+                     as whoever may write it"
+                ));
+            }
+            return Ok(());
+        };
+        if policy.module.is_some() {
+            return Err(format!("{at}: set either module or oci, not both"));
+        }
+        crate::oci::Reference::parse(reference).map_err(|e| format!("{at}: oci: {e}"))?;
+        if policy.signed_by.is_empty() {
+            return Err(format!(
+                "{at}: signed_by must name at least one key of [signatures] keys: a module \
+                 pulled from a registry serves only once a signature by one verifies"
+            ));
+        }
+        if let Some(unknown) = policy
+            .signed_by
+            .iter()
+            .find(|name| !self.signatures.keys.contains_key(*name))
+        {
+            return Err(format!(
+                "{at}: signed_by names {unknown:?}, which is not in [signatures] keys"
+            ));
+        }
+        if policy.poll_seconds == 0 {
+            return Err(format!("{at}: poll_seconds must be above 0"));
+        }
+        if self.cache.dir.is_none() {
+            return Err(format!(
+                "{at}: oci needs [cache] dir, where the last verified module is kept for a \
+                 start while the registry is away"
+            ));
         }
         Ok(())
     }
@@ -959,8 +1053,13 @@ impl Config {
                 .chain(sso.ca.iter_mut())
                 .for_each(resolve);
         }
+        self.cache.dir.iter_mut().for_each(resolve);
+        for login in self.registries.values_mut() {
+            resolve(&mut login.password_file);
+            login.ca.iter_mut().for_each(resolve);
+        }
         for policy in self.policies.iter_mut().chain(self.shadows.iter_mut()) {
-            resolve(&mut policy.module);
+            policy.module.iter_mut().for_each(resolve);
             policy.settings_file.iter_mut().for_each(resolve);
         }
     }

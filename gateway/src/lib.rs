@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod artifacts;
 pub mod client;
 pub mod config;
 pub mod console;
@@ -10,6 +11,7 @@ pub mod decision_log;
 pub mod glob;
 pub mod identity;
 pub mod metrics;
+pub mod oci;
 pub mod policy;
 #[cfg(test)]
 mod properties;

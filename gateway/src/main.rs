@@ -3,7 +3,8 @@
 use clap::{Args, Parser, Subcommand};
 use portcullis::config::{Config, LogFormat};
 use portcullis::policy::{
-    Account, Host, Limits, Operation, PolicySpec, Request, Scope as PolicyScope, SettingsSource,
+    Account, Host, Limits, ModuleSource, Operation, PolicySpec, Request, Scope as PolicyScope,
+    SettingsSource,
 };
 use portcullis::proxy::Route;
 use portcullis::scope::Scope;
@@ -133,6 +134,31 @@ enum PolicyCommand {
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
+    /// Publishes a policy module as an OCI artifact (a WebAssembly component: one
+    /// `application/wasm` layer), signed in cosign's format with --sign; prints its digest.
+    /// `[[policy]] oci` serves it. A registry on loopback is reached over plain http.
+    Push(PushArgs),
+}
+
+#[derive(Args)]
+struct PushArgs {
+    /// The policy component (.wasm).
+    module: PathBuf,
+    /// Where: `host[:port]/repository:tag` (or `@sha256:...` to push by digest alone).
+    reference: String,
+    /// A cosign private key to sign the artifact with (encrypted, as `cosign
+    /// generate-key-pair` writes it, or a PKCS#8 ECDSA P-256 key).
+    #[arg(long)]
+    sign: Option<PathBuf>,
+    /// A file whose first line is the signing key's passphrase (else COSIGN_PASSWORD).
+    #[arg(long)]
+    passphrase_file: Option<PathBuf>,
+    /// The registry user, when it asks for a login.
+    #[arg(long)]
+    username: Option<String>,
+    /// A file whose first line is the registry password (else PORTCULLIS_REGISTRY_PASSWORD).
+    #[arg(long)]
+    password_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -208,6 +234,7 @@ fn main() -> ExitCode {
                 })
                 .map_err(|e| e.to_string())
         }
+        Command::Policy(PolicyCommand::Push(args)) => policy_push(&args),
         Command::Identity(IdentityCommand::Test {
             config,
             jwt,
@@ -447,6 +474,55 @@ fn replace_file(
     std::fs::rename(&tmp, file)
 }
 
+fn policy_push(args: &PushArgs) -> Result<ExitCode, String> {
+    let first_line = |path: &Path| {
+        std::fs::read_to_string(path)
+            .map(|text| text.lines().next().unwrap_or_default().to_string())
+            .map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let reference = portcullis::oci::Reference::parse(&args.reference)?;
+    let module = std::fs::read(&args.module)
+        .map_err(|e| format!("cannot read {}: {e}", args.module.display()))?;
+    let signer = match &args.sign {
+        Some(key) => {
+            let passphrase = match &args.passphrase_file {
+                Some(file) => Some(first_line(file)?),
+                None => std::env::var("COSIGN_PASSWORD").ok(),
+            };
+            Some(portcullis::signatures::Signer::read(
+                key,
+                passphrase.as_deref(),
+            )?)
+        }
+        None => None,
+    };
+    let auth = match &args.username {
+        Some(username) => portcullis::oci::Auth::Login {
+            username: username.clone(),
+            password: match &args.password_file {
+                Some(file) => first_line(file)?,
+                None => std::env::var("PORTCULLIS_REGISTRY_PASSWORD").map_err(|_| {
+                    "--username needs --password-file or PORTCULLIS_REGISTRY_PASSWORD".to_string()
+                })?,
+            },
+        },
+        None => portcullis::oci::Auth::Anonymous,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let digest = runtime.block_on(portcullis::artifacts::push(
+        module.into(),
+        &reference,
+        signer.as_ref(),
+        auth,
+    ))?;
+    let signed = if signer.is_some() { ", signed" } else { "" };
+    println!("pushed {reference} as {digest}{signed}");
+    Ok(ExitCode::SUCCESS)
+}
+
 fn check(path: &Path) -> Result<ExitCode, String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
     let app = App::new(config).map_err(|e| e.to_string())?;
@@ -500,7 +576,9 @@ fn policy_replay(
 ) -> Result<ExitCode, String> {
     let candidate = Config::load(config).map_err(|e| e.to_string())?;
     let host = Host::new().map_err(|e| format!("cannot start the wasm engine: {e:#}"))?;
-    let set = portcullis::policy::Policies::load(host, candidate.policy_specs())
+    let specs = candidate.policy_specs();
+    portcullis::artifacts::pull_once(&candidate, &specs.iter().collect::<Vec<_>>())?;
+    let set = portcullis::policy::Policies::load(host, specs)
         .map_err(|e| e.to_string())?
         .current();
     let logs: Vec<&Path> = logs.iter().map(PathBuf::as_path).collect();
@@ -669,7 +747,7 @@ fn eval(args: EvalArgs) -> Result<ExitCode, String> {
             || "policy".into(),
             |stem| stem.to_string_lossy().into_owned(),
         ),
-        module: args.module.clone(),
+        module: ModuleSource::File(args.module.clone()),
         settings: args
             .settings
             .map_or(SettingsSource::Empty, SettingsSource::File),

@@ -7,6 +7,7 @@ mod bindings;
 mod clock;
 pub mod fixtures;
 mod host;
+pub mod pulled;
 mod reload;
 pub mod replay;
 pub mod scaffold;
@@ -16,8 +17,8 @@ pub use bindings::current::portcullis::policy::types::{
     Account, Decision, Facts, Kind, Needs, Operation, Reference, Request, Scope, Signatures, TagNow,
 };
 pub use host::{
-    Fault, Host, Limits, LoadError, LoadProblem, LoadedPolicy, MAX_MEMORY_BYTES, PolicySource,
-    PolicySpec, SettingsSource,
+    Fault, Host, Limits, LoadError, LoadProblem, LoadedPolicy, MAX_MEMORY_BYTES, ModuleSource,
+    PolicySource, PolicySpec, SettingsSource,
 };
 pub use reload::{Policies, PolicyStatus};
 

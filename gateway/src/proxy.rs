@@ -118,7 +118,8 @@ pub struct Fetched {
     pub body: Bytes,
 }
 
-/// The registry behind the gateway, with a pool of kept-alive connections.
+/// The registry behind the gateway, with a pool of kept-alive connections (shared by clones).
+#[derive(Clone)]
 pub struct Upstream {
     client: crate::client::HttpsClient<Body>,
     /// `scheme://host:port`, no trailing slash.

@@ -24,6 +24,7 @@ pub use live::Live;
 
 use error::json;
 
+use crate::artifacts::{Artifacts, OwnRegistry};
 use crate::config::Config;
 use crate::console::Console;
 use crate::decision_log::DecisionLog;
@@ -68,6 +69,8 @@ pub struct App {
     decisions: Arc<DecisionLog>,
     /// The public keys of `[signatures]`, and what they were found to sign.
     signature_keys: ArcSwap<Keys>,
+    /// The policies whose modules come from registries.
+    artifacts: Artifacts,
     /// The candidate set of `[[shadow]]`, decided beside the serving one.
     shadow: Option<Shadow>,
     /// What shadow sets have said since the start, across config edits.
@@ -263,7 +266,19 @@ impl App {
                 Host::new().map_err(|e| fail(&format!("cannot start the wasm engine: {e:#}")))?
             }
         };
-        let policies = Policies::load(host.clone(), config.policy_specs()).map_err(|e| fail(&e))?;
+        read_as.extend(read_now(
+            &config.signatures.keys.values().collect::<Vec<_>>(),
+        ));
+        let signature_keys = Keys::load(&config.signatures.keys).map_err(|e| fail(&e))?;
+        let (specs, shadow_specs) = (config.policy_specs(), config.shadow_specs());
+        let artifacts = Artifacts::start(
+            &config,
+            &specs.iter().chain(&shadow_specs).collect::<Vec<_>>(),
+            &own_registries(&config, &keys),
+            &signature_keys,
+        )
+        .map_err(|e| fail(&e))?;
+        let policies = Policies::load(host.clone(), specs).map_err(|e| fail(&e))?;
         let upstream = match &config.upstream {
             Some(upstream) => Some(Upstream::new(upstream).map_err(|e| fail(&e))?),
             None => None,
@@ -282,12 +297,8 @@ impl App {
         };
         decisions.keep_recent(config.console.enabled);
         let metrics: Arc<Metrics> = previous.map(|p| p.metrics.clone()).unwrap_or_default();
-        read_as.extend(read_now(
-            &config.signatures.keys.values().collect::<Vec<_>>(),
-        ));
-        let signature_keys = Keys::load(&config.signatures.keys).map_err(|e| fail(&e))?;
         let shadow_tally: Arc<Tally> = previous.map(|p| p.shadow_tally.clone()).unwrap_or_default();
-        let shadow = match config.shadow_specs() {
+        let shadow = match shadow_specs {
             specs if specs.is_empty() => None,
             specs => {
                 let candidates = Policies::load(host.clone(), specs)
@@ -422,6 +433,7 @@ impl App {
             config_error: previous.map(|p| p.config_error.clone()).unwrap_or_default(),
             decisions,
             signature_keys: ArcSwap::from_pointee(signature_keys),
+            artifacts,
             shadow,
             shadow_tally,
             console,
@@ -598,11 +610,8 @@ impl App {
     /// watchers do not see).
     pub fn reload_all(&self) {
         self.reload_files();
-        let mut failures = self.policies.reload();
-        if let Some(shadow) = &self.shadow {
-            failures.extend(shadow.policies().reload());
-        }
-        self.metrics.reload("policies", failures.is_empty());
+        self.artifacts.wake();
+        self.reload_policies();
     }
 
     /// The public keys of `[signatures]` as last loaded.
@@ -656,8 +665,63 @@ impl App {
                 }
             })?);
         }
+        let (keys_of, reloaded) = (Arc::downgrade(self), Arc::downgrade(self));
+        self.artifacts
+            .follow(
+                move || keys_of.upgrade().map(|app| app.signature_keys()),
+                move || {
+                    if let Some(app) = reloaded.upgrade() {
+                        app.reload_policies();
+                    }
+                },
+            )
+            .map_err(notify::Error::io)?;
         Ok(watchers)
     }
+
+    /// Reloads the serving and shadow sets, counting the outcome.
+    fn reload_policies(&self) {
+        let mut failures = self.policies.reload();
+        if let Some(shadow) = &self.shadow {
+            failures.extend(shadow.policies().reload());
+        }
+        self.metrics.reload("policies", failures.is_empty());
+    }
+}
+
+/// The registries this config reaches anyway, where policies are pulled with what already
+/// lets Portcullis in: the registry it forwards to (which trusts it), and the one the console
+/// reads in token-server mode (which trusts its key: Portcullis signs a `pull` token).
+fn own_registries(config: &Config, keys: &Arc<KeyRing>) -> Vec<OwnRegistry> {
+    let mut own: Vec<OwnRegistry> = OwnRegistry::upstream(config).into_iter().collect();
+    if let Some(url) = &config.console.registry_url {
+        let token = &config.token;
+        let issuer = Issuer::new(
+            &token.issuer,
+            &token.service,
+            Duration::from_secs(token.ttl_seconds),
+            Duration::from_secs(token.refresh_ttl_seconds),
+        );
+        let key = keys.current.clone();
+        let minter: crate::oci::Minter = Arc::new(move |repository: &str, actions: &[&str]| {
+            let access = crate::token::Access {
+                resource_type: "repository".into(),
+                class: None,
+                name: repository.to_string(),
+                actions: actions.iter().map(|a| a.to_string()).collect(),
+            };
+            issuer
+                .access_token(&key, "portcullis-policies", vec![access], None, None)
+                .map(|issued| issued.token)
+                .map_err(|e| format!("cannot sign a token: {e}"))
+        });
+        own.extend(OwnRegistry::trusting(
+            url,
+            config.console.registry_ca.clone(),
+            minter,
+        ));
+    }
+    own
 }
 
 /// The fingerprints of `files` now, before they are read.

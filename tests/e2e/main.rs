@@ -3,6 +3,7 @@
 //! with `auth.token` pointing at `portcullis serve`; gateway mode in [`gateway`]; docker,
 //! containerd and podman in both modes in [`clients`].
 
+mod artifacts;
 mod browser;
 mod clients;
 mod compose;

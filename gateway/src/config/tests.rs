@@ -90,7 +90,7 @@ fn the_design_example_parses_with_paths_relative_to_the_config() {
     let specs = config.policy_specs();
     assert_eq!(
         specs[0].module,
-        Path::new("/etc/portcullis/policies/acl.wasm")
+        ModuleSource::File("/etc/portcullis/policies/acl.wasm".into())
     );
     assert_eq!(
         specs[0].settings,
@@ -351,4 +351,77 @@ fn clear_text_switches_hold_only_on_loopback() {
     let e = error(&oidc("http://issuer.example.invalid"));
     assert!(e.contains("not loopback"), "{e}");
     assert!(is_loopback("http://127.5.0.1/x") && !is_loopback("http://10.0.0.1/"));
+}
+
+/// Issue 22: a policy pulled from a registry names its reference, the keys one of which must
+/// have signed it, and where the last verified module is kept.
+#[test]
+fn a_policy_from_a_registry_needs_signers_and_a_cache() {
+    const TOKEN: &str =
+        "[token]\nissuer = \"i\"\nservice = \"s\"\nkey = \"k.pem\"\ncertificate = \"c.pem\"\n";
+    let with =
+        |policy: &str, rest: &str| format!("{TOKEN}{rest}\n[[policy]]\nname = \"acl\"\n{policy}\n");
+    let keys = "[signatures]\nkeys = { release = \"release.pub\" }\n[cache]\ndir = \"cache\"\n";
+    let good = "oci = \"registry.example.invalid/policies/acl:stable\"\nsigned_by = [\"release\"]";
+    let config = parse(&with(good, keys)).expect("parses");
+    assert_eq!(
+        config.cache.dir.as_deref(),
+        Some(Path::new("/etc/portcullis/cache"))
+    );
+    assert_eq!(config.policies[0].poll_seconds, 30);
+    let ModuleSource::Pulled(pulled) = &config.policy_specs()[0].module else {
+        panic!("not pulled");
+    };
+    assert_eq!(
+        pulled.reference(),
+        "registry.example.invalid/policies/acl:stable"
+    );
+    for (policy, rest, says) in [
+        ("", keys, "set module (a .wasm file) or oci"),
+        (
+            "module = \"acl.wasm\"\noci = \"r.example.invalid/acl:v1\"\nsigned_by = [\"release\"]",
+            keys,
+            "either module or oci",
+        ),
+        (
+            "oci = \"r.example.invalid/acl:v1\"",
+            keys,
+            "signed_by must name at least one key",
+        ),
+        (
+            "oci = \"r.example.invalid/acl:v1\"\nsigned_by = [\"ci\"]",
+            keys,
+            "\"ci\", which is not in [signatures] keys",
+        ),
+        (
+            "oci = \"r.example.invalid/acl\"\nsigned_by = [\"release\"]",
+            keys,
+            "name a tag",
+        ),
+        (
+            good,
+            "[signatures]\nkeys = { release = \"release.pub\" }\n",
+            "oci needs [cache] dir",
+        ),
+        (
+            "module = \"acl.wasm\"\nsigned_by = [\"release\"]",
+            keys,
+            "signed_by is for a module pulled with oci",
+        ),
+        (
+            &format!("{good}\npoll_seconds = 0"),
+            keys,
+            "poll_seconds must be above 0",
+        ),
+    ] {
+        let e = error(&with(policy, rest));
+        assert!(e.contains(says), "{policy}: {e}");
+        assert!(e.contains("[[policy]] #1 (`acl`)"), "{e}");
+    }
+    let login = "[registries.\"r.example.invalid\"]\nusername = \"u\"\npassword_file = \"pw\"\n";
+    let config = parse(&with(good, &format!("{keys}{login}"))).expect("parses");
+    assert_eq!(
+        config.registries["r.example.invalid"].password_file,
+        Path::new("/etc/portcullis/pw")
+    );
 }

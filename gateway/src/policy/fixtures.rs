@@ -132,31 +132,36 @@ pub fn run(path: &Path, host: &Host) -> Result<Report, FixtureError> {
     let text = std::fs::read_to_string(path).map_err(|e| invalid(format!("cannot read: {e}")))?;
     let fixtures: Fixtures = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
     let base = path.parent().unwrap_or(Path::new("."));
-    let mut policies = match &fixtures.config {
+    let (policies, specs) = match &fixtures.config {
         Some(file) => {
-            config::Config::load(&base.join(file))
-                .map_err(|e| invalid(e.to_string()))?
-                .policies
+            let config =
+                config::Config::load(&base.join(file)).map_err(|e| invalid(e.to_string()))?;
+            let specs: Vec<_> = config.policies.iter().map(config::Policy::spec).collect();
+            // Policies from a registry are pulled and verified as a start would.
+            crate::artifacts::pull_once(&config, &specs.iter().collect::<Vec<_>>())
+                .map_err(invalid)?;
+            (config.policies, specs)
         }
-        None => fixtures.policy,
+        None => {
+            let mut policies = fixtures.policy.clone();
+            for policy in &mut policies {
+                policy.module = policy.module.as_ref().map(|m| base.join(m));
+                policy.settings_file = policy.settings_file.as_ref().map(|f| base.join(f));
+            }
+            let specs = policies.iter().map(config::Policy::spec).collect();
+            (policies, specs)
+        }
     };
     if policies.is_empty() {
         return Err(invalid(
             "no policy to test: name a `config` or give [[policy]] blocks".into(),
         ));
     }
-    if fixtures.config.is_none() {
-        for policy in &mut policies {
-            policy.module = base.join(&policy.module);
-            policy.settings_file = policy.settings_file.as_ref().map(|f| base.join(f));
-        }
-    }
-    let loaded = policies
+    let loaded = specs
         .iter()
-        .map(|policy| {
-            let spec = policy.spec();
+        .map(|spec| {
             let source = spec.read().map_err(|e| invalid(e.to_string()))?;
-            host.load(&spec, source)
+            host.load(spec, source)
                 .map(Arc::new)
                 .map_err(|e| invalid(e.to_string()))
         })

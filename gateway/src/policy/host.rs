@@ -3,6 +3,7 @@
 //! the instance that faulted.
 
 use super::clock::{Clock, TICK};
+use super::pulled::Pulled;
 use super::world::{Bound, Pre};
 use super::{Decision, Needs, Request};
 use sha2::{Digest, Sha256};
@@ -52,13 +53,44 @@ pub enum SettingsSource {
     File(PathBuf),
 }
 
+/// Where a policy's module comes from.
+#[derive(Clone, Debug)]
+pub enum ModuleSource {
+    /// A `.wasm` component file, watched for changes.
+    File(PathBuf),
+    /// An OCI artifact, pulled and verified by `crate::artifacts`.
+    Pulled(Arc<Pulled>),
+}
+
+impl ModuleSource {
+    /// The file, or the OCI reference, for messages and the status.
+    pub fn shown(&self) -> PathBuf {
+        match self {
+            ModuleSource::File(path) => path.clone(),
+            ModuleSource::Pulled(pulled) => PathBuf::from(pulled.reference()),
+        }
+    }
+}
+
+impl PartialEq for ModuleSource {
+    fn eq(&self, other: &ModuleSource) -> bool {
+        match (self, other) {
+            (ModuleSource::File(a), ModuleSource::File(b)) => a == b,
+            (ModuleSource::Pulled(a), ModuleSource::Pulled(b)) => a.reference() == b.reference(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for ModuleSource {}
+
 /// A configured policy: what to load and with which limits.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PolicySpec {
     /// The name used in logs, errors and the decision log.
     pub name: String,
-    /// The `.wasm` component.
-    pub module: PathBuf,
+    /// The component.
+    pub module: ModuleSource,
     /// Its settings.
     pub settings: SettingsSource,
     /// Its limits.
@@ -67,7 +99,7 @@ pub struct PolicySpec {
 
 /// The bytes of a policy as read from disk, with their digests.
 pub struct PolicySource {
-    module: Vec<u8>,
+    module: Arc<Vec<u8>>,
     settings: String,
     /// `sha256:<hex>` of the module.
     pub digest: String,
@@ -78,8 +110,24 @@ pub struct PolicySource {
 impl PolicySpec {
     /// Reads the module and the settings.
     pub fn read(&self) -> Result<PolicySource, LoadError> {
-        let module =
-            std::fs::read(&self.module).map_err(|e| self.error(read_problem(&self.module, e)))?;
+        let module = match &self.module {
+            ModuleSource::File(path) => {
+                Arc::new(std::fs::read(path).map_err(|e| self.error(read_problem(path, e)))?)
+            }
+            ModuleSource::Pulled(pulled) => pulled
+                .verified()
+                .ok_or_else(|| {
+                    self.error(LoadProblem::Read {
+                        path: self.module.shown(),
+                        reason: pulled
+                            .look()
+                            .error
+                            .unwrap_or_else(|| "no verified module pulled yet".to_string()),
+                    })
+                })?
+                .bytes
+                .clone(),
+        };
         let settings = match &self.settings {
             SettingsSource::Empty => "{}".to_string(),
             SettingsSource::Inline(json) => json.clone(),
@@ -95,9 +143,12 @@ impl PolicySpec {
         })
     }
 
-    /// The files this policy is read from.
+    /// The files this policy is read from (a pulled module is not one: the puller reloads).
     pub fn watched_files(&self) -> Vec<&Path> {
-        let mut files = vec![self.module.as_path()];
+        let mut files = Vec::new();
+        if let ModuleSource::File(path) = &self.module {
+            files.push(path.as_path());
+        }
         if let SettingsSource::File(path) = &self.settings {
             files.push(path);
         }
@@ -334,13 +385,13 @@ impl Host {
     fn compile(&self, spec: &PolicySpec, module: &[u8]) -> Result<Pre<StoreState>, LoadError> {
         let component = Component::new(&self.engine, module).map_err(|e| {
             spec.error(LoadProblem::Compile {
-                path: spec.module.clone(),
+                path: spec.module.shown(),
                 reason: format!("{e:#}"),
             })
         })?;
         let world = |e: wasmtime::Error| {
             spec.error(LoadProblem::World {
-                path: spec.module.clone(),
+                path: spec.module.shown(),
                 reason: format!("{e:#}"),
             })
         };

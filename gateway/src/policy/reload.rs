@@ -2,7 +2,8 @@
 //! module or settings file changes. A version that fails to load never serves; the last good
 //! one stays, and the failure is kept for the status endpoint.
 
-use super::host::{Host, LoadError, PolicySpec};
+use super::host::{Host, LoadError, ModuleSource, PolicySpec};
+use super::pulled::Pulled;
 use super::{LoadedPolicy, PolicySet};
 use crate::watch::{FileWatcher, Fingerprint, fingerprints};
 use arc_swap::ArcSwap;
@@ -26,8 +27,10 @@ pub struct Policies {
 pub struct PolicyStatus {
     /// The configured name.
     pub name: String,
-    /// The module file.
+    /// The module file, or the OCI reference.
     pub module: PathBuf,
+    /// For a module pulled from a registry: what serves and what the last look found.
+    pub pulled: Option<Arc<Pulled>>,
     /// `sha256:<hex>` of the module serving.
     pub digest: String,
     /// `sha256:<hex>` of the settings serving.
@@ -118,7 +121,11 @@ impl Policies {
             .zip(errors.iter())
             .map(|((spec, policy), error)| PolicyStatus {
                 name: spec.name.clone(),
-                module: spec.module.clone(),
+                module: spec.module.shown(),
+                pulled: match &spec.module {
+                    ModuleSource::Pulled(pulled) => Some(pulled.clone()),
+                    ModuleSource::File(_) => None,
+                },
                 digest: policy.digest().to_string(),
                 settings_digest: policy.settings_digest().to_string(),
                 loaded_at: policy.loaded_at(),

@@ -121,6 +121,11 @@ impl App {
             "ready": ready,
             "policies": self.policies.current().policies().len(),
             "revocations": if unread { "not read yet" } else { "read" },
+            // Reported, never unready for it: the last verified module keeps serving.
+            "policy_artifacts": self.policies.status().into_iter().filter_map(|p| {
+                let error = p.pulled?.look().error?;
+                Some(serde_json::json!({"policy": p.name, "error": error}))
+            }).collect::<Vec<_>>(),
             "upstream": upstream.map(|probe| match probe {
                 Ok(()) => "reachable".to_string(),
                 Err(e) => e.to_string(),
@@ -154,6 +159,18 @@ impl App {
                         "loaded_at": humantime::format_rfc3339_seconds(p.loaded_at).to_string(),
                         "world": p.world,
                         "last_reload_error": p.last_error,
+                        "oci": p.pulled.as_ref().map(|pulled| {
+                            let module = pulled.verified();
+                            let look = pulled.look();
+                            serde_json::json!({
+                                "reference": pulled.reference(),
+                                "manifest": module.as_ref().map(|m| m.manifest.clone()),
+                                "signed_by": module.as_ref().map(|m| m.key.clone()),
+                                "from_cache": module.as_ref().is_some_and(|m| m.from_cache),
+                                "looked_at": look.at.map(|at| humantime::format_rfc3339_seconds(at).to_string()),
+                                "last_error": look.error,
+                            })
+                        }),
                     })
                 })
                 .collect()

@@ -12,6 +12,7 @@ use crate::policy::{
 use crate::proxy::Upstream;
 use crate::server::App;
 use crate::signatures::{self, Keys};
+use hyper::body::Bytes;
 use hyper::header::{ACCEPT as ACCEPT_HEADER, HeaderValue};
 use hyper::{HeaderMap, Method, StatusCode};
 use std::sync::Arc;
@@ -305,92 +306,36 @@ impl Registry<'_> {
     /// that fails fails the request: an unreadable signature is not an absent one.
     async fn signed_by(&self, digest: &str, keys: &Keys) -> Result<Vec<String>, FactError> {
         let cannot = |why: String| format!("cannot read the signatures of {digest}: {why}");
-        let Some(tag) = signatures::tag_of(digest) else {
+        let Some((manifest, body)) = signatures::manifest_of(self, self.repository, digest)
+            .await
+            .map_err(cannot)?
+        else {
             return Ok(Vec::new());
         };
-        let path = format!("/v2/{}/manifests/{tag}", self.repository);
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            ACCEPT_HEADER,
-            HeaderValue::from_static("application/vnd.oci.image.manifest.v1+json"),
-        );
-        let answer = self
-            .upstream
-            .fetch(Method::GET, &path, headers, MAX_MANIFEST_BYTES)
-            .await
-            .map_err(|e| cannot(e.to_string()))?;
-        match answer.status {
-            StatusCode::OK => {}
-            StatusCode::NOT_FOUND => return Ok(Vec::new()),
-            status => return Err(cannot(format!("the registry answered {status}"))),
-        }
-        let manifest = digest_of(&answer.body);
         if let Some(found) = keys.remembered(&manifest, digest, self.repository) {
             return Ok(found);
         }
-        #[derive(serde::Deserialize)]
-        struct Layer {
-            #[serde(rename = "mediaType", default)]
-            media_type: String,
-            digest: String,
-            #[serde(default)]
-            annotations: std::collections::BTreeMap<String, String>,
-        }
-        #[derive(serde::Deserialize)]
-        struct SignatureManifest {
-            #[serde(default)]
-            layers: Vec<Layer>,
-        }
-        let parsed: SignatureManifest = serde_json::from_slice(&answer.body)
-            .map_err(|e| cannot(format!("{tag} is not an image manifest: {e}")))?;
-        let mut found: Vec<String> = Vec::new();
-        let layers = parsed
-            .layers
-            .iter()
-            .filter(|layer| layer.media_type == signatures::LAYER_TYPE)
-            .take(signatures::MAX_LAYERS);
-        for layer in layers {
-            let Some(signature) = layer
-                .annotations
-                .get(signatures::SIGNATURE_ANNOTATION)
-                .and_then(|b64| data_encoding::BASE64.decode(b64.trim().as_bytes()).ok())
-            else {
-                continue;
-            };
-            let blob = format!("/v2/{}/blobs/{}", self.repository, layer.digest);
-            let payload = self
-                .upstream
-                .fetch(
-                    Method::GET,
-                    &blob,
-                    HeaderMap::new(),
-                    signatures::MAX_PAYLOAD,
-                )
-                .await
-                .map_err(|e| cannot(e.to_string()))?;
-            if payload.status != StatusCode::OK {
-                return Err(cannot(format!(
-                    "the payload {} answered {}",
-                    layer.digest, payload.status
-                )));
-            }
-            if digest_of(&payload.body) != layer.digest {
-                // Not the blob the layer names: it signs nothing.
-                continue;
-            }
-            if signatures::payload_names(&payload.body, digest, self.repository).is_err() {
-                continue;
-            }
-            for name in keys.names() {
-                if !found.iter().any(|f| f == name)
-                    && keys.verifies(name, &payload.body, &signature)
-                {
-                    found.push(name.to_string());
-                }
-            }
-        }
+        let stored = signatures::stored_in(self, self.repository, &body)
+            .await
+            .map_err(cannot)?;
+        let found = keys.signers(&stored, digest, self.repository, None);
         keys.remember(&manifest, digest, self.repository, found.clone());
         Ok(found)
+    }
+}
+
+impl signatures::Reader for Registry<'_> {
+    async fn get(&self, path: &str, limit: usize) -> Result<(StatusCode, Bytes), String> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            ACCEPT_HEADER,
+            HeaderValue::from_static(crate::oci::MANIFEST_TYPE),
+        );
+        self.upstream
+            .fetch(Method::GET, path, headers, limit)
+            .await
+            .map(|answer| (answer.status, answer.body))
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -4,12 +4,13 @@
 //! never overwrite one another's writes. Nobody reaches that repository through Portcullis.
 
 use crate::identity::{Revocation, RevocationStore, Revoked, personal};
+use crate::oci::{Auth, MANIFEST_TYPE, Repository, path_of, said};
 use crate::policy::{Outcome, Request as PolicyRequest, Said};
-use crate::proxy::{Fetched, Upstream};
+use crate::proxy::Fetched;
 use crate::server::App;
 use crate::token::Access;
 use hyper::body::Bytes;
-use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, LOCATION};
+use hyper::header::{ACCEPT, HeaderValue};
 use hyper::{HeaderMap, Method, StatusCode};
 
 /// The subject of the tokens Portcullis signs for itself in token-server mode.
@@ -24,7 +25,6 @@ const DROPPED_PER_REVOCATION: usize = 16;
 /// Answers of the registry read at most (a tag list page, an error).
 const MAX_ANSWER: usize = 1 << 20;
 
-const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 /// The OCI empty descriptor's blob, `{}`: config and only layer of every revocation.
 const EMPTY: &[u8] = b"{}";
 const EMPTY_TYPE: &str = "application/vnd.oci.empty.v1+json";
@@ -53,14 +53,14 @@ impl App {
             RevocationStore::File(path) => personal::write_to_file(path, id, until, note)?,
             RevocationStore::Registry(name) => {
                 let repository = self.revocation_repository(name)?;
-                let written = repository.add(id).await?;
+                let written = add(&repository, id).await?;
                 let ended: Vec<String> = personal
                     .revoked()
                     .ended(crate::identity::unix_now())
                     .take(DROPPED_PER_REVOCATION)
                     .map(str::to_string)
                     .collect();
-                repository.drop_ended(&ended).await;
+                drop_ended(&repository, &ended).await;
                 written
             }
         };
@@ -79,7 +79,7 @@ impl App {
             return;
         };
         let read = match self.revocation_repository(name) {
-            Ok(repository) => repository.tags().await,
+            Ok(repository) => tags(&repository).await,
             Err(e) => Err(e),
         };
         match read {
@@ -133,13 +133,16 @@ impl App {
 
     /// The repository `name` at the registry this config reads, with what lets us in: in
     /// gateway mode the registry trusts the gateway; in token-server mode a token we sign.
-    fn revocation_repository<'a>(&'a self, name: &'a str) -> Result<Repository<'a>, String> {
+    fn revocation_repository(&self, name: &str) -> Result<Repository, String> {
+        const ACTIONS: &[&str] = &["pull", "push", "delete"];
         if let Some(upstream) = &self.upstream {
-            return Ok(Repository {
-                registry: upstream,
+            return Ok(Repository::at(
+                upstream.clone(),
+                None,
                 name,
-                bearer: None,
-            });
+                ACTIONS,
+                Auth::Anonymous,
+            ));
         }
         let registry = self
             .console
@@ -150,173 +153,118 @@ impl App {
             resource_type: "repository".into(),
             class: None,
             name: name.to_string(),
-            actions: ["pull", "push", "delete"].map(String::from).to_vec(),
+            actions: ACTIONS.iter().map(|a| a.to_string()).collect(),
         };
         let bearer = self.bearer(SUBJECT, access).map_err(|e| e.to_string())?;
-        Ok(Repository {
-            registry,
+        Ok(Repository::at(
+            registry.clone(),
+            None,
             name,
-            bearer: Some(bearer),
-        })
-    }
-}
-
-/// The repository of the registry that keeps the revocations.
-struct Repository<'a> {
-    registry: &'a Upstream,
-    name: &'a str,
-    /// `Bearer <token>` in token-server mode.
-    bearer: Option<HeaderValue>,
-}
-
-impl Repository<'_> {
-    /// Every tag, page by page.
-    async fn tags(&self) -> Result<Vec<String>, String> {
-        let mut tags = Vec::new();
-        let mut next = Some(format!("/v2/{}/tags/list?n={PAGE}", self.name));
-        for _ in 0..MAX_PAGES {
-            let Some(path) = next.take() else {
-                return Ok(tags);
-            };
-            let answer = self
-                .send(Method::GET, &path, HeaderMap::new(), Bytes::new())
-                .await?;
-            if answer.status == StatusCode::NOT_FOUND
-                && error_code(&answer).as_deref() == Some("NAME_UNKNOWN")
-            {
-                // Nothing was ever revoked here.
-                return Ok(tags);
-            }
-            if answer.status != StatusCode::OK {
-                return Err(said(&path, &answer));
-            }
-            #[derive(serde::Deserialize)]
-            struct Page {
-                tags: Option<Vec<String>>,
-            }
-            let page: Page = serde_json::from_slice(&answer.body)
-                .map_err(|e| format!("GET {path}: not a tag list: {e}"))?;
-            tags.extend(page.tags.unwrap_or_default());
-            next = answer
-                .headers
-                .get(hyper::header::LINK)
-                .and_then(|link| link.to_str().ok())
-                .and_then(next_page);
-        }
-        Err(format!(
-            "{} holds more than {} tags: delete the ones of ended tokens",
-            self.name,
-            PAGE * MAX_PAGES
+            ACTIONS,
+            Auth::Token(bearer),
         ))
     }
+}
 
-    /// Tags the revocation of `id`; false when the tag was there already (another replica
-    /// revoked it).
-    async fn add(&self, id: &str) -> Result<bool, String> {
-        let tag = personal::tag(id);
-        let path = format!("/v2/{}/manifests/{tag}", self.name);
-        let mut accept = HeaderMap::new();
-        accept.insert(ACCEPT, HeaderValue::from_static(MANIFEST_TYPE));
-        let there = self.send(Method::HEAD, &path, accept, Bytes::new()).await?;
-        if there.status == StatusCode::OK {
-            return Ok(false);
+/// Every tag of the repository, page by page.
+async fn tags(repository: &Repository) -> Result<Vec<String>, String> {
+    let mut tags = Vec::new();
+    let mut next = Some(format!("/v2/{}/tags/list?n={PAGE}", repository.name()));
+    for _ in 0..MAX_PAGES {
+        let Some(path) = next.take() else {
+            return Ok(tags);
+        };
+        let answer = repository
+            .send(
+                Method::GET,
+                &path,
+                HeaderMap::new(),
+                Bytes::new(),
+                MAX_ANSWER,
+            )
+            .await?;
+        if answer.status == StatusCode::NOT_FOUND
+            && error_code(&answer).as_deref() == Some("NAME_UNKNOWN")
+        {
+            // Nothing was ever revoked here.
+            return Ok(tags);
         }
-        self.put_empty_blob().await?;
-        let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static(MANIFEST_TYPE));
-        let answer = self.send(Method::PUT, &path, headers, manifest(id)).await?;
-        if answer.status != StatusCode::CREATED {
+        if answer.status != StatusCode::OK {
             return Err(said(&path, &answer));
         }
-        Ok(true)
+        #[derive(serde::Deserialize)]
+        struct Page {
+            tags: Option<Vec<String>>,
+        }
+        let page: Page = serde_json::from_slice(&answer.body)
+            .map_err(|e| format!("GET {path}: not a tag list: {e}"))?;
+        tags.extend(page.tags.unwrap_or_default());
+        next = answer
+            .headers
+            .get(hyper::header::LINK)
+            .and_then(|link| link.to_str().ok())
+            .and_then(next_page);
     }
+    Err(format!(
+        "{} holds more than {} tags: delete the ones of ended tokens",
+        repository.name(),
+        PAGE * MAX_PAGES
+    ))
+}
 
-    /// Deletes the revocations of these ended tokens (by their manifests' digests, which
-    /// only they have). A registry with deletes off keeps them: said once in the log.
-    async fn drop_ended(&self, ids: &[String]) {
-        for id in ids {
-            let path = format!(
-                "/v2/{}/manifests/{}",
-                self.name,
-                super::facts::digest_of(&manifest(id))
-            );
-            match self
-                .send(Method::DELETE, &path, HeaderMap::new(), Bytes::new())
-                .await
-            {
-                Ok(answer)
-                    if answer.status.is_success() || answer.status == StatusCode::NOT_FOUND => {}
-                Ok(answer) => {
-                    tracing::info!(
-                        answer = %said(&path, &answer),
-                        "revocations of ended tokens are kept: the registry does not delete \
-                         them (storage delete enabled: true lets it)"
-                    );
-                    return;
-                }
-                Err(e) => {
-                    tracing::info!(error = %e, "cannot delete the revocation of an ended token");
-                    return;
-                }
+/// Tags the revocation of `id`; false when the tag was there already (another replica
+/// revoked it).
+async fn add(repository: &Repository, id: &str) -> Result<bool, String> {
+    let tag = personal::tag(id);
+    let path = format!("/v2/{}/manifests/{tag}", repository.name());
+    let mut accept = HeaderMap::new();
+    accept.insert(ACCEPT, HeaderValue::from_static(MANIFEST_TYPE));
+    let there = repository
+        .send(Method::HEAD, &path, accept, Bytes::new(), 0)
+        .await?;
+    if there.status == StatusCode::OK {
+        return Ok(false);
+    }
+    repository.push_blob(Bytes::from_static(EMPTY)).await?;
+    repository
+        .push_manifest(&tag, manifest(id), MANIFEST_TYPE)
+        .await?;
+    Ok(true)
+}
+
+/// Deletes the revocations of these ended tokens (by their manifests' digests, which only
+/// they have). A registry with deletes off keeps them: said once in the log.
+async fn drop_ended(repository: &Repository, ids: &[String]) {
+    for id in ids {
+        let path = format!(
+            "/v2/{}/manifests/{}",
+            repository.name(),
+            super::facts::digest_of(&manifest(id))
+        );
+        match repository
+            .send(
+                Method::DELETE,
+                &path,
+                HeaderMap::new(),
+                Bytes::new(),
+                MAX_ANSWER,
+            )
+            .await
+        {
+            Ok(answer) if answer.status.is_success() || answer.status == StatusCode::NOT_FOUND => {}
+            Ok(answer) => {
+                tracing::info!(
+                    answer = %said(&path, &answer),
+                    "revocations of ended tokens are kept: the registry does not delete \
+                     them (storage delete enabled: true lets it)"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "cannot delete the revocation of an ended token");
+                return;
             }
         }
-    }
-
-    /// Uploads `{}` unless the repository has it.
-    async fn put_empty_blob(&self) -> Result<(), String> {
-        let blob = format!("/v2/{}/blobs/{EMPTY_DIGEST}", self.name);
-        if self
-            .send(Method::HEAD, &blob, HeaderMap::new(), Bytes::new())
-            .await?
-            .status
-            == StatusCode::OK
-        {
-            return Ok(());
-        }
-        let start = format!("/v2/{}/blobs/uploads/", self.name);
-        let started = self
-            .send(Method::POST, &start, HeaderMap::new(), Bytes::new())
-            .await?;
-        let location = started
-            .headers
-            .get(LOCATION)
-            .and_then(|l| l.to_str().ok())
-            .and_then(|l| l.parse::<hyper::Uri>().ok())
-            .filter(|_| started.status == StatusCode::ACCEPTED)
-            .ok_or_else(|| said(&start, &started))?;
-        let separator = if location.query().is_some() { '&' } else { '?' };
-        let put = format!(
-            "{}{separator}digest={EMPTY_DIGEST}",
-            location_path(&location)
-        );
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/octet-stream"),
-        );
-        let answer = self
-            .send(Method::PUT, &put, headers, Bytes::from_static(EMPTY))
-            .await?;
-        if answer.status != StatusCode::CREATED {
-            return Err(said(&put, &answer));
-        }
-        Ok(())
-    }
-
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        mut headers: HeaderMap,
-        body: Bytes,
-    ) -> Result<Fetched, String> {
-        if let Some(bearer) = &self.bearer {
-            headers.insert(AUTHORIZATION, bearer.clone());
-        }
-        self.registry
-            .exchange(method, path, headers, body, MAX_ANSWER)
-            .await
-            .map_err(|e| e.to_string())
     }
 }
 
@@ -334,14 +282,6 @@ fn manifest(id: &str) -> Bytes {
     Bytes::from(manifest.to_string())
 }
 
-/// The path and query of an upload's `Location` (absolute or not).
-fn location_path(location: &hyper::Uri) -> String {
-    location
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| location.path().to_string())
-}
-
 /// The path of the next page a `Link` header names (`</v2/...?n=1000&last=x>; rel="next"`);
 /// a registry answers with its own path, or a whole URL.
 fn next_page(link: &str) -> Option<String> {
@@ -350,7 +290,7 @@ fn next_page(link: &str) -> Option<String> {
         return None;
     }
     let uri: hyper::Uri = target.parse().ok()?;
-    Some(location_path(&uri))
+    Some(path_of(&uri))
 }
 
 /// The registry's first error code in an answer.
@@ -364,11 +304,4 @@ fn error_code(answer: &Fetched) -> Option<String> {
             .as_str()?
             .to_string(),
     )
-}
-
-/// What the registry answered to `path`, for an error.
-fn said(path: &str, answer: &Fetched) -> String {
-    let body = String::from_utf8_lossy(&answer.body);
-    let body: String = body.chars().take(200).collect();
-    format!("{path} answered {}: {}", answer.status, body.trim())
 }

@@ -1,6 +1,7 @@
 //! The command line (`policy eval`, `check`, `passwd`), run as a user would from the shell.
 
 use crate::util::{ACL_DESIGN_EXAMPLE, wasm};
+use portcullis::policy::ModuleSource;
 use std::process::Command;
 
 fn eval(args: &[&str]) -> (i32, Vec<serde_json::Value>, String) {
@@ -260,10 +261,12 @@ fn the_compose_and_kubernetes_configs_load_their_policies() {
             // The image's policy directory is this build's.
             let file = spec
                 .module
+                .shown()
                 .file_stem()
                 .expect("a module file")
-                .to_string_lossy();
-            spec.module = wasm(&file);
+                .to_string_lossy()
+                .into_owned();
+            spec.module = ModuleSource::File(wasm(&file));
             let source = spec.read().unwrap_or_else(|e| panic!("{e}"));
             crate::util::host()
                 .load(&spec, source)

@@ -3,7 +3,7 @@
 //! second, and a broken version never serves.
 
 use crate::util::{host, request, wasm};
-use portcullis::policy::{Limits, Policies, PolicySpec, SettingsSource};
+use portcullis::policy::{Limits, ModuleSource, Policies, PolicySpec, SettingsSource};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -108,7 +108,7 @@ fn acl_with_settings_file() -> (tempfile::TempDir, std::path::PathBuf, PolicySpe
     std::fs::write(&settings, PUSHERS).expect("write");
     let spec = PolicySpec {
         name: "acl".into(),
-        module: wasm("acl"),
+        module: ModuleSource::File(wasm("acl")),
         settings: SettingsSource::File(settings.clone()),
         limits: Limits::default(),
     };
@@ -151,7 +151,7 @@ fn module_swaps_under_load_keep_the_last_good_version_and_report_failures() {
     std::fs::write(&module, &owner).expect("write");
     let spec = PolicySpec {
         name: "swapped".into(),
-        module: module.clone(),
+        module: ModuleSource::File(module.clone()),
         settings: SettingsSource::Empty,
         limits: Limits::default(),
     };

@@ -1,7 +1,7 @@
 //! The shipped policies and a hostile one, loaded from the real .wasm files through the host.
 
 use crate::util::{ACL_DESIGN_EXAMPLE, host, load, request, spec};
-use portcullis::policy::{Fault, Limits, LoadProblem, PolicySet, SettingsSource};
+use portcullis::policy::{Fault, Limits, LoadProblem, ModuleSource, PolicySet, SettingsSource};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -187,7 +187,7 @@ fn files_that_are_not_policies_fail_the_load_clearly() {
             std::fs::write(&path, bytes).expect("write");
         }
         let mut s = spec("p", "read_only", SettingsSource::Empty);
-        s.module = path;
+        s.module = ModuleSource::File(path);
         let result = s.read().and_then(|source| host().load(&s, source));
         match result {
             Ok(_) => panic!("{file} should not load"),

@@ -1,7 +1,7 @@
 //! Shared helpers: locating the policies built by `cargo policies`, building specs and requests.
 
 use portcullis::policy::{
-    Account, Host, Limits, LoadedPolicy, PolicySpec, Request, SettingsSource,
+    Account, Host, Limits, LoadedPolicy, ModuleSource, PolicySpec, Request, SettingsSource,
 };
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -30,7 +30,7 @@ pub fn host() -> Host {
 pub fn spec(name: &str, crate_name: &str, settings: SettingsSource) -> PolicySpec {
     PolicySpec {
         name: name.to_string(),
-        module: wasm(crate_name),
+        module: ModuleSource::File(wasm(crate_name)),
         settings,
         limits: Limits::default(),
     }
