@@ -74,6 +74,9 @@ else
   echo "rustfmt is not installed: skipping the format check (rustup component add rustfmt)"
 fi
 cargo policies
+# The example policies in Python and JavaScript, with componentize-py (PyPI) and
+# componentize-qjs (npm).
+bash scripts/polyglot.sh
 # The policy SDK stays publishable: packaged (and built from the package alone, its WIT
 # inside) and documented without a warning.
 cargo package -p portcullis-policy --allow-dirty --quiet

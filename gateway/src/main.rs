@@ -474,6 +474,18 @@ fn replace_file(
     std::fs::rename(&tmp, file)
 }
 
+/// The wasm host of the tools (`policy eval`, `test`, `replay`): compiled code is kept in
+/// the user's cache directory, so a policy is compiled once, not at every run.
+fn tool_host() -> Result<Host, String> {
+    let host = Host::new().map_err(|e| format!("cannot start the wasm engine: {e:#}"))?;
+    Ok(
+        match portcullis::policy::compiled::CompiledStore::for_tools() {
+            Some(store) => host.with_store(store),
+            None => host,
+        },
+    )
+}
+
 fn policy_push(args: &PushArgs) -> Result<ExitCode, String> {
     let first_line = |path: &Path| {
         std::fs::read_to_string(path)
@@ -575,7 +587,7 @@ fn policy_replay(
     allow_widening: bool,
 ) -> Result<ExitCode, String> {
     let candidate = Config::load(config).map_err(|e| e.to_string())?;
-    let host = Host::new().map_err(|e| format!("cannot start the wasm engine: {e:#}"))?;
+    let host = tool_host()?;
     let specs = candidate.policy_specs();
     portcullis::artifacts::pull_once(&candidate, &specs.iter().collect::<Vec<_>>())?;
     let set = portcullis::policy::Policies::load(host, specs)
@@ -632,7 +644,7 @@ fn policy_replay(
 /// `portcullis policy test`: each fixture file's cases, the failures with expected against
 /// got, the rules no case reached, and the count.
 fn policy_test(files: &[PathBuf]) -> Result<ExitCode, String> {
-    let host = Host::new().map_err(|e| format!("cannot start the wasm engine: {e:#}"))?;
+    let host = tool_host()?;
     let (mut passed, mut failed) = (0, 0);
     let mut out = String::new();
     for file in files {
@@ -756,7 +768,7 @@ fn eval(args: EvalArgs) -> Result<ExitCode, String> {
             memory_bytes: args.memory_mb << 20,
         },
     };
-    let host = Host::new().map_err(|e| format!("cannot start the wasm engine: {e:#}"))?;
+    let host = tool_host()?;
     let policy = host
         .load(&spec, spec.read().map_err(|e| e.to_string())?)
         .map_err(|e| e.to_string())?;

@@ -5,6 +5,7 @@
 
 mod bindings;
 mod clock;
+pub mod compiled;
 pub mod fixtures;
 mod host;
 pub mod pulled;

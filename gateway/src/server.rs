@@ -33,6 +33,7 @@ use crate::identity::{
     Sources, Sso,
 };
 use crate::metrics::Metrics;
+use crate::policy::compiled::CompiledStore;
 use crate::policy::{Host, Policies};
 use crate::proxy::{Body, Upstream};
 use crate::seal::SealKeys;
@@ -263,7 +264,19 @@ impl App {
         let host = match previous {
             Some(previous) => previous.host.clone(),
             None => {
-                Host::new().map_err(|e| fail(&format!("cannot start the wasm engine: {e:#}")))?
+                let host = Host::new()
+                    .map_err(|e| fail(&format!("cannot start the wasm engine: {e:#}")))?;
+                match &config.cache.dir {
+                    // The token key authenticates the code: whoever can write the cache
+                    // alone cannot make code we run.
+                    Some(dir) => {
+                        let secret = std::fs::read(&config.token.key).map_err(|e| {
+                            fail(&format!("[token] key {}: {e}", config.token.key.display()))
+                        })?;
+                        host.with_store(CompiledStore::new(&dir.join("compiled"), &secret))
+                    }
+                    None => host,
+                }
             }
         };
         read_as.extend(read_now(

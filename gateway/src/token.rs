@@ -670,7 +670,7 @@ pub fn generate(
     std::fs::create_dir_all(dir).map_err(|e| generate(&format!("{}: {e}", dir.display())))?;
     let key_path = dir.join("token.key");
     let cert_path = dir.join("token.crt");
-    write_private(&key_path, &key_pair.serialize_pem())
+    write_private(&key_path, key_pair.serialize_pem())
         .map_err(|e| generate(&format!("{}: {e}", key_path.display())))?;
     std::fs::write(&cert_path, cert.pem())
         .map_err(|e| generate(&format!("{}: {e}", cert_path.display())))?;
@@ -684,7 +684,7 @@ pub fn has_short_coordinate(point: &[u8]) -> bool {
 }
 
 /// Writes a file only its owner can read.
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, contents: impl AsRef<[u8]>) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
@@ -693,7 +693,7 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
         .truncate(true)
         .mode(0o600)
         .open(path)?;
-    file.write_all(contents.as_bytes())
+    file.write_all(contents.as_ref())
 }
 
 #[cfg(test)]

@@ -180,6 +180,16 @@ fn a_policy_follows_its_tag_only_to_signed_builds_and_survives_the_registry_goin
     assert_eq!(entry["oci"]["from_cache"], false);
 
     assert_eq!(serving(replica_admin)["digest"], first_module.as_str());
+    // What was compiled is kept for the next start.
+    let compiled = std::fs::read_dir(dir.join("cache/compiled"))
+        .expect("compiled code is kept")
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+        })
+        .count();
+    assert!(compiled >= 1, "no compiled code in cache/compiled");
 
     // Requests keep flowing while the tag moves, and what each replica serves is watched.
     let stop = Arc::new(AtomicBool::new(false));

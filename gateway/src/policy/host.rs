@@ -3,6 +3,7 @@
 //! the instance that faulted.
 
 use super::clock::{Clock, TICK};
+use super::compiled::CompiledStore;
 use super::pulled::Pulled;
 use super::world::{Bound, Pre};
 use super::{Decision, Needs, Request};
@@ -15,10 +16,20 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 /// The largest memory cap a policy may have (each pool slot is sized for it).
 pub const MAX_MEMORY_BYTES: usize = 1 << 30;
-/// Instances slots in the pool, shared by every policy and every version still draining.
+/// Component instance slots in the pool, shared by every policy and every version still
+/// draining.
 const POOL_INSTANCES: u32 = 1000;
-/// Configured instances kept idle per policy; more are made on demand under load.
+/// Core instances and tables: a Rust policy is one or two core instances, a Python one
+/// (componentize-py) about 37, so the pool has room for many of each.
+const POOL_CORE_INSTANCES: u32 = 20_000;
+/// Linear memories (each reserves address space for `MAX_MEMORY_BYTES`, nothing more).
+const POOL_MEMORIES: u32 = 2000;
+/// Configured instances kept idle per policy at most; more are made on demand under load.
 const MAX_IDLE: usize = 64;
+/// An instance is retired (dropped, and a fresh one made when needed) after this many
+/// decisions, or once its memory grew past three quarters of its cap: a guest whose heap
+/// keeps growing (SpiderMonkey's does) is renewed before it would hit the cap and fault.
+const RETIRE_AFTER: u64 = 100_000;
 /// Compiled modules kept for reuse (a few MB each at most).
 const COMPILED_CACHE: usize = 16;
 /// `configure` may take longer than a decision (it compiles rules), but not forever.
@@ -271,6 +282,8 @@ pub struct Host {
     linker: Arc<Linker<StoreState>>,
     /// Recently compiled modules by digest, least recently used first.
     cache: Arc<Mutex<CompiledCache>>,
+    /// Compiled code kept on disk between starts, when there is a place for it.
+    store: Option<Arc<CompiledStore>>,
 }
 
 impl Host {
@@ -279,9 +292,9 @@ impl Host {
     pub fn new() -> Result<Host, wasmtime::Error> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(POOL_INSTANCES)
-            .total_core_instances(POOL_INSTANCES)
-            .total_memories(POOL_INSTANCES)
-            .total_tables(POOL_INSTANCES)
+            .total_core_instances(POOL_CORE_INSTANCES)
+            .total_memories(POOL_MEMORIES)
+            .total_tables(POOL_CORE_INSTANCES)
             .max_memory_size(MAX_MEMORY_BYTES);
         let mut config = Config::new();
         config
@@ -296,7 +309,16 @@ impl Host {
             clock,
             linker,
             cache: Arc::default(),
+            store: None,
         })
+    }
+
+    /// The same host, keeping compiled code in `store` and taking it from there.
+    pub fn with_store(self, store: CompiledStore) -> Host {
+        Host {
+            store: Some(Arc::new(store)),
+            ..self
+        }
     }
 
     /// Compiles and configures a policy; on success it is ready to decide.
@@ -324,7 +346,7 @@ impl Host {
                 return Ok(pre);
             }
         }
-        let pre = self.compile(spec, &source.module)?;
+        let pre = self.compile(spec, source)?;
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         if cache.len() >= COMPILED_CACHE {
             cache.remove(0);
@@ -362,6 +384,9 @@ impl Host {
             limits: spec.limits,
             engine: self.engine.clone(),
             clock: self.clock.clone(),
+            // A policy whose instances hold several memories keeps fewer idle, so that one
+            // policy cannot take the pool's memories from the others.
+            max_idle: (POOL_MEMORIES as usize / 16 / pre.memories().max(1)).clamp(2, MAX_IDLE),
             pre,
             idle: Mutex::new(Vec::new()),
         };
@@ -382,13 +407,31 @@ impl Host {
         Ok(policy)
     }
 
-    fn compile(&self, spec: &PolicySpec, module: &[u8]) -> Result<Pre<StoreState>, LoadError> {
-        let component = Component::new(&self.engine, module).map_err(|e| {
-            spec.error(LoadProblem::Compile {
-                path: spec.module.shown(),
-                reason: format!("{e:#}"),
-            })
-        })?;
+    fn compile(
+        &self,
+        spec: &PolicySpec,
+        source: &PolicySource,
+    ) -> Result<Pre<StoreState>, LoadError> {
+        let kept = self
+            .store
+            .as_ref()
+            .and_then(|store| store.load(&self.engine, &source.digest));
+        let component = match kept {
+            Some(component) => component,
+            None => {
+                let component =
+                    Component::new(&self.engine, source.module.as_slice()).map_err(|e| {
+                        spec.error(LoadProblem::Compile {
+                            path: spec.module.shown(),
+                            reason: format!("{e:#}"),
+                        })
+                    })?;
+                if let Some(store) = &self.store {
+                    store.keep(&self.engine, &source.digest, &component);
+                }
+                component
+            }
+        };
         let world = |e: wasmtime::Error| {
             spec.error(LoadProblem::World {
                 path: spec.module.shown(),
@@ -415,11 +458,15 @@ pub struct LoadedPolicy {
     clock: Arc<Clock>,
     pre: Pre<StoreState>,
     idle: Mutex<Vec<Instance>>,
+    /// Idle instances kept at most.
+    max_idle: usize,
 }
 
 struct Instance {
     store: Store<StoreState>,
     bindings: Bound,
+    /// Decisions made on it.
+    decisions: u64,
 }
 
 enum ConfigureError {
@@ -503,6 +550,7 @@ impl LoadedPolicy {
             &self.engine,
             StoreState {
                 memory_cap: self.limits.memory_bytes,
+                grown: 0,
             },
         );
         store.limiter(|state| state);
@@ -517,12 +565,24 @@ impl LoadedPolicy {
             .configure(&mut store, &self.settings)
             .map_err(fault)?
             .map_err(ConfigureError::Refused)?;
-        Ok(Instance { store, bindings })
+        Ok(Instance {
+            store,
+            bindings,
+            decisions: 0,
+        })
     }
 
-    fn release(&self, instance: Instance) {
+    /// Puts an instance back for the next decision, unless it is due for retirement.
+    fn release(&self, mut instance: Instance) {
+        instance.decisions += 1;
+        let grown = instance.store.data().grown;
+        if grown > self.limits.memory_bytes / 4 * 3 || instance.decisions >= RETIRE_AFTER {
+            tracing::debug!(policy = %self.name, decisions = instance.decisions, memory = grown,
+                "instance retired");
+            return;
+        }
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < MAX_IDLE {
+        if idle.len() < self.max_idle {
             idle.push(instance);
         }
     }
@@ -550,6 +610,8 @@ fn classify(error: wasmtime::Error, limits: &Limits) -> Fault {
 /// What each store carries: the memory cap its limiter enforces.
 pub struct StoreState {
     memory_cap: usize,
+    /// The largest memory it grew to.
+    grown: usize,
 }
 
 /// Raised by the limiter so that a memory-cap trap can be told from other traps.
@@ -567,6 +629,7 @@ impl wasmtime::ResourceLimiter for StoreState {
         if desired > self.memory_cap {
             return Err(MemoryCapExceeded.into());
         }
+        self.grown = self.grown.max(desired);
         Ok(true)
     }
 

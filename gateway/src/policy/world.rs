@@ -66,6 +66,18 @@ impl<T: 'static> Pre<T> {
         }
     }
 
+    /// The linear memories one instance holds (1 when the component does not say).
+    pub fn memories(&self) -> usize {
+        let component = match self {
+            Pre::Current(pre) => pre.instance_pre().component(),
+            Pre::V0_2(pre) => pre.instance_pre().component(),
+            Pre::V0_1(pre) => pre.instance_pre().component(),
+        };
+        component
+            .resources_required()
+            .map_or(1, |required| required.num_memories as usize)
+    }
+
     /// A fresh instance in `store`.
     pub fn instantiate(&self, store: impl AsContextMut<Data = T>) -> Result<Bound> {
         Ok(match self {

@@ -1,5 +1,6 @@
 //! The gateway's integration tests, in one binary: the policy host against the real `.wasm`
-//! files that `cargo policies` builds, hot swap, the command line, gateway mode in process,
+//! files that `cargo policies` builds (and the Python and JavaScript ones of
+//! scripts/polyglot.sh), hot swap, the command line, gateway mode in process,
 //! token lifetimes and revocation, hostile clients, password guessing and a failing
 //! registry.
 
@@ -9,6 +10,7 @@ mod guessing;
 mod hostile_clients;
 mod hot_swap;
 mod policy_host;
+mod polyglot;
 mod served;
 mod tokens;
 mod upstream_faults;

@@ -250,6 +250,24 @@ fn every_hostile_behaviour_is_denied_within_its_deadline() {
     );
 }
 
+/// Issue 22: a guest whose heap only grows (SpiderMonkey's does, by a few KB a decision) is
+/// renewed before it reaches its cap: here 1 MiB kept per decision under an 8 MiB cap, which
+/// would fault by the eighth decision on one instance; a hundred in a row are all answered.
+#[test]
+fn an_instance_whose_memory_keeps_growing_is_retired_before_it_faults() {
+    let mut leaky = spec("hostile", "hostile", SettingsSource::Empty);
+    leaky.limits.memory_bytes = 8 << 20;
+    let hostile = load(&leaky);
+    for n in 0..100 {
+        let outcome = hostile.authorize(&request("x", &[], "repository:hostile/leak:pull"));
+        assert_eq!(
+            outcome.map(|d| d.granted),
+            Ok(vec!["pull".to_string()]),
+            "decision {n}"
+        );
+    }
+}
+
 #[test]
 fn other_decisions_keep_flowing_while_one_policy_spins() {
     let hostile = Arc::new(load(&spec("hostile", "hostile", SettingsSource::Empty)));

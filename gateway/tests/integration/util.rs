@@ -8,13 +8,28 @@ use std::sync::OnceLock;
 
 /// The component `cargo policies` built for `crate_name` (underscores, as cargo names it).
 pub fn wasm(crate_name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join(format!("wasm32-unknown-unknown/release/{crate_name}.wasm"));
+    let path = target().join(format!("wasm32-unknown-unknown/release/{crate_name}.wasm"));
     assert!(
         path.exists(),
         "{} is missing: run `cargo policies` before the tests",
+        path.display()
+    );
+    path
+}
+
+/// The workspace's target directory.
+pub fn target() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+/// A policy in another language, built by scripts/polyglot.sh.
+pub fn polyglot(name: &str) -> PathBuf {
+    let path = target().join(format!("polyglot/{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/polyglot.sh before the tests",
         path.display()
     );
     path

@@ -1,6 +1,7 @@
 //! A deliberately hostile policy for the host's tests: the repository name picks the attack
-//! (`hostile/loop`, `alloc`, `recurse`, `panic`, `overgrant`, `huge`); any other name gets a
-//! plain `pull`. Settings `{"fail": "message"}` make the load fail with that message.
+//! (`hostile/loop`, `alloc`, `recurse`, `panic`, `overgrant`, `huge`, `leak`: 1 MiB kept
+//! for good per decision, as a guest whose heap only grows); any other name gets a plain
+//! `pull`. Settings `{"fail": "message"}` make the load fail with that message.
 
 use portcullis_policy::{Decision, Policy, Request, export_policy};
 use serde::Deserialize;
@@ -38,12 +39,21 @@ impl Policy for Hostile {
                 rule: None,
             },
             "hostile/huge" => Decision::deny(&"x".repeat(64 << 20)),
+            "hostile/leak" => {
+                LEAKED.with_borrow_mut(|kept| kept.push(vec![1; 1 << 20]));
+                request.grant(["pull"])
+            }
             _ => request.grant(["pull"]),
         }
     }
 }
 
 export_policy!(Hostile);
+
+std::thread_local! {
+    /// What `hostile/leak` keeps: never freed while the instance lives.
+    static LEAKED: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 fn spin() -> ! {
     let mut n: u64 = 0;
