@@ -1,6 +1,6 @@
 //! One decision through each shipped policy, on a configured pooled instance (the cost a
 //! token or gateway request pays per scope) and on a fresh one (what the first request after
-//! a swap pays). Needs `cargo policies` first.
+//! a swap pays). Needs `cargo policies` and scripts/polyglot.sh first.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use portcullis::policy::{
@@ -11,9 +11,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 fn load(host: &Host, crate_name: &str, settings: SettingsSource) -> LoadedPolicy {
-    let module = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!(
-        "../target/wasm32-unknown-unknown/release/{crate_name}.wasm"
-    ));
+    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target");
+    // The Python and JavaScript twins come from scripts/polyglot.sh.
+    let module = match crate_name {
+        "namespace_owner_py" | "namespace_owner_js" => {
+            target.join(format!("polyglot/{crate_name}.wasm"))
+        }
+        _ => target.join(format!("wasm32-unknown-unknown/release/{crate_name}.wasm")),
+    };
     let spec = PolicySpec {
         name: crate_name.into(),
         module: portcullis::policy::ModuleSource::File(module),
@@ -72,6 +77,16 @@ fn shipped() -> Vec<(&'static str, &'static str, SettingsSource)> {
             SettingsSource::Inline(fifty_rules()),
         ),
         ("namespace-owner", "namespace_owner", SettingsSource::Empty),
+        (
+            "namespace-owner in Python",
+            "namespace_owner_py",
+            SettingsSource::Empty,
+        ),
+        (
+            "namespace-owner in JavaScript",
+            "namespace_owner_js",
+            SettingsSource::Empty,
+        ),
         ("read-only", "read_only", SettingsSource::Empty),
         (
             "protected-tags",

@@ -428,35 +428,39 @@ fn token_server_mode_pulls_its_policies_with_a_token_of_its_own() {
     require("docker-registry");
     let setup = Setup::new(PUBLISHER_ACL, USERS);
     let dir = setup.dir.path();
-    let _gateway = setup.start_gateway();
+    let gateway = setup.start_gateway();
     let _registry = setup.start_registry(&setup.path("keys/token.crt"));
     let registry = format!("127.0.0.1:{}", setup.registry_port);
     let (release, _, release_pass) = cosign_key(&dir.join("keys"), "release");
     std::fs::write(dir.join("alice.pw"), "alice-pw\n").expect("password file");
-    let (module, module_digest) = build_of(dir, "1");
     let stable = format!("{registry}/policies/acl:stable");
-    let out = portcullis(
-        &[
-            "policy",
-            "push",
-            &module.display().to_string(),
-            &stable,
-            "--sign",
-            &release.display().to_string(),
-            "--passphrase-file",
-            &release_pass.display().to_string(),
-            "--username",
-            "alice",
-            "--password-file",
-            &dir.join("alice.pw").display().to_string(),
-        ],
-        None,
-    );
-    assert!(
-        out.status.success(),
-        "push through the registry's token auth: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let publish = |build: &str| {
+        let (module, module_digest) = build_of(dir, build);
+        let out = portcullis(
+            &[
+                "policy",
+                "push",
+                &module.display().to_string(),
+                &stable,
+                "--sign",
+                &release.display().to_string(),
+                "--passphrase-file",
+                &release_pass.display().to_string(),
+                "--username",
+                "alice",
+                "--password-file",
+                &dir.join("alice.pw").display().to_string(),
+            ],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "push through the registry's token auth: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        module_digest
+    };
+    let module_digest = publish("1");
     // Nobody reaches the registry without a token.
     let (status, _, _) = http(
         setup.registry_port,
@@ -489,4 +493,16 @@ fn token_server_mode_pulls_its_policies_with_a_token_of_its_own() {
     assert_eq!(entry["digest"], module_digest.as_str(), "{entry:#}");
     assert_eq!(entry["oci"]["signed_by"], "release");
     assert_eq!(entry["oci"]["from_cache"], false);
+
+    // The tag is looked at every 30 s (the default); SIGHUP looks at once.
+    let second = publish("2");
+    gateway.signal("HUP");
+    let started = Instant::now();
+    while get_json(setup.admin_port, "/status").1["policies"][1]["digest"] != second.as_str() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "SIGHUP did not look at the tag"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

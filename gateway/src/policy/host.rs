@@ -27,8 +27,9 @@ const POOL_MEMORIES: u32 = 2000;
 /// Configured instances kept idle per policy at most; more are made on demand under load.
 const MAX_IDLE: usize = 64;
 /// An instance is retired (dropped, and a fresh one made when needed) after this many
-/// decisions, or once its memory grew past three quarters of its cap: a guest whose heap
-/// keeps growing (SpiderMonkey's does) is renewed before it would hit the cap and fault.
+/// decisions, or once its memory grew while deciding past three quarters of its cap: a guest
+/// whose heap keeps growing (SpiderMonkey's does) is renewed before it would hit the cap and
+/// fault.
 const RETIRE_AFTER: u64 = 100_000;
 /// Compiled modules kept for reuse (a few MB each at most).
 const COMPILED_CACHE: usize = 16;
@@ -467,6 +468,9 @@ struct Instance {
     bindings: Bound,
     /// Decisions made on it.
     decisions: u64,
+    /// Its memory once configured: what a runtime needs (a Python guest's is most of its
+    /// cap) is no growth.
+    settled: usize,
 }
 
 enum ConfigureError {
@@ -565,10 +569,12 @@ impl LoadedPolicy {
             .configure(&mut store, &self.settings)
             .map_err(fault)?
             .map_err(ConfigureError::Refused)?;
+        let settled = store.data().grown;
         Ok(Instance {
             store,
             bindings,
             decisions: 0,
+            settled,
         })
     }
 
@@ -576,7 +582,8 @@ impl LoadedPolicy {
     fn release(&self, mut instance: Instance) {
         instance.decisions += 1;
         let grown = instance.store.data().grown;
-        if grown > self.limits.memory_bytes / 4 * 3 || instance.decisions >= RETIRE_AFTER {
+        let growing = grown > instance.settled && grown > self.limits.memory_bytes / 4 * 3;
+        if growing || instance.decisions >= RETIRE_AFTER {
             tracing::debug!(policy = %self.name, decisions = instance.decisions, memory = grown,
                 "instance retired");
             return;
