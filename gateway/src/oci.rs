@@ -329,14 +329,22 @@ impl Repository {
                 .exchange(method.clone(), path, sent, body.clone(), limit)
                 .await
                 .map_err(|e| e.to_string())?;
-            if answer.status != StatusCode::UNAUTHORIZED || attempt == 1 {
-                if answer.status != StatusCode::UNAUTHORIZED {
-                    *self
-                        .authorization
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner) = authorization;
-                }
+            if answer.status != StatusCode::UNAUTHORIZED {
+                *self
+                    .authorization
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = authorization;
                 return Ok(answer);
+            }
+            if attempt == 1 {
+                let who = match &self.auth {
+                    Auth::Anonymous => "a request without credentials".to_string(),
+                    Auth::Minted(_) | Auth::Token(_) => {
+                        "Portcullis's own token (does it trust [token] certificate?)".to_string()
+                    }
+                    Auth::Login { username, .. } => format!("the login of {username:?}"),
+                };
+                return Err(format!("{path}: the registry refused {who} (401)"));
             }
             let challenge = answer
                 .headers
@@ -346,7 +354,9 @@ impl Repository {
                 .to_string();
             authorization = Some(self.answer(&challenge).await?);
         }
-        Err(format!("{path}: the registry refused every credential"))
+        Err(format!(
+            "{path}: the registry refused every credential (401)"
+        ))
     }
 
     /// What answers `challenge` (a `WWW-Authenticate` value).

@@ -506,3 +506,101 @@ fn token_server_mode_pulls_its_policies_with_a_token_of_its_own() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A policy kept in another registry, one with logins of its own (htpasswd, Basic): the
+/// gateway pulls it with the login of `[registries."host:port"]`; a wrong password fails the
+/// start, saying where.
+#[test]
+fn a_policy_in_another_registry_is_pulled_with_its_configured_login() {
+    require("docker-registry");
+    let setup = Setup::gateway(ACL, USERS, "");
+    let dir = setup.dir.path();
+    let _upstream = setup.start_plain_registry();
+    // The other registry: bob may push and pull there.
+    let other_port = free_port();
+    let out = portcullis(
+        &[
+            "passwd",
+            &dir.join("other.htpasswd").display().to_string(),
+            "bob",
+            "--cost",
+            "4",
+        ],
+        Some("bob-pw\n"),
+    );
+    assert!(out.status.success(), "passwd");
+    let other_config = dir.join("other-registry.yml");
+    std::fs::write(
+        &other_config,
+        format!(
+            "version: 0.1\nlog: {{level: warn, accesslog: {{disabled: true}}}}\n\
+             storage: {{filesystem: {{rootdirectory: {data}}}}}\n\
+             http: {{addr: 127.0.0.1:{other_port}, secret: e2e-secret}}\n\
+             auth: {{htpasswd: {{realm: policies, path: {htpasswd}}}}}\n",
+            data = dir.join("other-data").display(),
+            htpasswd = dir.join("other.htpasswd").display(),
+        ),
+    )
+    .expect("registry config");
+    let _other = crate::util::registry(&other_config, other_port, &[], &dir.join("other.log"));
+    std::fs::write(dir.join("bob.pw"), "bob-pw\n").expect("password");
+    let (release, _, release_pass) = cosign_key(&dir.join("keys"), "release");
+    let (module, module_digest) = build_of(dir, "1");
+    let reference = format!("127.0.0.1:{other_port}/policies/acl:stable");
+    let out = portcullis(
+        &[
+            "policy",
+            "push",
+            &module.display().to_string(),
+            &reference,
+            "--sign",
+            &release.display().to_string(),
+            "--passphrase-file",
+            &release_pass.display().to_string(),
+            "--username",
+            "bob",
+            "--password-file",
+            &dir.join("bob.pw").display().to_string(),
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "push with Basic auth: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let config = dir.join("portcullis.toml");
+    let text = std::fs::read_to_string(&config).expect("config").replace(
+        "module = \"policies/acl.wasm\"",
+        &format!("oci = \"{reference}\"\nsigned_by = [\"release\"]"),
+    );
+    std::fs::write(
+        &config,
+        format!(
+            "{text}\n[signatures]\nkeys = {{ release = \"keys/release.pub\" }}\n\n\
+             [cache]\ndir = \"cache\"\n\n[registries.\"127.0.0.1:{other_port}\"]\n\
+             username = \"bob\"\npassword_file = \"bob.pw\"\n"
+        ),
+    )
+    .expect("config");
+    {
+        let _gateway = setup.start_gateway();
+        let entry = serving(setup.admin_port);
+        assert_eq!(entry["digest"], module_digest.as_str(), "{entry:#}");
+        assert_eq!(entry["oci"]["from_cache"], false);
+    }
+
+    // With a wrong password and nothing kept, nothing can serve: the start fails.
+    std::fs::remove_dir_all(dir.join("cache")).expect("cache removed");
+    std::fs::write(dir.join("bob.pw"), "wrong\n").expect("password");
+    let out = portcullis(&["check", "--config", &config.display().to_string()], None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a wrong login served");
+    assert!(
+        stderr.contains("cannot pull")
+            && stderr.contains(&reference)
+            && stderr.contains("refused the login of \"bob\""),
+        "{stderr}"
+    );
+}
