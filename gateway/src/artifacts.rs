@@ -530,6 +530,10 @@ fn component_layer(manifest: &[u8]) -> Result<String, String> {
         ));
     }
     match parsed.layers.as_slice() {
+        [layer] if !oci::is_digest(&layer.digest) => Err(format!(
+            "the module's digest {:?} is not sha256:<64 hex>",
+            layer.digest
+        )),
         [layer] if layer.media_type == LAYER_TYPE && layer.size <= MAX_MODULE as u64 => {
             Ok(layer.digest.clone())
         }
@@ -654,5 +658,12 @@ mod tests {
                 .contains("more than")
         );
         assert!(component_layer(b"{").is_err());
+        let layer = crate::console::manifest::digest_of(b"\0asm component bytes");
+        let escaping = text.replace(&layer, "sha256:../../../etc/passwd");
+        assert!(
+            component_layer(escaping.as_bytes())
+                .expect_err("a path")
+                .contains("not sha256:<64 hex>")
+        );
     }
 }

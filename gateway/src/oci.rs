@@ -133,7 +133,9 @@ impl std::fmt::Display for Reference {
     }
 }
 
-fn is_digest(text: &str) -> bool {
+/// Whether `text` is a `sha256:<64 hex>` digest: what may go into a path Portcullis asks for
+/// or writes to.
+pub fn is_digest(text: &str) -> bool {
     text.strip_prefix("sha256:")
         .is_some_and(|hex| hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()))
 }

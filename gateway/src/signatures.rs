@@ -174,7 +174,8 @@ pub async fn stored_in(
     let layers = parsed
         .layers
         .iter()
-        .filter(|layer| layer.media_type == LAYER_TYPE)
+        // A digest of another form names no blob we would ask for.
+        .filter(|layer| layer.media_type == LAYER_TYPE && crate::oci::is_digest(&layer.digest))
         .take(MAX_LAYERS);
     for layer in layers {
         let Some(signature) = layer

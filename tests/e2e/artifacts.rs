@@ -7,11 +7,10 @@
 //! is down serves the last verified module, and a tampered cache is refused.
 
 use crate::util::{
-    Setup, basic, cosign_key, free_port, http, portcullis, require, serve, skopeo_sigstore, wasm,
+    Setup, basic, cosign_key, free_port, http, portcullis, require, serve, skopeo_signing, wasm,
 };
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -44,6 +43,16 @@ fn digest_of(bytes: &[u8]) -> String {
 
 /// `portcullis policy push`: the manifest digest it printed.
 fn push(module: &Path, reference: &str, key: Option<(&Path, &Path)>) -> String {
+    push_as(module, reference, key, None)
+}
+
+/// `portcullis policy push`, logging in as (user, password file) when the registry asks.
+fn push_as(
+    module: &Path,
+    reference: &str,
+    key: Option<(&Path, &Path)>,
+    login: Option<(&str, &Path)>,
+) -> String {
     let mut args = vec![
         "policy".to_string(),
         "push".into(),
@@ -56,6 +65,14 @@ fn push(module: &Path, reference: &str, key: Option<(&Path, &Path)>) -> String {
             key.display().to_string(),
             "--passphrase-file".into(),
             pass.display().to_string(),
+        ]);
+    }
+    if let Some((user, password)) = login {
+        args.extend([
+            "--username".into(),
+            user.into(),
+            "--password-file".into(),
+            password.display().to_string(),
         ]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -103,23 +120,6 @@ fn wait_status(
         assert!(started.elapsed() < limit, "{what}: still {entry:#}");
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// Debian 13's skopeo with a registries.d that stores signatures as attachments.
-fn skopeo(dir: &Path, policy: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(skopeo_sigstore())
-        .arg("--policy")
-        .arg(dir.join(policy))
-        .arg("--registries.d")
-        .arg(dir.join("registries.d"))
-        .args(args)
-        .env("HOME", dir)
-        .output()
-        .expect("skopeo runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]
@@ -297,7 +297,7 @@ fn a_policy_follows_its_tag_only_to_signed_builds_and_survives_the_registry_goin
         let (module, digest) = build_of(&builds, build);
         let staging = format!("{registry}/policies/acl:staging-{build}");
         push(&module, &staging, None);
-        let (ok, stderr) = skopeo(
+        let (ok, stderr) = skopeo_signing(
             dir,
             "accept-all.json",
             &[
@@ -360,7 +360,7 @@ fn a_policy_follows_its_tag_only_to_signed_builds_and_survives_the_registry_goin
     )
     .expect("verify.json");
     let verify = |manifest: &str| {
-        skopeo(
+        skopeo_signing(
             dir,
             "verify.json",
             &[
@@ -436,27 +436,11 @@ fn token_server_mode_pulls_its_policies_with_a_token_of_its_own() {
     let stable = format!("{registry}/policies/acl:stable");
     let publish = |build: &str| {
         let (module, module_digest) = build_of(dir, build);
-        let out = portcullis(
-            &[
-                "policy",
-                "push",
-                &module.display().to_string(),
-                &stable,
-                "--sign",
-                &release.display().to_string(),
-                "--passphrase-file",
-                &release_pass.display().to_string(),
-                "--username",
-                "alice",
-                "--password-file",
-                &dir.join("alice.pw").display().to_string(),
-            ],
-            None,
-        );
-        assert!(
-            out.status.success(),
-            "push through the registry's token auth: {}",
-            String::from_utf8_lossy(&out.stderr)
+        push_as(
+            &module,
+            &stable,
+            Some((&release, &release_pass)),
+            Some(("alice", &dir.join("alice.pw"))),
         );
         module_digest
     };
@@ -547,27 +531,11 @@ fn a_policy_in_another_registry_is_pulled_with_its_configured_login() {
     let (release, _, release_pass) = cosign_key(&dir.join("keys"), "release");
     let (module, module_digest) = build_of(dir, "1");
     let reference = format!("127.0.0.1:{other_port}/policies/acl:stable");
-    let out = portcullis(
-        &[
-            "policy",
-            "push",
-            &module.display().to_string(),
-            &reference,
-            "--sign",
-            &release.display().to_string(),
-            "--passphrase-file",
-            &release_pass.display().to_string(),
-            "--username",
-            "bob",
-            "--password-file",
-            &dir.join("bob.pw").display().to_string(),
-        ],
-        None,
-    );
-    assert!(
-        out.status.success(),
-        "push with Basic auth: {}",
-        String::from_utf8_lossy(&out.stderr)
+    push_as(
+        &module,
+        &reference,
+        Some((&release, &release_pass)),
+        Some(("bob", &dir.join("bob.pw"))),
     );
 
     let config = dir.join("portcullis.toml");

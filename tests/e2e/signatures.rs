@@ -5,8 +5,8 @@
 //! and a pull by tag reaches the registry by the digest whose signatures were checked.
 
 use crate::util::{
-    Daemon, Setup, basic, cosign_key, free_port, http, oci_image, require, skopeo_sigstore,
-    wait_for, wasm,
+    Daemon, Setup, basic, cosign_key, free_port, http, oci_image, require, skopeo_signing,
+    skopeo_sigstore, wait_for, wasm,
 };
 use std::path::Path;
 use std::process::Command;
@@ -18,28 +18,12 @@ const ACL: &str = r#"{"rules": [
 
 const USERS: &[(&str, &str)] = &[("alice", "alice-pw")];
 
-/// Runs Debian 13's skopeo with `args`: (success, stderr).
-fn skopeo(skopeo: &Path, dir: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(skopeo)
-        .args(["--policy"])
-        .arg(dir.join("accept-all.json"))
-        .arg("--registries.d")
-        .arg(dir.join("registries.d"))
-        .args(args)
-        .env("HOME", dir)
-        .output()
-        .expect("skopeo runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn only_images_signed_by_a_trusted_key_are_pulled_and_skopeo_agrees() {
     require("docker-registry");
     require("nginx");
-    let skopeo_bin = skopeo_sigstore();
+    // Fetched before the servers start: a first fetch takes seconds.
+    skopeo_sigstore();
     let extra = r#"
 [[policy]]
 name = "signed-images"
@@ -145,7 +129,7 @@ decisions = "decisions.jsonl"
             ]);
         }
         args.extend([src.as_str(), dest.as_str()]);
-        let (ok, err) = skopeo(&skopeo_bin, dir, &args);
+        let (ok, err) = skopeo_signing(dir, "accept-all.json", &args);
         assert!(ok, "push of {name}: {err}");
     };
     push("signed", b"signed by ci", Some((&ci_private, &ci_pass)));
@@ -207,20 +191,15 @@ decisions = "decisions.jsonl"
     .expect("verify.json");
     let verdict = |tag: &str| {
         let out = tempfile::tempdir().expect("tempdir");
-        let out = Command::new(&skopeo_bin)
-            .arg("--policy")
-            .arg(dir.join("verify.json"))
-            .arg("--registries.d")
-            .arg(dir.join("registries.d"))
-            .args(["copy", "--src-tls-verify=false"])
-            .arg(format!("docker://{reg}/prod/app:{tag}"))
-            .arg(format!("dir:{}", out.path().display()))
-            .env("HOME", dir)
-            .output()
-            .expect("skopeo runs");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
+        skopeo_signing(
+            dir,
+            "verify.json",
+            &[
+                "copy",
+                "--src-tls-verify=false",
+                &format!("docker://{reg}/prod/app:{tag}"),
+                &format!("dir:{}", out.path().display()),
+            ],
         )
     };
     let (ok, err) = verdict("signed");

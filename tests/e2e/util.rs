@@ -1090,6 +1090,24 @@ pub fn cosign_key(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
     (private, public_path, pass)
 }
 
+/// Runs Debian 13's skopeo with the trust policy `dir/<policy>` and the signature storage
+/// of `dir/registries.d`, its home in `dir`: (success, stderr).
+pub fn skopeo_signing(dir: &Path, policy: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(skopeo_sigstore())
+        .arg("--policy")
+        .arg(dir.join(policy))
+        .arg("--registries.d")
+        .arg(dir.join("registries.d"))
+        .args(args)
+        .env("HOME", dir)
+        .output()
+        .expect("skopeo runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Debian 13's skopeo, which signs and verifies cosign's signatures (Debian 12's cannot),
 /// fetched into the target directory by scripts/skopeo-sigstore.sh once.
 pub fn skopeo_sigstore() -> PathBuf {
